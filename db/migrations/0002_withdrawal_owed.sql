@@ -1,0 +1,1 @@
+ALTER TABLE "upstreams" ADD COLUMN "withdrawal_owed" boolean DEFAULT false NOT NULL;

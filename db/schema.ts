@@ -1,0 +1,114 @@
+import { sql } from 'drizzle-orm'
+import {
+  bigserial,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  unique,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core'
+import type { EventActor, TlsOptions } from '../services/store/api.ts'
+import type { PersistedSnapshot } from '../machines/index.ts'
+
+const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+/**
+ * The hash of the machine's last log row, written with the snapshot. It must live on the
+ * machine row: under READ COMMITTED, `SELECT … FOR UPDATE` that waited for a lock returns the
+ * row's newest version, but a subquery on the log in the same statement still sees the old
+ * snapshot, and chained to a stale hash under concurrency (found by the replicas test).
+ * Null only for rows written before migration 0001; the store then reads the log.
+ */
+const headHash = () => text('head_hash')
+
+/** This instance: exactly one row, made at first start (DESIGN §5). */
+export const instance = pgTable(
+  'instance',
+  {
+    instanceId: text('instance_id').primaryKey(),
+    // Only the hash: a database dump must not let anyone call the operator API.
+    adminTokenHash: text('admin_token_hash').notNull(),
+    // A constant unique column is what keeps the table at one row (a second insert conflicts).
+    singleton: boolean('singleton').notNull().default(true).unique(),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+  },
+  (t) => [check('instance_singleton', sql`${t.singleton}`)]
+)
+
+/** This instance's upstreams (downstream side) with the Upstream machine's snapshot. */
+export const upstreams = pgTable('upstreams', {
+  id: text('id').primaryKey(),
+  kind: text('kind').notNull(),
+  host: text('host').notNull(),
+  brokerPort: integer('broker_port').notNull(),
+  httpPort: integer('http_port').notNull(),
+  // The secret is ours: we present it in plain text as the MQTT password when the bridge
+  // connects, so we must be able to read it back. Only its hash leaves this instance (the
+  // upstream server keeps that), which is where hashing protects it.
+  secret: text('secret'),
+  username: text('username'),
+  tls: jsonb('tls').$type<TlsOptions>(),
+  remoteRequestId: text('remote_request_id'),
+  lastError: text('last_error'),
+  /** Deleted while its server could not be reached: the poller withdraws the request later. */
+  withdrawalOwed: boolean('withdrawal_owed').notNull().default(false),
+  snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
+  state: text('state').notNull(),
+  /** Version: the seq of the machine's last transition; every write checks it. */
+  seq: integer('seq').notNull(),
+  headHash: headHash(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+})
+
+/** Requests other instances sent us (upstream-server side). */
+export const incomingRequests = pgTable(
+  'incoming_requests',
+  {
+    id: text('id').primaryKey(),
+    instanceId: text('instance_id').notNull(),
+    sourceIp: text('source_ip').notNull(),
+    /** sha-256 hex of the downstream's secret, as the downstream sent it. */
+    secretHash: text('secret_hash').notNull(),
+    snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
+    state: text('state').notNull(),
+    seq: integer('seq').notNull(),
+    headHash: headHash(),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    // One live request per instance: a repeated request.create finds it instead of adding one.
+    uniqueIndex('incoming_requests_live_instance')
+      .on(t.instanceId)
+      .where(sql`${t.state} in ('Pending', 'Accepted')`),
+    index('incoming_requests_state').on(t.state),
+  ]
+)
+
+/** The audit log: one row per transition, hash-chained per machine (DESIGN §4). */
+export const transitions = pgTable(
+  'transitions',
+  {
+    /** Commit order across all machines: SSE resumes from it (`Last-Event-ID`). */
+    globalSeq: bigserial('global_seq', { mode: 'number' }).primaryKey(),
+    machine: text('machine').notNull(),
+    machineId: text('machine_id').notNull(),
+    seq: integer('seq').notNull(),
+    event: jsonb('event').$type<{ type: string } & Record<string, unknown>>().notNull(),
+    actor: jsonb('actor').$type<EventActor>().notNull(),
+    fromState: text('from_state'),
+    toState: text('to_state').notNull(),
+    snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
+    machineVersion: integer('machine_version').notNull(),
+    at: timestamptz('at').notNull(),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [unique('transitions_machine_seq').on(t.machine, t.machineId, t.seq)]
+)

@@ -1,0 +1,145 @@
+import { assign, setup } from 'xstate'
+import { GRANT_ALL, isWithinAny } from './namespace.ts'
+
+/**
+ * The Upstream lifecycle (downstream side), DESIGN §4. Pure: no timers, no invoked children, no I/O.
+ * The binding store applies events to the persisted snapshot with `transition()`.
+ */
+export const UPSTREAM_MACHINE_VERSION = 1
+
+export type UpstreamState = 'Pending' | 'Approved' | 'Active' | 'Declined' | 'Revoked' | 'Deleted'
+export const UPSTREAM_STATES: readonly UpstreamState[] = [
+  'Pending',
+  'Approved',
+  'Active',
+  'Declined',
+  'Revoked',
+  'Deleted',
+]
+
+export interface Binding {
+  source: string
+  target: string
+}
+
+export type UpstreamKind = 'uns' | 'mqtt'
+
+export interface UpstreamContext {
+  kind: UpstreamKind
+  bindings: Binding[]
+  /** Namespaces the upstream server granted; targets must lie inside them. */
+  grants: string[]
+}
+
+export interface UpstreamInput {
+  kind?: UpstreamKind
+}
+
+export type UpstreamEvent =
+  | { type: 'upstream.approve'; grants?: string[] }
+  | { type: 'upstream.decline' }
+  | { type: 'upstream.revoke' }
+  | { type: 'upstream.request' }
+  | { type: 'upstream.bindings.set'; bindings: Binding[] }
+  | { type: 'upstream.activate' }
+  | { type: 'upstream.deactivate' }
+  | { type: 'upstream.delete' }
+
+export const UPSTREAM_EVENT_TYPES = [
+  'upstream.approve',
+  'upstream.decline',
+  'upstream.revoke',
+  'upstream.request',
+  'upstream.bindings.set',
+  'upstream.activate',
+  'upstream.deactivate',
+  'upstream.delete',
+] as const
+
+function bindingsFitGrants(bindings: readonly Binding[], grants: readonly string[]): boolean {
+  return bindings.every((b) => isWithinAny(b.target, grants))
+}
+
+export const upstreamMachine = setup({
+  types: {
+    context: {} as UpstreamContext,
+    events: {} as UpstreamEvent,
+    input: {} as UpstreamInput,
+  },
+  guards: {
+    isPlainMqtt: ({ context }) => context.kind === 'mqtt',
+    // Grants can narrow after bindings were set (a re-approval): check them again at activation.
+    hasBindingWithinGrants: ({ context }) =>
+      context.bindings.length > 0 && bindingsFitGrants(context.bindings, context.grants),
+    bindingsAllowed: ({ context, event }) =>
+      event.type === 'upstream.bindings.set' && bindingsFitGrants(event.bindings, context.grants),
+    bindingsAllowedAndNotEmpty: ({ context, event }) =>
+      event.type === 'upstream.bindings.set' &&
+      event.bindings.length > 0 &&
+      bindingsFitGrants(event.bindings, context.grants),
+  },
+  actions: {
+    recordGrants: assign({
+      // No grants in the event means the server did not narrow: everything but `$` topics.
+      // An explicit empty list grants nothing.
+      grants: ({ event }) =>
+        event.type === 'upstream.approve' && event.grants ? [...event.grants] : [GRANT_ALL],
+    }),
+    forgetGrants: assign({ grants: () => [] as string[] }),
+    // A plain broker has no grants to give; what it accepts is up to its own ACL.
+    grantEverything: assign({ grants: () => [GRANT_ALL] }),
+    recordBindings: assign({
+      bindings: ({ event }) =>
+        event.type === 'upstream.bindings.set' ? event.bindings.map((b) => ({ ...b })) : [],
+    }),
+  },
+}).createMachine({
+  id: 'upstream',
+  initial: 'Pending',
+  context: ({ input }) => ({
+    kind: input?.kind ?? 'uns',
+    bindings: [],
+    grants: input?.kind === 'mqtt' ? [GRANT_ALL] : [],
+  }),
+  on: {
+    'upstream.delete': '.Deleted',
+  },
+  states: {
+    Pending: {
+      // A plain MQTT broker speaks no handshake: it is approved from the start (issue 4, item 6).
+      always: { guard: 'isPlainMqtt', target: 'Approved', actions: 'grantEverything' },
+      on: {
+        'upstream.approve': { target: 'Approved', actions: 'recordGrants' },
+        'upstream.decline': 'Declined',
+        // The server may revoke before we ever saw the acceptance.
+        'upstream.revoke': 'Revoked',
+      },
+    },
+    Approved: {
+      on: {
+        'upstream.bindings.set': { guard: 'bindingsAllowed', actions: 'recordBindings' },
+        'upstream.activate': { guard: 'hasBindingWithinGrants', target: 'Active' },
+        'upstream.revoke': 'Revoked',
+        // A re-approval (grants narrowed or widened by the server) is recorded, not refused.
+        'upstream.approve': { actions: 'recordGrants' },
+      },
+    },
+    Active: {
+      on: {
+        'upstream.bindings.set': { guard: 'bindingsAllowedAndNotEmpty', actions: 'recordBindings' },
+        'upstream.deactivate': 'Approved',
+        'upstream.revoke': 'Revoked',
+      },
+    },
+    // Asking again starts from no grants: whatever the server grants next is what holds.
+    Declined: {
+      on: { 'upstream.request': { target: 'Pending', actions: 'forgetGrants' } },
+    },
+    Revoked: {
+      on: { 'upstream.request': { target: 'Pending', actions: 'forgetGrants' } },
+    },
+    Deleted: { type: 'final' },
+  },
+})
+
+export type UpstreamMachine = typeof upstreamMachine

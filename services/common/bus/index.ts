@@ -1,0 +1,29 @@
+import type { Bus, BusLogger } from './bus.ts'
+import { createMemoryBus } from './memory.ts'
+import { connectNatsBus } from './nats.ts'
+
+export * from './bus.ts'
+export { requestJson, serveJson } from './rpc.ts'
+export {
+  createMemoryBus,
+  createMemoryHub,
+  type MemoryBusOptions,
+  type MemoryHub,
+} from './memory.ts'
+export { connectNatsBus, type NatsBusOptions } from './nats.ts'
+export { filterToSubjects, subjectToTopic, topicToSubject } from './topic.ts'
+
+export interface CreateBusOptions {
+  /** NATS server URL(s); without one the bus is in-process (embedded mode). */
+  natsUrl?: string | string[]
+  prefix: string
+  log?: BusLogger
+}
+
+/** The NATS bus when a server is configured, the in-process bus otherwise. */
+export async function createBus({ natsUrl, prefix, log }: CreateBusOptions): Promise<Bus> {
+  const opts = log === undefined ? { prefix } : { prefix, log }
+  return natsUrl === undefined || natsUrl.length === 0
+    ? createMemoryBus(opts)
+    : connectNatsBus({ ...opts, servers: natsUrl })
+}

@@ -1,0 +1,193 @@
+import { KvConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import {
+  bucketName,
+  callSafely,
+  subjectMatches,
+  validateKvKey,
+  type BusLogger,
+  type KvBucket,
+  type KvEntry,
+  type KvOptions,
+  type Subscription,
+} from './bus.ts'
+
+interface Stored {
+  value: Uint8Array
+  revision: number
+  operation: 'PUT' | 'DEL'
+  /** Write time in ms (Date.now), for the bucket TTL. */
+  at: number
+}
+
+interface Watcher {
+  tokens: string[]
+  active: boolean
+  onEntry(entry: KvEntry): void
+}
+
+/** One bucket's state, shared by every bus on the hub (like a JetStream stream). */
+export interface MemoryKvStore {
+  name: string
+  ttlMs: number | undefined
+  /** Last revision handed out; revisions are per bucket, as stream sequences are. */
+  seq: number
+  entries: Map<string, Stored>
+  watchers: Set<Watcher>
+  sweep: ReturnType<typeof setInterval> | undefined
+  destroyed: boolean
+}
+
+function toEntry(key: string, s: Stored): KvEntry {
+  return { key, value: s.value.slice(), revision: s.revision, operation: s.operation }
+}
+
+/**
+ * Open (or create) a bucket. Like `Kvm.create`, opening an existing bucket keeps its options.
+ * `tracked` collects watch subscriptions so the owning bus can stop them on close.
+ */
+export function openMemoryKv(
+  buckets: Map<string, MemoryKvStore>,
+  prefix: string,
+  bucket: string,
+  { ttlMs }: KvOptions,
+  tracked: Set<Subscription>,
+  log?: BusLogger
+): KvBucket {
+  const name = bucketName(prefix, bucket)
+  let store = buckets.get(name)
+  if (!store) {
+    store = {
+      name,
+      ttlMs,
+      seq: 0,
+      entries: new Map(),
+      watchers: new Set(),
+      sweep: undefined,
+      destroyed: false,
+    }
+    if (ttlMs) {
+      const s = store
+      // Expiry is lazy (see `live`); the sweep only frees memory, so it must not hold the process.
+      store.sweep = setInterval(() => {
+        for (const key of s.entries.keys()) live(s, key)
+      }, ttlMs)
+      ;(store.sweep as { unref?: () => void }).unref?.()
+    }
+    buckets.set(name, store)
+  }
+  const s = store
+
+  function open(): MemoryKvStore {
+    if (s.destroyed) throw new NotFoundError('KV bucket', name)
+    return s
+  }
+
+  /** The stored entry, unless the bucket TTL has passed; expiry emits no watch event (NATS 2.9). */
+  function live(st: MemoryKvStore, key: string): Stored | undefined {
+    const e = st.entries.get(key)
+    if (e && st.ttlMs && Date.now() - e.at >= st.ttlMs) {
+      st.entries.delete(key)
+      return undefined
+    }
+    return e
+  }
+
+  /** Append a write; `expect` is the CAS revision (0 = key must have no message). */
+  function write(
+    key: string,
+    value: Uint8Array,
+    operation: Stored['operation'],
+    expect?: number
+  ): number {
+    const st = open()
+    validateKvKey(key)
+    const current = live(st, key)?.revision ?? 0
+    if (expect !== undefined && expect !== current) {
+      throw new KvConflictError(name, key, `wrong last revision: ${current}, expected ${expect}`)
+    }
+    const stored: Stored = { value: value.slice(), revision: ++st.seq, operation, at: Date.now() }
+    st.entries.set(key, stored)
+    const tokens = key.split('.')
+    for (const w of st.watchers) {
+      if (!subjectMatches(w.tokens, tokens)) continue
+      const entry = toEntry(key, stored)
+      queueMicrotask(() => w.active && callSafely(log, `${name}.${key}`, () => w.onEntry(entry)))
+    }
+    return stored.revision
+  }
+
+  /** Live PUT entries matching `filter`, oldest revision first. */
+  function current(filter: string): Array<[string, Stored]> {
+    validateKvKey(filter, { wildcards: true })
+    const tokens = filter.split('.')
+    const st = open()
+    return [...st.entries.keys()]
+      .map((k): [string, Stored | undefined] => [k, live(st, k)])
+      .filter(
+        (p): p is [string, Stored] =>
+          p[1]?.operation === 'PUT' && subjectMatches(tokens, p[0].split('.'))
+      )
+      .sort((a, b) => a[1].revision - b[1].revision)
+  }
+
+  return {
+    name,
+    async get(key) {
+      validateKvKey(key)
+      const e = live(open(), key)
+      return e?.operation === 'PUT' ? toEntry(key, e) : null
+    },
+    async create(key, value) {
+      const e = live(open(), key)
+      if (e?.operation === 'PUT') throw new KvConflictError(name, key, 'key exists')
+      // After a delete, create is a CAS on the delete marker, as in the NATS KV client.
+      return write(key, value, 'PUT', e?.revision ?? 0)
+    },
+    async update(key, value, revision) {
+      if (!(revision >= 1)) throw new ValidationError('revision must be a positive integer')
+      return write(key, value, 'PUT', revision)
+    },
+    async put(key, value) {
+      return write(key, value, 'PUT')
+    },
+    async delete(key) {
+      write(key, new Uint8Array(0), 'DEL')
+    },
+    async erase(key, revision) {
+      validateKvKey(key)
+      const st = open()
+      if (revision === undefined || st.entries.get(key)?.revision === revision)
+        st.entries.delete(key)
+    },
+    async keys(filter = '>') {
+      return current(filter).map(([k]) => k)
+    },
+    async watch(onEntry, { key = '>', includeCurrent = true } = {}) {
+      const w: Watcher = { tokens: key.split('.'), active: true, onEntry }
+      // Queued before any later write's notification, so history comes first and in order.
+      for (const [k, e] of includeCurrent
+        ? current(key)
+        : (validateKvKey(key, { wildcards: true }), [])) {
+        const entry = toEntry(k, e)
+        queueMicrotask(() => w.active && callSafely(log, `${name}.${k}`, () => onEntry(entry)))
+      }
+      open().watchers.add(w)
+      const sub: Subscription = {
+        async unsubscribe() {
+          w.active = false
+          s.watchers.delete(w)
+          tracked.delete(sub)
+        },
+      }
+      tracked.add(sub)
+      return sub
+    },
+    async destroy() {
+      s.destroyed = true
+      clearInterval(s.sweep)
+      for (const w of s.watchers) w.active = false
+      s.watchers.clear()
+      if (buckets.get(name) === s) buckets.delete(name)
+    },
+  }
+}

@@ -1,0 +1,180 @@
+import type { JetStreamManager } from '@nats-io/jetstream'
+import { KvWatchInclude, type KV, type KvEntry as NatsKvEntry } from '@nats-io/kv'
+import { KvConflictError, NotFoundError, ValidationError } from '../errors.ts'
+import { callSafely, validateKvKey, type BusLogger, type KvBucket, type KvEntry } from './bus.ts'
+
+// JetStream API error codes (@nats-io/jetstream JetStreamApiCodes).
+const WRONG_LAST_SEQUENCE = 10071
+const WRONG_LAST_SEQUENCE_UNKNOWN = 10164
+const STREAM_NOT_FOUND = 10059
+
+function apiCode(err: unknown): number | undefined {
+  const code = (err as { code?: unknown })?.code
+  return typeof code === 'number' ? code : undefined
+}
+
+function mapKvError(err: unknown, bucket: string, key: string): unknown {
+  const code = apiCode(err)
+  const message = err instanceof Error ? err.message : ''
+  if (code === WRONG_LAST_SEQUENCE || code === WRONG_LAST_SEQUENCE_UNKNOWN) {
+    return new KvConflictError(bucket, key, message)
+  }
+  if (code === STREAM_NOT_FOUND || message === 'stream not found') {
+    return new NotFoundError('KV bucket', bucket)
+  }
+  return err
+}
+
+function toEntry(e: NatsKvEntry): KvEntry {
+  // PURGE is a delete that also drops history; callers only need "gone".
+  return {
+    key: e.key,
+    value: new Uint8Array(e.value), // a plain copy: NATS hands out Buffers over its read buffer
+    revision: e.revision,
+    operation: e.operation === 'PUT' ? 'PUT' : 'DEL',
+  }
+}
+
+/** Our KvBucket over a NATS.js KV: typed errors, deleted keys read as absent. */
+const KEYS_DEADLINE_MS = 10_000 // a listing that has not ended by then is an error, not a hang
+
+/**
+ * The live keys under `filter` as of the call. NATS.js's own `keys()` ends only when its
+ * consumer's pending count reaches zero, which it may never do while keys under the filter are
+ * being written (seen: a gateway's outgoing queue, written and acknowledged at once). Here the
+ * listing is bounded by a snapshot: the matching subjects and the stream's last sequence at the
+ * start; the last value of each arrives once, and anything newer means the snapshot is complete.
+ */
+async function listKeys(
+  kv: KV,
+  jsm: JetStreamManager,
+  name: string,
+  filter: string
+): Promise<string[]> {
+  const info = await jsm.streams.info(`KV_${name}`, { subjects_filter: `$KV.${name}.${filter}` })
+  // `num_subjects` counts the whole stream; the `subjects` map is the filtered detail.
+  const subjects = Object.keys(info.state.subjects ?? {}).length
+  if (!subjects) return []
+  const upTo = info.state.last_seq
+  const live = new Set<string>()
+  const it = await kv.watch({ key: filter, include: KvWatchInclude.LastValue, headers_only: true })
+  const deadline = setTimeout(
+    () => it.stop(new Error(`listing keys of ${name} took over ${KEYS_DEADLINE_MS} ms`)),
+    KEYS_DEADLINE_MS
+  )
+  try {
+    let seen = 0
+    for await (const e of it) {
+      if (e.revision > upTo) break // written after the snapshot: every older last value came first
+      if (e.operation === 'PUT') live.add(e.key)
+      else live.delete(e.key)
+      // One last value per subject; a subject that expired since the snapshot is covered by delta.
+      if (++seen >= subjects || e.delta === 0) break
+    }
+  } finally {
+    clearTimeout(deadline)
+    it.stop()
+  }
+  return [...live]
+}
+
+export function wrapNatsKv(
+  kv: KV,
+  name: string,
+  log?: BusLogger,
+  jsm?: JetStreamManager
+): KvBucket {
+  let destroyed = false
+  async function guard<T>(key: string, op: () => Promise<T>): Promise<T> {
+    // After destroy, NATS answers a direct get with a timeout; say what actually happened.
+    if (destroyed) throw new NotFoundError('KV bucket', name)
+    try {
+      return await op()
+    } catch (err) {
+      throw mapKvError(err, name, key)
+    }
+  }
+
+  return {
+    name,
+    async get(key) {
+      validateKvKey(key)
+      return guard(key, async () => {
+        const e = await kv.get(key)
+        return e?.operation === 'PUT' ? toEntry(e) : null
+      })
+    },
+    async create(key, value) {
+      validateKvKey(key)
+      return guard(key, () => kv.create(key, value.slice()))
+    },
+    async update(key, value, revision) {
+      validateKvKey(key)
+      if (!(revision >= 1)) throw new ValidationError('revision must be a positive integer')
+      return guard(key, () => kv.update(key, value.slice(), revision))
+    },
+    async put(key, value) {
+      validateKvKey(key)
+      return guard(key, () => kv.put(key, value.slice()))
+    },
+    async delete(key) {
+      validateKvKey(key)
+      return guard(key, () => kv.delete(key))
+    },
+    async erase(key, revision) {
+      validateKvKey(key)
+      if (!jsm) return this.delete(key)
+      return guard(key, async () => {
+        // A KV delete appends a marker that stays until the bucket's max age (NATS 2.9 has no
+        // marker TTL). A stream purge of the key's subject removes its message and appends
+        // nothing, in one round trip; `seq` bounds it to `revision` and older, so a newer value
+        // stays (history 1 keeps at most one message a key anyway).
+        await jsm.streams.purge(`KV_${name}`, {
+          filter: `$KV.${name}.${key}`,
+          ...(revision === undefined ? {} : { seq: revision + 1 }),
+        })
+      })
+    },
+    async keys(filter = '>') {
+      validateKvKey(filter, { wildcards: true })
+      return guard(filter, async () => {
+        if (jsm) return listKeys(kv, jsm, name, filter)
+        const out: string[] = []
+        for await (const k of await kv.keys(filter)) out.push(k)
+        return out
+      })
+    },
+    async watch(onEntry, { key = '>', includeCurrent = true } = {}) {
+      validateKvKey(key, { wildcards: true })
+      return guard(key, async () => {
+        // NATS.js marks the last replayed entry as an update (isUpdate = i >= num_pending), so
+        // "current" is decided by revision: anything up to the stream's last sequence now.
+        const upTo = includeCurrent ? (await kv.status()).streamInfo.state.last_seq : 0
+        const include = includeCurrent ? KvWatchInclude.LastValue : KvWatchInclude.UpdatesOnly
+        const it = await kv.watch({ key, include })
+        void (async () => {
+          for await (const e of it) {
+            // The replay carries delete markers of deleted keys; "current" means live keys.
+            if (e.revision <= upTo && e.operation !== 'PUT') continue
+            const entry = toEntry(e)
+            callSafely(log, `${name}.${e.key}`, () => onEntry(entry))
+          }
+        })().catch((err: unknown) => log?.warn({ err, bucket: name }, 'KV watch ended'))
+        return {
+          async unsubscribe() {
+            it.stop()
+          },
+        }
+      })
+    },
+    async destroy() {
+      destroyed = true
+      try {
+        await kv.destroy()
+      } catch (err) {
+        // Already gone is what destroy wants; anything else is a real failure.
+        if (!(mapKvError(err, name, '>') instanceof NotFoundError)) throw err
+      }
+    },
+  }
+}

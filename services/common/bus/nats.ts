@@ -1,0 +1,223 @@
+import {
+  connect,
+  headers as natsHeaders,
+  NoRespondersError as NatsNoRespondersError,
+  RequestError,
+  TimeoutError,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+} from '@nats-io/transport-node'
+import { Kvm } from '@nats-io/kv'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { BusTimeoutError, NoRespondersError, UbError } from '../errors.ts'
+import {
+  answerRequest,
+  bucketName,
+  callSafely,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  throwIfErrorReply,
+  validateSubject,
+  type Bus,
+  type BusLogger,
+  type BusMessage,
+  type Headers,
+  type Subscription,
+} from './bus.ts'
+import { wrapNatsKv } from './nats-kv.ts'
+
+export interface NatsBusOptions {
+  servers: string | string[]
+  prefix?: string
+  /** Connection name shown by the server's monitoring (`/connz`). */
+  name?: string
+  log?: BusLogger
+}
+
+/** Oldest server the bus is verified on (PLUG-POINTS §2.3): KV, CAS, bucket TTL, direct get. */
+const MIN_SERVER = [2, 9] as const
+
+function toRecord(h: MsgHdrs | undefined): Headers | undefined {
+  if (!h) return undefined
+  const out: Headers = {}
+  for (const k of h.keys()) out[k] = h.get(k)
+  return out
+}
+
+function toNats(h: Headers | undefined): MsgHdrs | undefined {
+  if (!h) return undefined
+  const out = natsHeaders()
+  for (const [k, v] of Object.entries(h)) out.set(k, v)
+  return out
+}
+
+/** Fail at startup, naming the missing feature, rather than on the first KV call. */
+function requireFeatures(nc: NatsConnection): void {
+  const info = nc.info
+  const version = info?.version ?? 'unknown'
+  const [major = 0, minor = 0] = version.split('.').map((n) => parseInt(n, 10))
+  if (!(major > MIN_SERVER[0] || (major === MIN_SERVER[0] && minor >= MIN_SERVER[1]))) {
+    throw new UbError(
+      'bus_unsupported',
+      `nats-server ${version} is too old: the bus needs ${MIN_SERVER.join('.')} or newer (JetStream KV)`
+    )
+  }
+  if (!info?.jetstream) {
+    throw new UbError(
+      'bus_unsupported',
+      `nats-server ${version} has JetStream disabled: the bus needs it for KV buckets (run with -js)`
+    )
+  }
+}
+
+function mapRequestError(err: unknown, subject: string, timeoutMs: number): unknown {
+  const cause = (err as { cause?: unknown })?.cause
+  if (
+    (err instanceof RequestError && err.isNoResponders()) ||
+    cause instanceof NatsNoRespondersError ||
+    (err as { code?: unknown })?.code === '503'
+  ) {
+    return new NoRespondersError(subject)
+  }
+  if (err instanceof TimeoutError || cause instanceof TimeoutError) {
+    return new BusTimeoutError(subject, timeoutMs)
+  }
+  return err
+}
+
+/** Bus over one NATS connection (NATS.js v3); needs JetStream for KV. */
+export async function connectNatsBus({
+  servers,
+  prefix = 'ub',
+  name,
+  log,
+}: NatsBusOptions): Promise<Bus> {
+  validateSubject(prefix)
+  let nc: NatsConnection
+  try {
+    nc = await connect({ servers, ...(name === undefined ? {} : { name }) })
+  } catch (err) {
+    throw new UbError('bus_unavailable', `cannot connect to NATS at ${String(servers)}`, {
+      cause: err,
+    })
+  }
+  try {
+    requireFeatures(nc)
+  } catch (err) {
+    await nc.close()
+    throw err
+  }
+  const kvm = new Kvm(nc)
+  const jsm = await jetstreamManager(nc)
+  const cut = prefix.length + 1
+  let closing: Promise<void> | undefined
+
+  function checkOpen(): void {
+    if (closing) throw new UbError('bus_closed', 'the bus is closed')
+  }
+
+  function toBusMessage(m: Msg): BusMessage {
+    // A plain copy: NATS hands out Buffers that view its read buffer.
+    const msg: BusMessage = { subject: m.subject.slice(cut), data: new Uint8Array(m.data) }
+    const h = toRecord(m.headers)
+    if (h) msg.headers = h
+    return msg
+  }
+
+  async function sub(
+    subject: string,
+    queue: string | undefined,
+    onMsg: (m: Msg) => void
+  ): Promise<Subscription> {
+    checkOpen()
+    validateSubject(subject, { wildcards: true })
+    // Callbacks stay synchronous (NATS.js v3 rule); async work is started, not awaited.
+    const s = nc.subscribe(`${prefix}.${subject}`, {
+      ...(queue === undefined ? {} : { queue }),
+      callback: (err, m) => {
+        if (err) log?.warn({ err, subject }, 'subscription ended with an error')
+        else onMsg(m)
+      },
+    })
+    await nc.flush()
+    return {
+      async unsubscribe() {
+        if (!s.isClosed()) s.unsubscribe()
+      },
+    }
+  }
+
+  const bus: Bus = {
+    prefix,
+    kind: 'nats',
+    publish(subject, data, headers) {
+      checkOpen()
+      validateSubject(subject)
+      const h = toNats(headers)
+      // Copied: NATS.js queues the caller's array until the next write, so a later change would leak.
+      nc.publish(`${prefix}.${subject}`, data.slice(), h ? { headers: h } : undefined)
+    },
+    subscribe(subject, handler, { queue } = {}) {
+      return sub(subject, queue, (m) => {
+        const msg = toBusMessage(m)
+        callSafely(log, msg.subject, () => handler(msg))
+      })
+    },
+    async request(subject, data, { timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, headers } = {}) {
+      checkOpen()
+      validateSubject(subject)
+      const h = toNats(headers)
+      let m: Msg
+      try {
+        m = await nc.request(`${prefix}.${subject}`, data.slice(), {
+          timeout: timeoutMs,
+          ...(h ? { headers: h } : {}),
+        })
+      } catch (err) {
+        throw mapRequestError(err, subject, timeoutMs)
+      }
+      const reply: BusMessage = { subject, data: new Uint8Array(m.data) }
+      const rh = toRecord(m.headers)
+      if (rh) reply.headers = rh
+      return throwIfErrorReply(reply)
+    },
+    serve(subject, handler, { queue } = {}) {
+      return sub(subject, queue, (m) => {
+        void answerRequest(handler, toBusMessage(m), log).then((r) => {
+          if (!m.reply) return // a plain publish: nobody to answer
+          const h = toNats(r.headers)
+          try {
+            m.respond(r.data, h ? { headers: h } : undefined)
+          } catch (err) {
+            log?.warn({ err, subject }, 'could not send a reply')
+          }
+        })
+      })
+    },
+    async kv(bucket, { ttlMs } = {}) {
+      checkOpen()
+      const name = bucketName(prefix, bucket)
+      // `ttl` is in ms in v3 (KvLimits.ttl); 2.9 supports only this bucket-wide max_age.
+      const kv = await kvm.create(name, { history: 1, ...(ttlMs ? { ttl: ttlMs } : {}) })
+      return wrapNatsKv(kv, name, log, jsm)
+    },
+    async flush() {
+      checkOpen()
+      await nc.flush()
+    },
+    close() {
+      // drain(): finish delivering what has arrived, then close; a second call gets the same promise.
+      closing ??= nc.isClosed()
+        ? Promise.resolve()
+        : nc.drain().catch((err: unknown) => {
+            log?.warn({ err }, 'NATS drain failed; closing')
+            return nc.close()
+          })
+      return closing
+    },
+    [Symbol.asyncDispose]() {
+      return bus.close()
+    },
+  }
+  return bus
+}

@@ -1,0 +1,31 @@
+import {
+  decodeJson,
+  encodeJson,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type Bus,
+  type Subscription,
+} from './bus.ts'
+
+/** JSON request/reply on top of the bus; errors come back as typed UbErrors with their code. */
+export async function requestJson<T>(
+  bus: Bus,
+  subject: string,
+  body: unknown,
+  timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS
+): Promise<T> {
+  const reply = await bus.request(subject, encodeJson(body ?? {}), { timeoutMs })
+  return decodeJson<T>(reply.data)
+}
+
+export function serveJson<I, O>(
+  bus: Bus,
+  subject: string,
+  handler: (input: I) => Promise<O>,
+  options: { queue?: string } = {}
+): Promise<Subscription> {
+  return bus.serve(
+    subject,
+    async (msg) => encodeJson(await handler(decodeJson<I>(msg.data))),
+    options
+  )
+}

@@ -1,0 +1,150 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { isWithinAny } from '../../machines/namespace.ts'
+import { INTERNAL_USERNAME } from '../common/internal-credential.ts'
+import type { Logger } from '../common/log.ts'
+import type { StoreClient } from '../store/client.ts'
+import { verifyPassword } from './passwords.ts'
+
+/** Who a connected client is; decides what it may publish and subscribe to. */
+export type Principal =
+  | { kind: 'anonymous' }
+  | { kind: 'user'; username: string }
+  /** The fabric's own bridge supervisor: full rights, no-local. */
+  | { kind: 'internal'; username: string }
+  /** A downstream's bridge: username = its instance id, rights = its request's grants. */
+  | { kind: 'bridge'; username: string; requestId: string | undefined; grants: string[] }
+
+export type AnonymousPolicy = 'loopback' | 'always' | 'never'
+
+export interface LocalUser {
+  username: string
+  passwordHash: string
+}
+
+/** A CONNACK return code to refuse with (3.1.1 §3.2.2.3). */
+export class ConnackError extends Error {
+  readonly returnCode: 2 | 3 | 4 | 5
+  constructor(returnCode: 2 | 3 | 4 | 5, message: string) {
+    super(message)
+    this.name = 'ConnackError'
+    this.returnCode = returnCode
+  }
+}
+
+export const DEFAULT_AUTH_CACHE_MS = 5_000 // 5 s: bounds store load on reconnect storms
+// NATS caps a control line at 4 KB (PLUG-POINTS §2.4); an encoded topic past this would make
+// the server cut the gateway's whole bus connection.
+export const MAX_TOPIC_BYTES = 3_072
+
+export interface AuthenticatorOptions {
+  anonymous: AnonymousPolicy
+  users: readonly LocalUser[]
+  store: StoreClient
+  internalSecret: () => Promise<string>
+  log: Logger
+  cacheMs?: number
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = createHash('sha256').update(a).digest()
+  const y = createHash('sha256').update(b).digest()
+  return timingSafeEqual(x, y)
+}
+
+/** Checks CONNECT credentials: local users, the internal credential, then bridges via the store. */
+export function createAuthenticator({
+  anonymous,
+  users,
+  store,
+  internalSecret,
+  log,
+  cacheMs = DEFAULT_AUTH_CACHE_MS,
+}: AuthenticatorOptions) {
+  const byName = new Map(users.map((u) => [u.username, u.passwordHash]))
+  const cache = new Map<string, { principal: Principal; until: number }>()
+
+  async function bridge(username: string, password: string): Promise<Principal> {
+    const key = `${username}\0${createHash('sha256').update(password).digest('base64')}`
+    const hit = cache.get(key)
+    if (hit && hit.until > Date.now()) return hit.principal
+    let res: { ok: boolean; requestId?: string; grants?: string[] }
+    try {
+      res = await store.call('request.authenticate', { instanceId: username, secret: password })
+    } catch (err) {
+      log.warn({ err, username }, 'binding store did not answer request.authenticate')
+      throw new ConnackError(3, 'server unavailable: cannot check bridge credentials')
+    }
+    if (!res.ok) throw new ConnackError(4, 'bad user name or password')
+    const principal: Principal = {
+      kind: 'bridge',
+      username,
+      requestId: res.requestId,
+      grants: res.grants ?? [],
+    }
+    cache.set(key, { principal, until: Date.now() + cacheMs })
+    return principal
+  }
+
+  return {
+    async authenticate({
+      username,
+      password,
+      remoteAddress,
+    }: {
+      username: string | undefined
+      password: Buffer | undefined
+      remoteAddress: string | undefined
+    }): Promise<Principal> {
+      if (username === undefined || username === '') {
+        const allowed =
+          anonymous === 'always' || (anonymous === 'loopback' && isLoopback(remoteAddress))
+        if (!allowed) throw new ConnackError(5, 'not authorized: anonymous clients are refused')
+        return { kind: 'anonymous' }
+      }
+      const secret = password?.toString('utf8') ?? ''
+      if (username === INTERNAL_USERNAME) {
+        if (sameSecret(secret, await internalSecret())) return { kind: 'internal', username }
+        throw new ConnackError(4, 'bad user name or password')
+      }
+      const hash = byName.get(username)
+      if (hash !== undefined) {
+        if (await verifyPassword(secret, hash)) return { kind: 'user', username }
+        throw new ConnackError(4, 'bad user name or password')
+      }
+      return bridge(username, secret)
+    },
+    /** Forget cached bridge credentials the predicate picks (a request was revoked or withdrawn). */
+    forget(pick: (bridge: Extract<Principal, { kind: 'bridge' }>) => boolean): void {
+      for (const [key, v] of cache) {
+        if (v.principal.kind === 'bridge' && pick(v.principal)) cache.delete(key)
+      }
+    },
+  }
+}
+
+export type Authenticator = ReturnType<typeof createAuthenticator>
+
+/**
+ * May this principal publish to `topic`? `$` topics are the server's [MQTT-4.7.2-1]; a bridge
+ * stays inside its granted namespaces.
+ */
+export function mayPublish(principal: Principal, topic: string): boolean {
+  if (topic.startsWith('$') || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return false
+  return principal.kind !== 'bridge' || isWithinAny(topic, principal.grants)
+}
+
+/**
+ * May this principal subscribe to `filter`? For a namespace without wildcards, every topic a
+ * filter matches lies inside it exactly when the filter's text does (`a/#`, `a/+/b` inside `a`),
+ * so the topic check applies to filters too; `#` as a grant excludes `$` filters.
+ */
+export function maySubscribe(principal: Principal, filter: string): boolean {
+  if (Buffer.byteLength(filter) > MAX_TOPIC_BYTES) return false
+  if (principal.kind !== 'bridge') return true
+  return !filter.startsWith('$') && isWithinAny(filter, principal.grants)
+}

@@ -1,0 +1,71 @@
+import type { Duplex } from 'node:stream'
+
+type Deliver = (packet: unknown, cb: () => void) => void
+
+/** The parts of an aedes client (lib/client.js) the gate replaces and watches. */
+export interface GatedClient {
+  conn: Duplex
+  deliver0: Deliver
+  deliverQoS: Deliver
+}
+
+/**
+ * Hold a connecting client's deliveries until its CONNACK is written [MQTT-3.2.0-1] and its
+ * resumed session's queue is drained [MQTT-4.6.0-6].
+ *
+ * aedes 1.2 (lib/handlers/connect.js) restores a persistent session's subscriptions before
+ * storeWill, registerClient and doConnack, and its `write()` sends whenever the client is still
+ * `connecting`. A message matching a restored subscription in that window, which is a few KV
+ * round trips wide on our persistence, reached the socket ahead of the CONNACK (older report:
+ * aedes#80). MQTT.js then answers the PUBLISH with a PUBACK that it queues until it is
+ * connected, and its packet loop waits on that PUBACK, so it never reads the CONNACK behind it:
+ * the client hangs until its connect timeout.
+ *
+ * The hold also lasts while aedes drains a resumed session's queue, which it writes after the
+ * CONNACK and around `deliverQoS`: a message published on another gateway just before the
+ * reconnect can reach this one live during the drain, and went out ahead of older queued ones.
+ * Released after the drain, the live copy comes last, and aedes' dedupe drops it when the queue
+ * already carried it (the persistence records what the drain handed out).
+ *
+ * Call `hold(client)` before aedes reads the CONNECT, and `release(client)` once the connect
+ * finished (aedes' `clientReady` event). Held deliveries keep their callbacks, so mqemitter's
+ * backpressure still counts them; if the connection closes first they are dropped and their
+ * callbacks run (a persistent session still has its QoS > 0 copies in the queue).
+ */
+export function createConnackGate() {
+  // Client → how to end its hold: deliver what was held (CONNACK sent) or drop it (closed).
+  const holds = new WeakMap<GatedClient, (deliver: boolean) => void>()
+
+  function hold(client: GatedClient): void {
+    const { deliver0, deliverQoS } = client
+    const held: Array<{ deliver: Deliver; packet: unknown; cb: () => void }> = []
+    let holding = true
+    const gate =
+      (deliver: Deliver): Deliver =>
+      (packet, cb) => {
+        // Subscriptions restored before CONNACK keep this wrapper, which only forwards once
+        // released; subscriptions made later get the original functions back.
+        if (holding) held.push({ deliver, packet, cb })
+        else deliver(packet, cb)
+      }
+    client.deliver0 = gate(deliver0)
+    client.deliverQoS = gate(deliverQoS)
+    holds.set(client, (deliver) => {
+      holds.delete(client)
+      holding = false
+      client.deliver0 = deliver0
+      client.deliverQoS = deliverQoS
+      // Dropped ones only free their mqemitter slots: the socket is gone, and a persistent
+      // session still has its QoS > 0 copies in the queue.
+      for (const h of held.splice(0)) deliver ? h.deliver(h.packet, h.cb) : h.cb()
+    })
+    client.conn.once('close', () => holds.get(client)?.(false))
+  }
+
+  return {
+    hold,
+    release(client: GatedClient): void {
+      holds.get(client)?.(true)
+    },
+  }
+}

@@ -1,0 +1,188 @@
+import { randomUUID } from 'node:crypto'
+import type { Registry } from 'prom-client'
+import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
+import { internalCredential } from '../common/internal-credential.ts'
+import type { Logger } from '../common/log.ts'
+import { transitionSubject, type TransitionRecord } from '../store/api.ts'
+import type { StoreClient } from '../store/client.ts'
+import { createAuthenticator, type AnonymousPolicy, type LocalUser } from './auth.ts'
+import { createBroker, type Broker, type BrokerLimits } from './broker.ts'
+import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
+import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
+import { createBusMq } from './mq.ts'
+import { createBusPersistence } from './persistence.ts'
+import { serveStats } from './stats.ts'
+import { isBridgeEcho, watchPeers } from '../supervisor/index.ts'
+
+export interface GatewayOptions {
+  bus: Bus
+  store: StoreClient
+  log: Logger
+  /** Where to register metrics; none when absent. */
+  metrics?: Registry
+  /** Name in stats and metrics. */
+  gatewayId?: string
+  host?: string
+  mqttPort?: number
+  mqttPortIsDefault?: boolean
+  wsPort?: number
+  tlsPort?: number
+  wssPort?: number
+  tls?: TlsMaterial
+  limits?: Partial<BrokerLimits>
+  anonymous?: AnonymousPolicy
+  users?: readonly LocalUser[]
+  heartbeatMs?: number
+  authCacheMs?: number
+}
+
+export interface Gateway {
+  name: string
+  endpoints: string[]
+  ports: ListenerPorts
+  gatewayId: string
+  /** The aedes broker id (random per start, as aedes#775 advises). */
+  brokerId: string
+  stats(): GatewayStats
+  /** For tests and tools: the broker and its hooks. */
+  broker: Broker
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export const DEFAULT_LIMITS: BrokerLimits = {
+  maxPacketSize: 1_048_576, // 1 MiB
+  maxConnections: 10_000,
+  keepAliveMin: 0,
+  keepAliveMax: 0,
+}
+export const DEFAULT_HEARTBEAT_MS = 5_000 // 5 s: a dead gateway's wills fire within 15–35 s
+const CLOSING_STATES = new Set(['Revoked', 'Withdrawn'])
+
+/** Start one broker gateway: aedes with the bus as its mq and persistence, and its listeners. */
+export async function createGateway({
+  bus,
+  store,
+  log,
+  metrics,
+  gatewayId = `gw-${randomUUID().slice(0, 8)}`,
+  host = '0.0.0.0',
+  mqttPort = 1883,
+  mqttPortIsDefault = false,
+  wsPort,
+  tlsPort,
+  wssPort,
+  tls,
+  limits = {},
+  anonymous = 'loopback',
+  users = [],
+  heartbeatMs = DEFAULT_HEARTBEAT_MS,
+  authCacheMs,
+}: GatewayOptions): Promise<Gateway> {
+  const started = Date.now()
+  const brokerId = randomUUID()
+  const counters = createCounters()
+  let secret: Promise<string> | undefined
+  const authenticator = createAuthenticator({
+    anonymous,
+    users,
+    store,
+    log,
+    internalSecret: () =>
+      (secret ??= internalCredential(bus).catch((err: unknown) => {
+        secret = undefined
+        throw err
+      })),
+    ...(authCacheMs === undefined ? {} : { cacheMs: authCacheMs }),
+  })
+  const persistence = await createBusPersistence({ bus, log })
+  // Peer instance ids of this fabric's bridge links, written by the supervisor (split horizon).
+  const peers = await watchPeers(bus)
+  const mq = createBusMq({ bus, brokerId: () => brokerId, log })
+  const limitsInForce: BrokerLimits = { ...DEFAULT_LIMITS, ...limits }
+  const broker = await createBroker({
+    id: brokerId,
+    mq,
+    persistence,
+    authenticator,
+    counters,
+    limits: limitsInForce,
+    log,
+    heartbeatMs,
+    isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
+  })
+  const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]
+  let listeners: Awaited<ReturnType<typeof startListeners>> | undefined
+  try {
+    // Every gateway hears every request transition (no queue group): a revoked bridge is
+    // disconnected wherever it is connected.
+    subs.push(
+      await bus.subscribe(transitionSubject('request', '*'), (msg) => {
+        const t = decodeJson<TransitionRecord>(msg.data)
+        if (!CLOSING_STATES.has(t.to)) return
+        const instanceId = (t.snapshot as { context?: { instanceId?: string } })?.context
+          ?.instanceId
+        const n = broker.disconnect(
+          (p) => p.kind === 'bridge' && (p.requestId === t.machineId || p.username === instanceId)
+        )
+        authenticator.forget((p) => p.requestId === t.machineId || p.username === instanceId)
+        log.info(
+          { requestId: t.machineId, instanceId, to: t.to, disconnected: n },
+          'bridge access ended'
+        )
+      })
+    )
+    listeners = await startListeners({
+      host,
+      mqttPort,
+      mqttPortIsDefault,
+      ...(wsPort === undefined ? {} : { wsPort }),
+      ...(tlsPort === undefined ? {} : { tlsPort }),
+      ...(wssPort === undefined ? {} : { wssPort }),
+      ...(tls === undefined ? {} : { tls }),
+      maxPacketSize: limitsInForce.maxPacketSize,
+      handle: broker.handle,
+      log,
+    })
+  } catch (err) {
+    await Promise.allSettled(subs.map((s) => s.unsubscribe()))
+    await broker.close()
+    throw err
+  }
+  const { ports, endpoints } = listeners
+  const read = () => ({
+    clients: (broker.aedes as unknown as { connectedClients: number }).connectedClients,
+    retained: persistence.retainedCount,
+    mqQueued: mq.queued,
+  })
+  const stats = (): GatewayStats => ({
+    gatewayId,
+    brokerId,
+    ...read(),
+    ...counters,
+    ports: { ...ports },
+    uptimeMs: Date.now() - started,
+  })
+  subs.push(...(await serveStats(bus, gatewayId, stats)))
+  if (metrics) registerGatewayMetrics({ registry: metrics, gatewayId, counters, read })
+  log.info({ gatewayId, brokerId, endpoints }, 'gateway listening')
+
+  let closing: Promise<void> | undefined
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await Promise.allSettled(subs.map((s) => s.unsubscribe()))
+      await broker.close()
+      await listeners.close()
+    })())
+  return {
+    name: 'gateway',
+    endpoints,
+    ports,
+    gatewayId,
+    brokerId,
+    stats,
+    broker,
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}

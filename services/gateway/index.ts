@@ -1,0 +1,55 @@
+import { readTlsMaterial } from '../common/pem.ts'
+import type { RunningService, ServiceContext } from '../common/context.ts'
+import { createGateway, type Gateway } from './gateway.ts'
+import type { ListenerPorts, TlsMaterial } from './listeners.ts'
+
+export { createGateway, DEFAULT_HEARTBEAT_MS, DEFAULT_LIMITS } from './gateway.ts'
+export type { Gateway, GatewayOptions } from './gateway.ts'
+export type { BrokerLimits } from './broker.ts'
+export type { AnonymousPolicy, LocalUser, Principal } from './auth.ts'
+export type { GatewayStats } from './metrics.ts'
+export type { ListenerPorts, TlsMaterial } from './listeners.ts'
+export { hashPassword, verifyPassword, SCRYPT_DEFAULTS } from './passwords.ts'
+export { collectGatewayStats, gatewayStatsSubject, STATS_SUBJECT } from './stats.ts'
+
+function tlsFrom(config: ServiceContext['config']): TlsMaterial | undefined {
+  if (config.mqttTlsPort === undefined && config.mqttWssPort === undefined) return undefined
+  return readTlsMaterial(config, 'mqttTlsPort and mqttWssPort')
+}
+
+/** The broker gateway service, wired from the launcher's context. */
+export async function startGateway(
+  ctx: ServiceContext
+): Promise<RunningService & { ports: ListenerPorts; gateway: Gateway }> {
+  const { config } = ctx
+  const tls = tlsFrom(config)
+  const gateway = await createGateway({
+    bus: ctx.bus,
+    store: ctx.store,
+    log: ctx.log.child({ service: 'gateway' }),
+    metrics: ctx.metrics,
+    ...(config.gatewayId ? { gatewayId: config.gatewayId } : {}),
+    host: config.mqttHost,
+    mqttPort: config.mqttPort,
+    mqttPortIsDefault: !ctx.explicit.has('mqttPort'),
+    ...(config.mqttWsPort === undefined ? {} : { wsPort: config.mqttWsPort }),
+    ...(config.mqttTlsPort === undefined ? {} : { tlsPort: config.mqttTlsPort }),
+    ...(config.mqttWssPort === undefined ? {} : { wssPort: config.mqttWssPort }),
+    ...(tls ? { tls } : {}),
+    limits: {
+      maxPacketSize: config.maxPacketSize,
+      maxConnections: config.maxConnections,
+      keepAliveMin: config.keepAliveMin,
+      keepAliveMax: config.keepAliveMax,
+    },
+    anonymous: config.anonymous,
+    users: config.users,
+  })
+  return {
+    name: gateway.name,
+    endpoints: gateway.endpoints,
+    ports: gateway.ports,
+    gateway,
+    close: gateway.close,
+  }
+}

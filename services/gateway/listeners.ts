@@ -1,0 +1,195 @@
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+} from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { createServer as createTlsServer } from 'node:tls'
+import { createWebSocketStream, WebSocketServer } from 'ws'
+import { ConfigError } from '../common/errors.ts'
+import type { Logger } from '../common/log.ts'
+
+export interface TlsMaterial {
+  cert: string
+  key: string
+  ca?: string
+}
+
+export interface ListenerPorts {
+  mqtt: number
+  ws?: number
+  tls?: number
+  wss?: number
+}
+
+export interface ListenersOptions {
+  host: string
+  mqttPort: number
+  /** The TCP port is the default rather than configured: a busy one falls back to an ephemeral one. */
+  mqttPortIsDefault: boolean
+  wsPort?: number
+  tlsPort?: number
+  wssPort?: number
+  tls?: TlsMaterial
+  /** Largest MQTT packet, bytes: a WebSocket frame may not be larger (ws buffers a whole frame). */
+  maxPacketSize: number
+  handle(conn: Duplex, req?: IncomingMessage): void
+  log: Logger
+}
+
+export interface Listeners {
+  ports: ListenerPorts
+  endpoints: string[]
+  /** Stop accepting; existing connections are the broker's to close. */
+  close(): Promise<void>
+}
+
+type AnyServer = NetServer | HttpServer
+
+const open = new WeakMap<AnyServer, Set<Socket>>()
+
+function listen(server: AnyServer, port: number, host: string): Promise<number> {
+  if (!open.has(server)) {
+    // Sockets that never sent CONNECT are not aedes clients; close() must still end them.
+    const set = new Set<Socket>()
+    open.set(server, set)
+    server.on('connection', (s: Socket) => {
+      set.add(s)
+      s.once('close', () => set.delete(s))
+    })
+  }
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err)
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      resolve((server.address() as { port: number }).port)
+    })
+  })
+}
+
+async function listenNamed(
+  server: AnyServer,
+  port: number,
+  host: string,
+  key: string
+): Promise<number> {
+  try {
+    return await listen(server, port, host)
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code
+    throw new ConfigError(key, `cannot listen on ${host}:${port}${code ? ` (${code})` : ''}`, {
+      cause,
+    })
+  }
+}
+
+const MQTT_FIXED_HEADER_MAX_BYTES = 5 // type byte + up to 4 length bytes [MQTT-2.2.3]
+
+function webSockets(
+  server: HttpServer,
+  handle: ListenersOptions['handle'],
+  maxPacketSize: number
+): WebSocketServer {
+  // Without a cap ws accepts (and buffers) frames of up to 100 MiB before the broker sees a byte.
+  const wss = new WebSocketServer({
+    server,
+    maxPayload: maxPacketSize + MQTT_FIXED_HEADER_MAX_BYTES,
+  })
+  wss.on('connection', (ws, req) => handle(createWebSocketStream(ws), req))
+  return wss
+}
+
+/** MQTT over TCP, and optionally WebSocket, TLS and secure WebSocket, each on its own port. */
+export async function startListeners({
+  host,
+  mqttPort,
+  mqttPortIsDefault,
+  wsPort,
+  tlsPort,
+  wssPort,
+  tls,
+  maxPacketSize,
+  handle,
+  log,
+}: ListenersOptions): Promise<Listeners> {
+  const servers: AnyServer[] = []
+  const sockets: WebSocketServer[] = []
+  const endpoints: string[] = []
+  // A wildcard address is shown as loopback, as the HTTP endpoint is.
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  try {
+    const tcp = createNetServer((socket) => handle(socket))
+    servers.push(tcp)
+    let mqtt: number
+    try {
+      mqtt = await listen(tcp, mqttPort, host)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (!mqttPortIsDefault || code !== 'EADDRINUSE') {
+        throw new ConfigError('mqttPort', `cannot listen on ${host}:${mqttPort} (${code ?? err})`, {
+          cause: err,
+        })
+      }
+      mqtt = await listen(tcp, 0, host)
+      log.warn(
+        { wanted: mqttPort, port: mqtt },
+        'default MQTT port is taken; listening on an ephemeral port'
+      )
+    }
+    const ports: ListenerPorts = { mqtt }
+    endpoints.push(`mqtt://${shown}:${mqtt}`)
+
+    if (wsPort !== undefined) {
+      const http = createHttpServer()
+      servers.push(http)
+      sockets.push(webSockets(http, handle, maxPacketSize))
+      ports.ws = await listenNamed(http, wsPort, host, 'mqttWsPort')
+      endpoints.push(`ws://${shown}:${ports.ws}`)
+    }
+    if ((tlsPort !== undefined || wssPort !== undefined) && !tls) {
+      throw new ConfigError(
+        tlsPort !== undefined ? 'mqttTlsPort' : 'mqttWssPort',
+        'needs tlsCert and tlsKey'
+      )
+    }
+    const secure = tls && { cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) }
+    if (tlsPort !== undefined && secure) {
+      const server = createTlsServer(secure, (socket) => handle(socket))
+      servers.push(server)
+      ports.tls = await listenNamed(server, tlsPort, host, 'mqttTlsPort')
+      endpoints.push(`mqtts://${shown}:${ports.tls}`)
+    }
+    if (wssPort !== undefined && secure) {
+      const https = createHttpsServer(secure)
+      servers.push(https)
+      sockets.push(webSockets(https, handle, maxPacketSize))
+      ports.wss = await listenNamed(https, wssPort, host, 'mqttWssPort')
+      endpoints.push(`wss://${shown}:${ports.wss}`)
+    }
+
+    let closing: Promise<void> | undefined
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        for (const s of sockets) for (const c of s.clients) c.terminate()
+        await Promise.all([
+          ...sockets.map((s) => new Promise<void>((r) => s.close(() => r()))),
+          ...servers.map(closeServer),
+        ])
+      })())
+    return { ports, endpoints, close }
+  } catch (err) {
+    await Promise.all(servers.map(closeServer))
+    throw err
+  }
+}
+
+function closeServer(server: AnyServer): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve()
+    server.close(() => resolve())
+    for (const s of open.get(server) ?? []) s.destroy()
+  })
+}

@@ -1,0 +1,200 @@
+import mqemitter from 'mqemitter'
+import type { Bus, Subscription } from '../common/bus/bus.ts'
+import { filterToSubjects } from '../common/bus/topic.ts'
+import type { Logger } from '../common/log.ts'
+import { decodePacket, type WirePacket } from './codec.ts'
+import { decodeFrame, encodeFrame, isFrame, MAX_FRAME_PACKETS } from './frame.ts'
+import { subjectOfTopic } from './subject.ts'
+
+/** What aedes calls on its `mq` (the mqemitter interface, still callback-based in aedes 1.x). */
+export interface AedesMq {
+  on(topic: string, listener: Listener, done?: () => void): unknown
+  removeListener(topic: string, listener: Listener, done?: () => void): unknown
+  emit(packet: WirePacket, cb?: (err?: Error) => void): void
+  close(cb: () => void): void
+  /** Remote messages waiting for a local dispatch slot (no backpressure reaches NATS). */
+  readonly queued: number
+}
+
+type Listener = (packet: WirePacket, done: () => void) => void
+
+interface LocalEmitter {
+  on(topic: string, listener: Listener): void
+  removeListener(topic: string, listener: Listener): void
+  emit(packet: WirePacket, cb?: (err?: Error) => void): void
+  close(cb: () => void): void
+  readonly length: number
+}
+
+export interface BusMqOptions {
+  bus: Bus
+  /** The aedes broker id: our own messages come back from the bus and are skipped. */
+  brokerId: () => string
+  log: Logger
+  /** Local dispatch slots, as aedes `concurrency`. */
+  concurrency?: number
+  /** How many `brokerId:counter` keys to remember for dedupe. */
+  dedupeWindow?: number
+}
+
+export const MQ_SUBJECT = 'mq'
+const DEFAULT_CONCURRENCY = 100 // aedes' default
+const DEFAULT_DEDUPE_WINDOW = 16_384 // frames; overlapping filters deliver within a few of each other
+// A run of packets is sent early past this many payload bytes: one bus message stays far below
+// NATS' max_payload (1 MiB by default) and a burst still reaches peers while it is being read.
+const MAX_RUN_BYTES = 65_536
+
+/**
+ * aedes `mq` over the bus: local listeners are matched by mqemitter (qlobber, with
+ * `matchEmptyLevels` for [MQTT-4.7.1-3]); every emit is also published on `mq.<subject>`, and
+ * each distinct filter holds one ref-counted bus subscription. Local listeners get a local
+ * emit at once (with aedes' backpressure); copies from other gateways are dispatched as they
+ * arrive. aedes' cluster control ($SYS birth, heartbeat, new/clients) rides on the same path.
+ *
+ * Consecutive emits on one topic go out as one frame (frame.ts), sent when the topic changes,
+ * when the run is large, or on the next turn of the event loop (setImmediate). Sending a run
+ * whenever the topic changes keeps the bus messages in emit order, so each origin's order holds
+ * for every receiver, which aedes' dedupe needs (aedes#955).
+ */
+export function createBusMq({
+  bus,
+  brokerId,
+  log,
+  concurrency = DEFAULT_CONCURRENCY,
+  dedupeWindow = DEFAULT_DEDUPE_WINDOW,
+}: BusMqOptions): AedesMq {
+  const local = mqemitter({ concurrency, matchEmptyLevels: true }) as unknown as LocalEmitter
+  const filters = new Map<string, { refs: number; ready: Promise<Subscription[]> }>()
+  // NATS delivers a message once per matching subscription, so two overlapping filters
+  // (`a/#`, `a/+/c`) bring it twice; aedes' own per-client dedupe would hide that from clients
+  // but not from its $SYS listeners.
+  const seen = new Set<string>()
+  let closed = false
+
+  function firstSighting(key: string): boolean {
+    if (seen.has(key)) return false
+    seen.add(key)
+    if (seen.size > dedupeWindow) seen.delete(seen.values().next().value as string)
+    return true
+  }
+
+  function fromBus(data: Uint8Array): void {
+    if (closed) return
+    if (!isFrame(data)) return fromOlderGateway(data)
+    let frame
+    try {
+      frame = decodeFrame(data)
+    } catch (err) {
+      log.warn({ err }, 'dropped an undecodable mq frame')
+      return
+    }
+    if (frame.sender === brokerId()) return // delivered locally at emit time
+    if (!firstSighting(`${frame.sender}#${frame.seq}`)) return
+    for (const packet of frame.packets) local.emit(packet)
+  }
+
+  /** One JSON-headed packet per message, as gateways before the binary frame sent it. */
+  function fromOlderGateway(data: Uint8Array): void {
+    let packet: WirePacket
+    try {
+      packet = decodePacket(data).packet
+    } catch (err) {
+      log.warn({ err }, 'dropped an undecodable mq frame')
+      return
+    }
+    if (packet.brokerId !== undefined) {
+      if (packet.brokerId === brokerId()) return
+      if (!firstSighting(`${packet.brokerId}:${packet.brokerCounter}`)) return
+    }
+    local.emit(packet)
+  }
+
+  // The run of packets waiting to go out as one frame: all on one topic.
+  let run: { topic: string; packets: WirePacket[]; bytes: number } | undefined
+  let seq = 0
+  let scheduled = false
+
+  function send(): void {
+    const r = run
+    run = undefined
+    if (!r) return
+    try {
+      const frame = encodeFrame(brokerId(), ++seq, r.topic, r.packets)
+      bus.publish(`${MQ_SUBJECT}.${subjectOfTopic(r.topic)}`, frame)
+    } catch (err) {
+      // A closed or failed bus must not stop local delivery; remote gateways miss these.
+      log.warn({ err, topic: r.topic, packets: r.packets.length }, 'could not publish to the bus')
+    }
+  }
+
+  function onTick(): void {
+    scheduled = false
+    send()
+  }
+
+  function subscribeFilter(filter: string): Promise<Subscription[]> {
+    return Promise.all(
+      filterToSubjects(filter).map((s) =>
+        bus.subscribe(`${MQ_SUBJECT}.${s}`, (m) => fromBus(m.data))
+      )
+    )
+  }
+
+  return {
+    on(topic, listener, done) {
+      local.on(topic, listener)
+      let entry = filters.get(topic)
+      if (entry) entry.refs++
+      else {
+        entry = { refs: 1, ready: subscribeFilter(topic) }
+        filters.set(topic, entry)
+      }
+      // SUBACK only once the bus knows the interest, so a publish right after it is seen.
+      entry.ready.then(
+        () => done?.(),
+        (err: unknown) => {
+          log.error({ err, topic }, 'bus subscription for an MQTT filter failed')
+          done?.()
+        }
+      )
+      return this
+    },
+    removeListener(topic, listener, done) {
+      local.removeListener(topic, listener)
+      const entry = filters.get(topic)
+      if (entry && --entry.refs === 0) {
+        filters.delete(topic)
+        void entry.ready
+          .then((subs) => Promise.all(subs.map((s) => s.unsubscribe())))
+          .catch((err: unknown) => log.warn({ err, topic }, 'bus unsubscribe failed'))
+      }
+      if (done) setImmediate(done)
+      return this
+    },
+    emit(packet, cb) {
+      if (closed) return cb?.(new Error('mq is closed'))
+      if (run && run.topic !== packet.topic) send()
+      run ??= { topic: packet.topic, packets: [], bytes: 0 }
+      run.packets.push(packet)
+      run.bytes += packet.payload.length
+      if (run.bytes >= MAX_RUN_BYTES || run.packets.length === MAX_FRAME_PACKETS) send()
+      else if (!scheduled) {
+        scheduled = true
+        setImmediate(onTick)
+      }
+      local.emit(packet, cb)
+    },
+    close(cb) {
+      send()
+      closed = true
+      const all = [...filters.values()]
+      filters.clear()
+      void Promise.allSettled(
+        all.map((e) => e.ready.then((subs) => Promise.all(subs.map((s) => s.unsubscribe()))))
+      ).then(() => local.close(cb))
+    },
+    get queued() {
+      return local.length
+    },
+  }
+}

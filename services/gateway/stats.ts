@@ -1,0 +1,51 @@
+import { randomBytes } from 'node:crypto'
+import { decodeJson, encodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
+import type { GatewayStats } from './metrics.ts'
+
+/**
+ * Stats on the bus. Every gateway subscribes (no queue group) to `gateway.stats`; a caller
+ * publishes `{replyTo}` there and each gateway publishes its own `GatewayStats` to `replyTo`.
+ * One gateway alone answers request/reply on `gateway.<gatewayToken>.stats`.
+ */
+export const STATS_SUBJECT = 'gateway.stats'
+export const gatewayStatsSubject = (gatewayId: string): string =>
+  `gateway.${statsToken(gatewayId)}.stats`
+const DEFAULT_COLLECT_MS = 300 // 300 ms: a round trip on one NATS is ~1 ms; gateways answer at once
+
+/** A gateway id as one NATS token. */
+export function statsToken(gatewayId: string): string {
+  return gatewayId.replace(/[^A-Za-z0-9_-]/g, '_')
+}
+
+export async function serveStats(
+  bus: Bus,
+  gatewayId: string,
+  read: () => GatewayStats
+): Promise<Subscription[]> {
+  return Promise.all([
+    bus.subscribe(STATS_SUBJECT, (msg) => {
+      const { replyTo } = decodeJson<{ replyTo?: unknown }>(msg.data)
+      if (typeof replyTo === 'string' && replyTo.startsWith(`${STATS_SUBJECT}.reply.`)) {
+        bus.publish(replyTo, encodeJson(read()))
+      }
+    }),
+    bus.serve(gatewayStatsSubject(gatewayId), async () => encodeJson(read())),
+  ])
+}
+
+/** Ask every gateway on the bus for its stats; those that answer within `timeoutMs`, by id. */
+export async function collectGatewayStats(
+  bus: Bus,
+  { timeoutMs = DEFAULT_COLLECT_MS }: { timeoutMs?: number } = {}
+): Promise<GatewayStats[]> {
+  const replyTo = `${STATS_SUBJECT}.reply.${randomBytes(8).toString('hex')}`
+  const got: GatewayStats[] = []
+  const sub = await bus.subscribe(replyTo, (msg) => got.push(decodeJson<GatewayStats>(msg.data)))
+  try {
+    bus.publish(STATS_SUBJECT, encodeJson({ replyTo }))
+    await new Promise((r) => setTimeout(r, timeoutMs))
+  } finally {
+    await sub.unsubscribe()
+  }
+  return got.sort((a, b) => a.gatewayId.localeCompare(b.gatewayId))
+}

@@ -1,0 +1,156 @@
+import { OpenAPIHono } from '@hono/zod-openapi'
+import type { MiddlewareHandler } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import type { Registry } from 'prom-client'
+import { createOpsRoutes } from '../ops/routes.ts'
+import { requireOperator } from '../common/operator-auth.ts'
+import { clientIp } from './client-ip.ts'
+import { matchesHash } from './secret.ts'
+import { createRouter, type RouteDeps } from './deps.ts'
+import { ApiError, createErrorHandler, notFound } from './errors.ts'
+import { createApiMetrics } from './metrics.ts'
+import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
+import { eventRoutes } from './routes/events.ts'
+import { handshakeRoutes } from './routes/handshake.ts'
+import { instanceRoutes } from './routes/instance.ts'
+import { observeRoutes } from './routes/observe.ts'
+import { requestRoutes } from './routes/requests.ts'
+import { topologyRoutes } from './routes/topology.ts'
+import { upstreamRoutes } from './routes/upstreams.ts'
+
+export interface AppOptions extends RouteDeps {
+  adminTokenHash: string
+  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean> }>
+  metrics: Registry
+  version: string
+  services: string[]
+  rate?: { perMinute: number; burst: number }
+  ssePingMs?: number
+}
+
+export const HANDSHAKE_BODY_LIMIT = 16 * 1_024 // 16 KiB: a request is two short strings
+/** 256 KiB: a mesh topology database, a few hundred bytes per instance. */
+export const TOPOLOGY_BODY_LIMIT = 256 * 1_024
+export const OPERATOR_BODY_LIMIT = 256 * 1_024 // 256 KiB: room for a thousand bindings and TLS PEMs
+const HANDSHAKE_PREFIX = '/api/v1/handshake/'
+const PUBLIC_PATHS = new Set(['/healthz', '/readyz'])
+
+const limitBody = (maxSize: number): MiddlewareHandler =>
+  bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new ApiError(413, 'payload_too_large', `the body exceeds ${maxSize} bytes`)
+    },
+  })
+
+/** The HTTP face of the fabric (DESIGN §6): one hono app, its OpenAPI document made from the route schemas. */
+export function createApp(options: AppOptions): OpenAPIHono {
+  const { log, adminTokenHash, ready, metrics, rate, ssePingMs } = options
+  const app = createRouter()
+  app.onError(createErrorHandler({ log }))
+  app.notFound(notFound)
+
+  const apiMetrics = createApiMetrics(metrics)
+  app.use('*', apiMetrics.middleware)
+  const operator = requireOperator({ verifyToken: (token) => matchesHash(token, adminTokenHash) })
+  const handshakeBody = limitBody(HANDSHAKE_BODY_LIMIT)
+  const topologyBody = limitBody(TOPOLOGY_BODY_LIMIT)
+  const operatorBody = limitBody(OPERATOR_BODY_LIMIT)
+  app.use('*', async (c, next) => {
+    if (c.req.path.startsWith(HANDSHAKE_PREFIX))
+      return (c.req.path.endsWith('/topology') ? topologyBody : handshakeBody)(c, next)
+    if (PUBLIC_PATHS.has(c.req.path)) return next()
+    return operator(c, async () => {
+      await operatorBody(c, next)
+    })
+  })
+  app.post(
+    '/api/v1/handshake/requests',
+    rateLimit({
+      perMinute: rate?.perMinute ?? DEFAULT_RATE_PER_MINUTE,
+      burst: rate?.burst ?? DEFAULT_RATE_BURST,
+      key: (c) => clientIp(c, { remote: options.remoteAddress, trustProxy: options.trustProxy }),
+    })
+  )
+
+  app.route('/', createOpsRoutes({ ready, metrics }))
+  app.route('/', handshakeRoutes(options))
+  app.route('/', topologyRoutes(options))
+  app.route('/', upstreamRoutes(options))
+  app.route('/', requestRoutes(options))
+  app.route('/', observeRoutes(options))
+  app.route(
+    '/',
+    eventRoutes({
+      ...options,
+      sseClients: apiMetrics.sseClients,
+      ...(ssePingMs === undefined ? {} : { pingMs: ssePingMs }),
+    })
+  )
+  app.route(
+    '/',
+    instanceRoutes({
+      instanceId: options.instanceId,
+      version: options.version,
+      services: options.services,
+      bus: options.bus,
+    })
+  )
+
+  describeOps(app)
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'the admin token',
+  })
+  app.openAPIRegistry.registerComponent('securitySchemes', 'handshakeSecret', {
+    type: 'http',
+    scheme: 'bearer',
+    description: "the downstream's handshake secret (the server keeps only its sha-256)",
+  })
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'uns-bridge',
+      version: options.version,
+      description: 'Handshake and operator API (DESIGN §6)',
+    },
+    security: [{ bearerAuth: [] }],
+  })
+  return app
+}
+
+/** The ops routes are plain hono (shared by every process): describe them by hand. */
+function describeOps(app: OpenAPIHono): void {
+  const text = { description: 'ok' }
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/healthz',
+    tags: ['ops'],
+    security: [],
+    summary: 'Liveness',
+    responses: { 200: text },
+  })
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/readyz',
+    tags: ['ops'],
+    security: [],
+    summary: 'Readiness, with a check per dependency',
+    responses: { 200: text, 503: { description: 'not ready' } },
+  })
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/metrics',
+    tags: ['ops'],
+    summary: 'Prometheus metrics (needs the admin token)',
+    responses: { 200: { description: 'text exposition format' } },
+  })
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    tags: ['ops'],
+    summary: 'This document (needs the admin token)',
+    responses: { 200: { description: 'OpenAPI 3.1' } },
+  })
+}

@@ -1,0 +1,80 @@
+import { getConnInfo } from '@hono/node-server/conninfo'
+import { readFileSync } from 'node:fs'
+import type { RunningService, ServiceContext } from '../common/context.ts'
+import { createApp } from './app.ts'
+import { startPoller } from './poller.ts'
+import { createRemoteClient, type RemoteClient } from './remote.ts'
+
+export { createApp, type AppOptions } from './app.ts'
+export { createRemoteClient, type RemoteClient } from './remote.ts'
+export { startPoller, type Poller } from './poller.ts'
+
+export interface HandshakeOptions {
+  ready: () => Promise<{ ok: boolean; checks: Record<string, boolean> }>
+  /** sha-256 hex of the admin token. */
+  adminTokenHash: string
+  /** Tests inject a fake upstream server; the default calls it over HTTP with fetch. */
+  remote?: RemoteClient
+}
+
+export interface HandshakeService extends RunningService {
+  app: { fetch(req: Request, env?: unknown): Response | Promise<Response> }
+}
+
+const version = (): string => {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
+    ) as { version?: string }
+    return pkg.version ?? '0.0.0'
+  } catch {
+    // Bundled or relocated without package.json: the version is unknown, the API still works.
+    return '0.0.0'
+  }
+}
+
+/**
+ * The handshake API service: the hono app (operator API, handshake endpoints, health and
+ * metrics) and the pollers that carry this instance's own requests through the handshake.
+ * The launcher serves `app.fetch`; `close()` stops the pollers.
+ */
+export async function startHandshake(
+  ctx: ServiceContext,
+  { ready, adminTokenHash, remote = createRemoteClient() }: HandshakeOptions
+): Promise<HandshakeService> {
+  const { config, bus, store, instanceId } = ctx
+  const log = ctx.log.child({ service: 'handshake' })
+  const poller = await startPoller({
+    store,
+    bus,
+    remote,
+    log,
+    instanceId,
+    pollMs: config.handshakePollMs,
+    slowPollMs: config.handshakeSlowPollMs,
+  })
+  const app = createApp({
+    store,
+    bus,
+    log,
+    instanceId,
+    remote,
+    poller,
+    // Node's socket address; Deno and Bun serve through node:http in services/runtime, so it holds there too.
+    remoteAddress: (c) => getConnInfo(c).remote.address,
+    trustProxy: config.trustProxy,
+    adminTokenHash,
+    ready,
+    metrics: ctx.metrics,
+    version: version(),
+    services: [...config.services],
+    rate: { perMinute: config.handshakeRatePerMin, burst: config.handshakeRateBurst },
+  })
+  let closing: Promise<void> | undefined
+  return {
+    name: 'handshake',
+    endpoints: [],
+    app,
+    close: () => (closing ??= poller.close()),
+  }
+}

@@ -1,0 +1,55 @@
+import type { MiddlewareHandler } from 'hono'
+import { routePath } from 'hono/route'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+export interface ApiMetrics {
+  /** Counts and times every request by route pattern (not raw path: ids would explode the labels). */
+  middleware: MiddlewareHandler
+  sseClients: { inc(): void; dec(): void }
+}
+
+const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD'])
+const LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+
+/** The API's Prometheus metrics, in the registry `/metrics` serves (reused if already there). */
+export function createApiMetrics(registry: Registry): ApiMetrics {
+  const existing = <T>(name: string) => registry.getSingleMetric(name) as T | undefined
+  const requests =
+    existing<Counter<'method' | 'route' | 'status'>>('ub_http_requests_total') ??
+    new Counter({
+      name: 'ub_http_requests_total',
+      help: 'HTTP requests answered, by method, route pattern and status',
+      labelNames: ['method', 'route', 'status'],
+      registers: [registry],
+    })
+  const duration =
+    existing<Histogram<'method' | 'route'>>('ub_http_request_duration_seconds') ??
+    new Histogram({
+      name: 'ub_http_request_duration_seconds',
+      help: 'Time to the response headers, by method and route pattern',
+      labelNames: ['method', 'route'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [registry],
+    })
+  const sse =
+    existing<Gauge>('ub_sse_clients') ??
+    new Gauge({
+      name: 'ub_sse_clients',
+      help: 'Open /api/v1/events streams',
+      registers: [registry],
+    })
+
+  return {
+    middleware: async function apiMetrics(c, next) {
+      const start = performance.now()
+      await next()
+      // The last matched route is the handler's pattern; '*' alone means no route matched.
+      const pattern = routePath(c, -1)
+      const route = pattern === '*' || pattern === '/*' ? 'unmatched' : pattern
+      const method = METHODS.has(c.req.method) ? c.req.method : 'other'
+      requests.inc({ method, route, status: String(c.res.status) })
+      duration.observe({ method, route }, (performance.now() - start) / 1_000)
+    },
+    sseClients: { inc: () => sse.inc(), dec: () => sse.dec() },
+  }
+}

@@ -1,0 +1,57 @@
+import type { Context, MiddlewareHandler } from 'hono'
+import { ApiError } from './errors.ts'
+
+export interface RateLimitOptions {
+  /** Sustained rate: tokens added per minute. */
+  perMinute: number
+  /** Bucket size: how many requests may come at once after a quiet spell. */
+  burst: number
+  key: (c: Context) => string
+  now?: () => number
+  /** Keys remembered at most; the oldest are forgotten first, so a flood of addresses cannot exhaust memory. */
+  maxKeys?: number
+}
+
+export const DEFAULT_RATE_PER_MINUTE = 10
+export const DEFAULT_RATE_BURST = 20
+const DEFAULT_MAX_KEYS = 10_000
+const MS_PER_MINUTE = 60_000
+
+interface Bucket {
+  tokens: number
+  at: number // ms timestamp of the last refill
+}
+
+/** A token bucket per key (the source IP): over the limit → 429 `rate_limited` with Retry-After. */
+export function rateLimit({
+  perMinute,
+  burst,
+  key,
+  now = Date.now,
+  maxKeys = DEFAULT_MAX_KEYS,
+}: RateLimitOptions): MiddlewareHandler {
+  const buckets = new Map<string, Bucket>()
+  const perMs = perMinute / MS_PER_MINUTE
+  return async function rateLimited(c, next) {
+    const k = key(c)
+    const t = now()
+    const b = buckets.get(k) ?? { tokens: burst, at: t }
+    b.tokens = Math.min(burst, b.tokens + (t - b.at) * perMs)
+    b.at = t
+    // Re-insert so Map order is least-recently-seen first.
+    buckets.delete(k)
+    buckets.set(k, b)
+    if (buckets.size > maxKeys) buckets.delete(buckets.keys().next().value!)
+    if (b.tokens < 1) {
+      const waitS = Math.ceil((1 - b.tokens) / perMs / 1_000)
+      c.header('Retry-After', String(waitS))
+      throw new ApiError(
+        429,
+        'rate_limited',
+        `too many handshake requests from ${k}; retry in ${waitS} s`
+      )
+    }
+    b.tokens -= 1
+    await next()
+  }
+}

@@ -1,0 +1,412 @@
+import { z } from '@hono/zod-openapi'
+import { namespaceProblem } from '../../machines/index.ts'
+
+/**
+ * The zod schemas that validate requests and describe responses in /openapi.json: one source,
+ * so the document cannot drift from what the routes accept. Request bodies are strict objects:
+ * an unknown field is a 400, not silently dropped.
+ */
+export const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: 'invalid_request' }),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+  })
+  .openapi('Error')
+
+export const errorResponses = (...statuses: number[]) =>
+  Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      {
+        description: ERROR_TEXT[s] ?? 'error',
+        content: { 'application/json': { schema: ErrorSchema } },
+      },
+    ])
+  )
+
+const ERROR_TEXT: Record<number, string> = {
+  400: 'malformed_json or invalid_request',
+  401: 'unauthorized: missing or wrong bearer token',
+  404: 'not_found',
+  409: 'invalid_transition (the machine refused the event, with the reason) or version_conflict',
+  413: 'payload_too_large',
+  429: 'rate_limited',
+  502: 'upstream_unreachable: the upstream server did not answer',
+  503: 'storage_unavailable, no_responders or bus_timeout',
+}
+
+export const Namespace = z
+  .string()
+  .superRefine((ns, ctx) => {
+    const problem = namespaceProblem(ns)
+    if (problem) ctx.addIssue({ code: 'custom', message: `namespace ${problem}` })
+  })
+  .openapi({
+    example: 'acme/plant1/line3',
+    description:
+      'topic prefix: no wildcards, no empty level, no leading or trailing /, no leading $',
+  })
+
+/** A grant is a namespace or `#` alone (everything but `$` topics). */
+export const Grant = z
+  .string()
+  .superRefine((g, ctx) => {
+    if (g === '#') return
+    const problem = namespaceProblem(g)
+    if (problem) ctx.addIssue({ code: 'custom', message: `grant ${problem} (or be '#' alone)` })
+  })
+  .openapi({ example: 'acme/plant1' })
+
+export const BindingSchema = z
+  .strictObject({ source: Namespace, target: Namespace })
+  .openapi('Binding', { example: { source: 'plant1/line3', target: 'acme/plant1/line3' } })
+
+const MAX_BINDINGS = 1_000 // an upstream with more is a mistake, and each is a subscription
+
+export const BindingsBody = z
+  .array(BindingSchema)
+  .max(MAX_BINDINGS)
+  .superRefine((bindings, ctx) => {
+    const seen = new Set<string>()
+    bindings.forEach((b, i) => {
+      if (seen.has(b.source)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'source'],
+          message: `source '${b.source}' is bound twice`,
+        })
+      }
+      seen.add(b.source)
+    })
+  })
+  .openapi('Bindings')
+
+const HOST_PROTOCOLS = ['mqtt:', 'mqtts:', 'ws:', 'wss:']
+
+/** `mqtt://host`, `mqtts://host`, `ws://host` or `wss://host`: scheme and host name only, ports apart. */
+export const HostUrl = z
+  .string()
+  .max(300)
+  .superRefine((value, ctx) => {
+    const problem = hostProblem(value)
+    if (problem) ctx.addIssue({ code: 'custom', message: problem })
+  })
+  .transform((value) => normalizeHost(value))
+  .openapi({
+    example: 'mqtt://broker.example',
+    description: 'mqtt://, mqtts://, ws:// or wss:// followed by a host name or address',
+  })
+
+function hostProblem(value: string): string | null {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    return 'must be a URL such as mqtt://broker.example'
+  }
+  if (!HOST_PROTOCOLS.includes(url.protocol)) return 'protocol must be one of mqtt, mqtts, ws, wss'
+  if (!url.hostname) return 'must name a host'
+  if (url.port) return 'must not carry a port: use brokerPort and httpPort'
+  if (url.username || url.password) return 'must not carry credentials'
+  if ((url.pathname && url.pathname !== '/') || url.search || url.hash)
+    return 'must be a scheme and a host only'
+  return null
+}
+
+function normalizeHost(value: string): string {
+  const url = new URL(value)
+  return `${url.protocol}//${url.hostname}`
+}
+
+const Port = z.number().int().min(1).max(65_535)
+
+export const TlsSchema = z
+  .strictObject({
+    ca: z.string().max(65_536).optional(),
+    cert: z.string().max(65_536).optional(),
+    key: z.string().max(65_536).optional(),
+    servername: z.string().max(255).optional(),
+    rejectUnauthorized: z.boolean().optional(),
+  })
+  .openapi('Tls')
+
+export const CreateUnsUpstream = z
+  .strictObject({
+    kind: z
+      .literal('uns')
+      .openapi({ description: "may be left out: a body without kind is 'uns'" }),
+    host: HostUrl,
+    brokerPort: Port.default(1883),
+    httpPort: Port.default(8080).openapi({
+      description:
+        "the upstream server's HTTP API port; asked over https when host is mqtts:// or wss://",
+    }),
+    tls: TlsSchema.optional().openapi({
+      description: 'for mqtts:// and wss://: trust (ca), client certificate, server name',
+    }),
+  })
+  .openapi('CreateUnsUpstream')
+
+export const CreateMqttUpstream = z
+  .strictObject({
+    kind: z.literal('mqtt'),
+    host: HostUrl,
+    brokerPort: Port.default(1883),
+    username: z.string().min(1).max(256).optional(),
+    password: z.string().max(1_024).optional(),
+    tls: TlsSchema.optional(),
+  })
+  .openapi('CreateMqttUpstream')
+
+/**
+ * `kind` picks the shape; absent means `uns` (DESIGN §6 sends no kind). Filling it in first lets
+ * a discriminated union name the offending field, where a plain union only says "Invalid input".
+ */
+export const CreateUpstreamBody = z.preprocess(
+  (v) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) && !('kind' in v)
+      ? { ...v, kind: 'uns' }
+      : v,
+  z.discriminatedUnion('kind', [CreateUnsUpstream, CreateMqttUpstream])
+)
+
+export const IdParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(128)
+    .openapi({ param: { name: 'id', in: 'path' } }),
+})
+
+export const RequestIdParam = z.object({
+  requestId: z
+    .string()
+    .min(1)
+    .max(128)
+    .openapi({ param: { name: 'requestId', in: 'path' } }),
+})
+
+export const StatusQuery = z.object({
+  status: z
+    .string()
+    .min(1)
+    .max(32)
+    .optional()
+    .openapi({ param: { name: 'status', in: 'query' } }),
+})
+
+const SeqNumber = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+
+export const PageQuery = z.object({
+  after: SeqNumber.optional().openapi({
+    param: { name: 'after', in: 'query' },
+    description: 'seq to start after',
+  }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(500)
+    .optional()
+    .openapi({ param: { name: 'limit', in: 'query' } }),
+})
+
+export const ReplayQuery = z.object({
+  to: SeqNumber.optional().openapi({
+    param: { name: 'to', in: 'query' },
+    description: 'replay up to this seq',
+  }),
+})
+
+const Actor = z.object({
+  kind: z.enum(['operator', 'remote', 'system']),
+  id: z.string().optional(),
+  ip: z.string().optional(),
+})
+
+const Snapshot = z.object({
+  value: z.string(),
+  context: z.record(z.string(), z.unknown()),
+  status: z.enum(['active', 'done']),
+})
+
+export const TransitionSchema = z
+  .object({
+    machine: z.enum(['upstream', 'request']),
+    machineId: z.string(),
+    seq: z.number(),
+    globalSeq: z.number().optional(),
+    event: z.looseObject({ type: z.string() }),
+    actor: Actor,
+    from: z.string().nullable(),
+    to: z.string(),
+    snapshot: Snapshot,
+    machineVersion: z.number(),
+    at: z.string(),
+    prevHash: z.string(),
+    hash: z.string(),
+  })
+  .openapi('Transition')
+
+export const TransitionPage = z
+  .object({ items: z.array(TransitionSchema), next: z.number().nullable() })
+  .openapi('TransitionPage')
+
+export const ReplaySchema = z
+  .object({
+    machine: z.enum(['upstream', 'request']),
+    machineId: z.string(),
+    to: z.number(),
+    state: z.string(),
+    snapshot: Snapshot,
+    matchesStored: z.boolean().nullable(),
+    verify: z.object({
+      ok: z.boolean(),
+      rows: z.number(),
+      firstBadSeq: z.number().optional(),
+      problem: z.enum(['changed', 'inserted', 'deleted', 'snapshot_mismatch']).optional(),
+      message: z.string().optional(),
+    }),
+  })
+  .openapi('Replay')
+
+export const LinkSchema = z
+  .looseObject({
+    state: z.string().optional(),
+    lastError: z.string().nullable().optional(),
+    forwarded: z.number().optional(),
+    waiting: z.number().optional(),
+    lagMs: z.number().nullable().optional(),
+  })
+  .openapi('Link')
+
+export const UpstreamSchema = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['uns', 'mqtt']),
+    host: z.string(),
+    brokerPort: z.number(),
+    httpPort: z.number(),
+    status: z.string(),
+    active: z.boolean(),
+    bindings: z.array(z.object({ source: z.string(), target: z.string() })),
+    grants: z.array(z.string()),
+    remoteRequestId: z.string().nullable(),
+    lastError: z.string().nullable(),
+    withdrawalOwed: z.boolean().openapi({
+      description:
+        'deleted while its server could not be reached: the request is withdrawn as soon as it answers',
+    }),
+    username: z.string().nullable(),
+    tls: z
+      .object({
+        ca: z.string().optional(),
+        cert: z.string().optional(),
+        servername: z.string().optional(),
+        rejectUnauthorized: z.boolean().optional(),
+      })
+      .nullable()
+      .openapi({ description: 'TLS options; the private key is never shown' }),
+    seq: z.number(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi('Upstream')
+
+export const UpstreamDetailSchema = UpstreamSchema.extend({
+  link: LinkSchema.nullable().openapi({
+    description: 'bridge link state from the supervisor; null when none',
+  }),
+}).openapi('UpstreamDetail')
+
+export const DeletedUpstreamSchema = UpstreamSchema.extend({
+  withdrawal: z.object({
+    ok: z.boolean(),
+    error: z.string().nullable(),
+  }),
+}).openapi('DeletedUpstream')
+
+export const IncomingRequestSchema = z
+  .object({
+    id: z.string(),
+    instanceId: z.string(),
+    sourceIp: z.string(),
+    status: z.string(),
+    grants: z.array(z.string()),
+    seq: z.number(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi('IncomingRequest')
+
+export const AcceptBody = z
+  .strictObject({
+    grants: z
+      .array(Grant)
+      .min(1)
+      .max(100)
+      .optional()
+      .openapi({ description: "default ['#']: everything but $ topics" }),
+  })
+  .openapi('AcceptBody')
+
+/** Instance IDs look like `UB_ARJgkJ`; accept any short token so older or foreign IDs still work. */
+export const InstanceIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 letters, digits, _ or -')
+
+export const HandshakeRequestBody = z
+  .strictObject({
+    instanceId: InstanceIdSchema,
+    secretHash: z.string().regex(/^[0-9a-f]{64}$/, 'must be sha-256 hex (64 lowercase hex digits)'),
+  })
+  .openapi('HandshakeRequest')
+
+export const HandshakeAccepted = z
+  .object({
+    requestId: z.string(),
+    status: z.string(),
+    instanceId: z.string().openapi({ description: "the upstream server's instance ID" }),
+    created: z.boolean(),
+  })
+  .openapi('HandshakeAccepted')
+
+export const HandshakeStatus = z
+  .object({
+    requestId: z.string(),
+    status: z.string(),
+    grants: z.array(z.string()),
+    instanceId: z.string().openapi({ description: "the upstream server's instance ID" }),
+  })
+  .openapi('HandshakeStatus')
+
+const GatewayStatsSchema = z
+  .object({
+    gatewayId: z.string(),
+    brokerId: z.string(),
+    clients: z.number().int(),
+    retained: z.number().int(),
+    messagesIn: z.number().int(),
+    messagesOut: z.number().int(),
+    bytesIn: z.number().int().describe('PUBLISH payload bytes received'),
+    bytesOut: z.number().int().describe('PUBLISH payload bytes sent'),
+    publishDenied: z.number().int(),
+    subscribeDenied: z.number().int(),
+    authFailures: z.number().int(),
+    mqQueued: z.number().int(),
+    ports: z.record(z.string(), z.number().int()),
+    uptimeMs: z.number(),
+  })
+  .openapi('GatewayStats')
+
+export const InstanceSchema = z
+  .object({
+    instanceId: z.string(),
+    version: z.string(),
+    services: z.array(z.string()),
+    gateways: z.array(GatewayStatsSchema),
+  })
+  .openapi('Instance')

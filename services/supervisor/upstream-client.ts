@@ -1,0 +1,173 @@
+import { connect, type IClientOptions, type MqttClient } from 'mqtt'
+import type { TlsOptions } from '../store/api.ts'
+import { nodeTlsOptions } from '../common/node-tls.ts'
+import { ConnackError, connectLocal } from './mqtt-session.ts'
+
+/**
+ * The bridge's side on the upstream broker: our lean client for mqtt:// and mqtts://, MQTT.js
+ * for ws:// and wss://. It only publishes, so it needs no session of its own (clean = true):
+ * what was in flight when the link broke is still unacknowledged on the local side and comes
+ * again from there.
+ */
+export interface UpstreamTarget {
+  /** `mqtt://host`, `mqtts://host`, `ws://host[/path]`, `wss://host[/path]` */
+  host: string
+  brokerPort: number
+  tls?: TlsOptions | null
+}
+
+export interface UpstreamSession {
+  publish(
+    topic: string,
+    payload: Buffer,
+    opts: { qos: 0 | 1; retain: boolean },
+    done: (err?: Error) => void
+  ): void
+  close(): Promise<void>
+}
+
+export class UpstreamRefusedError extends Error {
+  readonly returnCode: number
+  constructor(returnCode: number, message: string) {
+    super(message)
+    this.name = 'UpstreamRefusedError'
+    this.returnCode = returnCode
+  }
+  /** CONNACK 4 (bad user name or password) or 5 (not authorized): the credential is gone. */
+  get fatal(): boolean {
+    return this.returnCode === 4 || this.returnCode === 5
+  }
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000 // 10 s
+const KEEPALIVE_SEC = 30
+
+export function upstreamUrl({ host, brokerPort }: UpstreamTarget): string {
+  const u = new URL(host.includes('://') ? host : `mqtt://${host}`)
+  if (!['mqtt:', 'mqtts:', 'ws:', 'wss:'].includes(u.protocol)) {
+    throw new Error(`unsupported upstream protocol ${u.protocol} (mqtt, mqtts, ws or wss)`)
+  }
+  u.port = String(brokerPort)
+  return u.toString().replace(/\/$/, '')
+}
+
+export async function connectUpstream(
+  options: Parameters<typeof connectUpstreamMqttJs>[0]
+): Promise<UpstreamSession> {
+  const url = upstreamUrl(options.target)
+  if (!url.startsWith('mqtt')) return connectUpstreamMqttJs(options)
+  try {
+    const session = await connectLocal({
+      url,
+      clientId: options.clientId,
+      clean: true,
+      bridgeMode: false,
+      keepaliveSec: KEEPALIVE_SEC,
+      peerName: 'upstream',
+      tls: options.target.tls ?? null,
+      ...(options.username ? { username: options.username } : {}),
+      ...(options.password ? { password: options.password } : {}),
+      ...(options.connectTimeoutMs === undefined
+        ? {}
+        : { connectTimeoutMs: options.connectTimeoutMs }),
+      onClose: options.onClose,
+    })
+    return { publish: session.publish, close: session.close }
+  } catch (err) {
+    if (err instanceof ConnackError) throw new UpstreamRefusedError(err.returnCode, err.message)
+    throw err
+  }
+}
+
+function connectUpstreamMqttJs({
+  target,
+  clientId,
+  username,
+  password,
+  connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
+  onClose,
+}: {
+  target: UpstreamTarget
+  clientId: string
+  username?: string | null
+  password?: string | null
+  connectTimeoutMs?: number
+  /** Called once when an established link ends (not after close()). */
+  onClose: (err: Error) => void
+}): Promise<UpstreamSession> {
+  const tls = target.tls ?? {}
+  const options: IClientOptions = {
+    clientId,
+    protocolVersion: 4,
+    clean: true,
+    keepalive: KEEPALIVE_SEC,
+    connectTimeout: connectTimeoutMs,
+    // The supervisor's machine owns reconnects: backoff with jitter, and a stop on a revoked
+    // credential. MQTT.js's own reconnect has no jitter and retries forever.
+    reconnectPeriod: 0,
+    // Never buffer QoS 0 while offline: unbounded memory (PLUG-POINTS §6).
+    queueQoSZero: false,
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    ...nodeTlsOptions(tls),
+  }
+  return new Promise((resolve, reject) => {
+    let client: MqttClient
+    try {
+      client = connect(upstreamUrl(target), options)
+    } catch (err) {
+      return reject(err)
+    }
+    let up = false
+    let closing = false
+    let ended = false
+    const end = (err: Error) => {
+      if (ended) return
+      ended = true
+      client.end(true)
+      if (!up) reject(err)
+      else if (!closing) onClose(err)
+    }
+    client.on('error', (err: Error & { code?: unknown }) => {
+      const rc = typeof err.code === 'number' ? err.code : undefined
+      end(rc === undefined ? err : new UpstreamRefusedError(rc, err.message))
+    })
+    client.on('close', () => end(new Error('upstream closed the connection')))
+    client.on('offline', () => end(new Error('upstream went offline')))
+    // As on the local side: everything published in one turn of the event loop goes out in one
+    // writev. MQTT.js corks each packet only until the next tick.
+    let corked = false
+    const uncork = () => {
+      corked = false
+      client.stream?.uncork()
+    }
+    client.once('connect', () => {
+      up = true
+      // MQTT.js leaves Nagle on; a lone QoS 0 message would wait for the peer's delayed ACK.
+      ;(client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true)
+      resolve({
+        publish(topic, payload, opts, done) {
+          if (ended) return done(new Error('upstream link is closed'))
+          if (!corked && client.stream) {
+            corked = true
+            client.stream.cork()
+            setImmediate(uncork)
+          }
+          client.publish(topic, payload, opts, (err) => done(err ?? undefined))
+        },
+        close: () =>
+          new Promise<void>((res) => {
+            if (ended) return res()
+            closing = true
+            ended = true
+            // Graceful: wait for what is in flight, but never longer than 1 s.
+            const t = setTimeout(() => client.end(true, () => res()), 1_000)
+            client.end(false, () => {
+              clearTimeout(t)
+              res()
+            })
+          }),
+      })
+    })
+  })
+}

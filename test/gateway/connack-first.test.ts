@@ -1,0 +1,94 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import type { MqttClient } from 'mqtt'
+import type * as mqttPacket from 'mqtt-packet'
+import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import {
+  collect,
+  connectMqtt,
+  eventually,
+  sleep,
+  startTestGateway,
+  type TestGateway,
+} from '../helpers/gateway.ts'
+import { uniquePrefix } from '../helpers/nats.ts'
+import { connectPacket, rawClient, type RawClient } from './raw.ts'
+
+type DelWill = (client: { id: string }) => Promise<unknown>
+
+/**
+ * aedes restores a persistent session's subscriptions (restoreSubs) before it writes CONNACK
+ * (storeWill and registerClient come in between), so a message published in that window used
+ * to reach the socket first. MQTT.js then answers the PUBLISH with a PUBACK that it holds until
+ * it is connected, and its packet loop never reads the CONNACK behind it: "connack timeout".
+ * Each test holds the window open by delaying `delWill` and publishes while it is open.
+ */
+describe('a persistent session resumed while a message for it arrives', () => {
+  let gw: TestGateway | undefined
+  let close: (() => Promise<void>) | undefined
+  const clients: MqttClient[] = []
+  const raws: RawClient[] = []
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.end(true)
+    for (const r of raws.splice(0)) r.end()
+    await close?.()
+  })
+
+  async function setup(clientId: string, topic: string): Promise<TestGateway> {
+    const bus = createMemoryBus({ prefix: uniquePrefix('connack') })
+    gw = await startTestGateway({ bus })
+    const g = gw
+    close = async () => {
+      await g.close()
+      await bus.close()
+    }
+    const first = await connectMqtt(gw.url, { clientId, clean: false })
+    await first.subscribeAsync(topic, { qos: 1 })
+    first.end(true)
+    await sleep(50)
+    // Open the window: publish while aedes is between restoreSubs and doConnack.
+    const persistence = (gw.broker.aedes as unknown as { persistence: { delWill: DelWill } })
+      .persistence
+    const delWill = persistence.delWill.bind(persistence)
+    persistence.delWill = async (client) => {
+      if (client.id === clientId) {
+        g.broker.aedes.publish(
+          {
+            cmd: 'publish',
+            topic,
+            payload: Buffer.from('early'),
+            qos: 1,
+            retain: false,
+            dup: false,
+          },
+          () => {}
+        )
+        await sleep(100) // long enough for a delivery to be written, if it is not held back
+      }
+      return delWill(client)
+    }
+    return gw
+  }
+
+  it('writes CONNACK before any PUBLISH [MQTT-3.2.0-1]', async () => {
+    const g = await setup('early-raw', 'early/raw')
+    const raw = await rawClient(g.ports.mqtt)
+    raws.push(raw)
+    raw.send(connectPacket({ clientId: 'early-raw', clean: false }))
+    await eventually(() => raw.packets.some((p) => p.cmd === 'publish'))
+    const [connack, publish] = raw.packets as [mqttPacket.IConnackPacket, mqttPacket.IPublishPacket]
+    expect(connack).toMatchObject({ cmd: 'connack', returnCode: 0, sessionPresent: true })
+    expect(publish).toMatchObject({ cmd: 'publish', topic: 'early/raw', qos: 1 })
+    expect(publish.payload.toString()).toBe('early')
+  })
+
+  it('lets MQTT.js connect and receive the message', async () => {
+    const g = await setup('early-js', 'early/js')
+    let got!: ReturnType<typeof collect>
+    const back = await connectMqtt(g.url, { clientId: 'early-js', clean: false }, (c) => {
+      got = collect(c)
+    })
+    clients.push(back)
+    const msgs = await got.waitFor(1)
+    expect(msgs).toEqual([{ topic: 'early/js', payload: 'early', retain: false, qos: 1 }])
+  })
+})

@@ -1,0 +1,34 @@
+import { jetstreamManager } from '@nats-io/jetstream'
+import { connect } from '@nats-io/transport-node'
+import { randomBytes } from 'node:crypto'
+import { natsUrl, runPrefix, TEST_RUN_ENV } from './nats.ts'
+
+/**
+ * Once per `npm test`: afterwards, delete the KV buckets this run made on the shared NATS server,
+ * including those of service processes a test killed with SIGKILL, which never close their own.
+ * Every test prefix of this run starts `t_<run id>_` (see `uniquePrefix`), so another run on the
+ * same server, before or at the same time, keeps its own.
+ */
+export function setup(): void {
+  // Set before vitest forks its workers, which inherit it (and pass it on to what they spawn).
+  process.env[TEST_RUN_ENV] = randomBytes(4).toString('hex')
+}
+
+export async function teardown(): Promise<void> {
+  let nc
+  try {
+    nc = await connect({ servers: natsUrl(), name: 'test-run cleanup' })
+  } catch {
+    return // no NATS here: nothing of ours can be on it
+  }
+  try {
+    const jsm = await jetstreamManager(nc)
+    const ours: string[] = []
+    for await (const info of jsm.streams.list()) {
+      if (info.config.name.startsWith(`KV_${runPrefix()}`)) ours.push(info.config.name)
+    }
+    await Promise.all(ours.map((name) => jsm.streams.delete(name)))
+  } finally {
+    await nc.close()
+  }
+}

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
+
+export interface Instance {
+  httpUrl: string
+  mqttUrl: string | null
+  instanceId: string
+  adminToken: string
+  dataDir: string
+  process: LaunchedProcess
+  output(): string
+  /** SIGTERM and wait for a clean exit; resolves to the exit code. */
+  stop(): Promise<number | null>
+  /** SIGKILL: no cleanup runs. */
+  kill(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * Start a real uns-bridge process on ephemeral loopback ports with its own data folder
+ * (removed on stop unless the caller passed one).
+ */
+export async function startInstance({
+  dataDir,
+  args = [],
+  env = {},
+}: {
+  dataDir?: string
+  args?: string[]
+  env?: Record<string, string>
+} = {}): Promise<Instance> {
+  const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'ub-inst-'))
+  const adminToken = env.UB_ADMIN_TOKEN ?? 'ubt_test_' + randomBytes(12).toString('hex')
+  const launched = await launchProcess({
+    args: [
+      ...['--data-dir', dir, '--http-host', '127.0.0.1', '--http-port', '0'],
+      ...['--mqtt-host', '127.0.0.1', '--mqtt-port', '0'],
+      ...args,
+    ],
+    env: { UB_ADMIN_TOKEN: adminToken, ...env },
+  })
+  const cleanup = () => {
+    if (!dataDir) rmSync(dir, { recursive: true, force: true })
+  }
+  const stop = async () => {
+    const code = await launched.stop()
+    cleanup()
+    return code
+  }
+  return {
+    httpUrl: launched.ready.http as string,
+    mqttUrl: (launched.ready.mqtt as string | null) ?? null,
+    instanceId: launched.ready.instanceId as string,
+    adminToken,
+    dataDir: dir,
+    process: launched,
+    output: launched.output,
+    stop,
+    kill: async () => {
+      await launched.kill()
+      cleanup()
+    },
+    [Symbol.asyncDispose]: async () => {
+      await stop()
+    },
+  }
+}
