@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { createBus } from './common/bus/index.ts'
 import type { Bus } from './common/bus/bus.ts'
@@ -11,6 +12,7 @@ import { serveHttp } from './runtime/node.ts'
 import { createStoreClient, type StoreClient } from './store/client.ts'
 import { resolveAdminToken, type AdminToken } from './admin-token.ts'
 import { listenWithFallback } from './listen.ts'
+import { lockDataDir } from './data-lock.ts'
 
 export interface Fabric {
   instanceId: string
@@ -45,7 +47,18 @@ export async function startFabric({
   }
   try {
     const wants = new Set(config.services)
-    const bus = await createBus({ natsUrl: config.natsUrl, prefix: config.busPrefix, log })
+    // PGlite and the in-process bus keep their state in the data folder.
+    const keepsState = !config.natsUrl || (wants.has('store') && !config.databaseUrl)
+    if (keepsState) {
+      const lock = lockDataDir(config.dataDir)
+      closers.push(async () => lock.release())
+    }
+    const bus = await createBus({
+      natsUrl: config.natsUrl,
+      prefix: config.busPrefix,
+      log,
+      dataDir: join(config.dataDir, 'bus'),
+    })
     closers.push(() => bus.close())
     const metrics = new Registry()
     collectDefaultMetrics({ register: metrics })

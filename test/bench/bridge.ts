@@ -23,7 +23,9 @@
  * Prints one JSON line last.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { loadavg } from 'node:os'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadavg, tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { connectAsync, type MqttClient } from 'mqtt'
 import { silentLogger } from '../../services/common/log.ts'
@@ -251,7 +253,12 @@ async function startOurBridge(args: string[]): Promise<{ child: ChildProcess; li
 async function runFabric(upstreamPort: number): Promise<void> {
   const { createMemoryBus } = await import('../../services/common/bus/memory.ts')
   const { startTestGateway } = await import('../helpers/gateway.ts')
-  const bus = createMemoryBus({ prefix: 'bench' })
+  // As `uns-bridge start` runs it: KV buckets kept on disk in the data folder.
+  // BENCH_BRIDGE_NO_JOURNAL=1 leaves them in memory only, to measure what the journal costs.
+  const dataDir = process.env.BENCH_BRIDGE_NO_JOURNAL
+    ? undefined
+    : mkdtempSync(join(tmpdir(), 'ub-bench-fabric-'))
+  const bus = createMemoryBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
   const gw = await startTestGateway({ bus, anonymous: 'always' })
   const link = await startLink(gw.url, upstreamPort)
   process.stdout.write(`ready ${gw.url}\n`)
@@ -261,6 +268,8 @@ async function runFabric(upstreamPort: number): Promise<void> {
       void link
         .stop()
         .then(() => gw.close())
+        .then(() => bus.close())
+        .then(() => dataDir && rmSync(dataDir, { recursive: true, force: true }))
         .then(() => process.exit(0))
   )
 }

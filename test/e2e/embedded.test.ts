@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { connectAsync } from 'mqtt'
 import { afterAll, describe, expect, it } from 'vitest'
 import { verifyPassword } from '../../services/gateway/index.ts'
+import { collect, connectMqtt } from '../helpers/gateway.ts'
 import { startInstance } from '../helpers/instance.ts'
 
 const run = promisify(execFile)
@@ -44,6 +45,77 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
       exitCode = await second.stop()
     }
     expect(exitCode, second.output()).toBe(0)
+  })
+
+  it('keeps retained messages and persistent sessions with their queued QoS 1 across a SIGKILL', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ub-durable-'))
+    try {
+      const first = await startInstance({ dataDir: dir })
+      const away = await connectMqtt(first.mqttUrl!, { clientId: 'durable-sub', clean: false })
+      await away.subscribeAsync('plant/#', { qos: 1 })
+      await away.endAsync()
+      // A live subscriber: a QoS 1 message reaches it only after the queue copy for the
+      // persistent session was written (aedes enqueues before it emits), so the kill below
+      // comes after everything is on disk.
+      const witness = await connectMqtt(first.mqttUrl!)
+      const seenLive = collect(witness)
+      await witness.subscribeAsync('plant/#', { qos: 1 })
+      const pub = await connectMqtt(first.mqttUrl!)
+      await pub.publishAsync('plant/state', 'running', { qos: 1, retain: true })
+      for (let i = 0; i < 50; i++) await pub.publishAsync('plant/seq', String(i), { qos: 1 })
+      await seenLive.waitFor(51)
+      pub.end(true)
+      witness.end(true)
+      await first.kill()
+
+      const second = await startInstance({ dataDir: dir })
+      try {
+        let queued!: ReturnType<typeof collect>
+        const back = await connectMqtt(
+          second.mqttUrl!,
+          { clientId: 'durable-sub', clean: false },
+          (c) => (queued = collect(c))
+        )
+        const msgs = await queued.waitFor(51)
+        back.end(true)
+        expect(msgs[0]).toMatchObject({ topic: 'plant/state', payload: 'running', qos: 1 })
+        expect(msgs.filter((m) => m.topic === 'plant/seq').map((m) => Number(m.payload))).toEqual(
+          Array.from({ length: 50 }, (_, i) => i)
+        )
+        const fresh = await connectMqtt(second.mqttUrl!)
+        const retained = collect(fresh)
+        await fresh.subscribeAsync('plant/state', { qos: 1 })
+        expect(await retained.waitFor(1)).toEqual([
+          { topic: 'plant/state', payload: 'running', retain: true, qos: 1 },
+        ])
+        fresh.end(true)
+      } finally {
+        await second.stop()
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('refuses a second process on the same data folder, naming the key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ub-locked-'))
+    const first = await startInstance({ dataDir: dir })
+    try {
+      const second = await run(
+        process.execPath,
+        ['--import', 'tsx', 'services/cli.ts', 'start', '--data-dir', dir, '--http-port', '0'],
+        { cwd: ROOT, env: { ...process.env, UB_MQTT_PORT: '0' } }
+      ).then(
+        () => null,
+        (err: { code: number; stderr: string }) => err
+      )
+      expect(second?.code).toBe(2)
+      expect(second?.stderr).toMatch(/'dataDir'.*in use by process \d+/)
+      expect((await fetch(`${first.httpUrl}/healthz`)).status).toBe(200)
+    } finally {
+      await first.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it("shows its gateway's clients, messages, bytes and retained count on /api/v1/instance and /metrics", async () => {

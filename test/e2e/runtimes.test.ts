@@ -15,14 +15,14 @@ const RUNTIMES: Array<[string, string, string[]]> = [
 
 describe('runtimes', () => {
   it.each(RUNTIMES)(
-    'runs the embedded fabric on %s: HTTP, store and an MQTT round trip',
+    'runs the embedded fabric on %s: HTTP, store, an MQTT round trip, state kept across a restart',
     async (_name, cmd, args) => {
       const { stdout } = await run(cmd, args, {
         cwd: ROOT,
         timeout: 90_000,
         env: { ...process.env, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' },
       })
-      expect(stdout).toMatch(/http, store, mqtt ok/)
+      expect(stdout).toMatch(/http, store, mqtt, restart ok/)
     },
     120_000
   )

@@ -1,7 +1,8 @@
 /**
  * Runtime smoke test: the same services on Node, Deno and Bun. Starts the embedded fabric
  * (PGlite + in-process bus, with the handshake API and the gateway), checks /healthz and one
- * authenticated API call over a real socket, an MQTT round trip through the gateway, then stops.
+ * authenticated API call over a real socket, an MQTT round trip through the gateway, a retained
+ * message kept across a restart on the same data folder, then stops.
  * Prints `1 passed, 0 failed` or exits non-zero.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -25,7 +26,7 @@ const { config, explicit } = loadConfig({
     UB_SERVICES: 'store,gateway,handshake',
   },
 })
-const fabric = await startFabric({ config, explicit, log: silentLogger() })
+let fabric = await startFabric({ config, explicit, log: silentLogger() })
 try {
   const health = await fetch(`${fabric.httpUrl}/healthz`)
   if (health.status !== 200) throw new Error(`/healthz answered ${health.status}`)
@@ -44,8 +45,23 @@ try {
   await client.publishAsync('smoke/x', `hello from ${runtime}`, { qos: 1 })
   const payload = await got
   if (payload !== `hello from ${runtime}`) throw new Error(`mqtt payload: ${payload}`)
+  // Retained state outlives a restart on the same data folder (the in-process bus's KV files).
+  await client.publishAsync('smoke/state', `kept on ${runtime}`, { qos: 1, retain: true })
   await client.endAsync()
-  console.log(`${runtime}: http, store, mqtt ok`)
+  await fabric.close()
+  fabric = await startFabric({ config, explicit, log: silentLogger() })
+  const again = await mqtt.connectAsync(fabric.mqttUrl!, { clientId: 'smoke-again' })
+  const kept = new Promise<string>((resolve) =>
+    again.on('message', (_t, p) => resolve(p.toString()))
+  )
+  await again.subscribeAsync('smoke/state', { qos: 1 })
+  const state = await Promise.race([
+    kept,
+    new Promise<string>((resolve) => setTimeout(() => resolve('(nothing in 5 s)'), 5_000)),
+  ])
+  if (state !== `kept on ${runtime}`) throw new Error(`retained after restart: ${state}`)
+  await again.endAsync()
+  console.log(`${runtime}: http, store, mqtt, restart ok`)
   console.log('1 passed, 0 failed')
 } finally {
   await fabric.close()

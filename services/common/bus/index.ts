@@ -18,12 +18,14 @@ export interface CreateBusOptions {
   natsUrl?: string | string[]
   prefix: string
   log?: BusLogger
+  /** The in-process bus keeps its KV buckets in this folder; unused with NATS. */
+  dataDir?: string
 }
 
 /** The NATS bus when a server is configured, the in-process bus otherwise. */
-export async function createBus({ natsUrl, prefix, log }: CreateBusOptions): Promise<Bus> {
+export async function createBus({ natsUrl, prefix, log, dataDir }: CreateBusOptions): Promise<Bus> {
   const opts = log === undefined ? { prefix } : { prefix, log }
   return natsUrl === undefined || natsUrl.length === 0
-    ? createMemoryBus(opts)
+    ? createMemoryBus(dataDir === undefined ? opts : { ...opts, dataDir })
     : connectNatsBus({ ...opts, servers: natsUrl })
 }

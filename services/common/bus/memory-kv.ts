@@ -10,6 +10,7 @@ import {
   type KvOptions,
   type Subscription,
 } from './bus.ts'
+import { openKvJournal, type KvJournal } from './kv-journal.ts'
 
 interface Stored {
   value: Uint8Array
@@ -17,6 +18,8 @@ interface Stored {
   operation: 'PUT' | 'DEL'
   /** Write time in ms (Date.now), for the bucket TTL. */
   at: number
+  /** Size of its journal record, when the bucket has a journal. */
+  bytes?: number
 }
 
 interface Watcher {
@@ -35,6 +38,8 @@ export interface MemoryKvStore {
   watchers: Set<Watcher>
   sweep: ReturnType<typeof setInterval> | undefined
   destroyed: boolean
+  /** On disk in the embedded default (kv-journal.ts); absent in tests and on a bare hub. */
+  journal: KvJournal | undefined
 }
 
 function toEntry(key: string, s: Stored): KvEntry {
@@ -51,7 +56,9 @@ export function openMemoryKv(
   bucket: string,
   { ttlMs }: KvOptions,
   tracked: Set<Subscription>,
-  log?: BusLogger
+  log?: BusLogger,
+  /** Keep the bucket in a journal in this folder, so it outlives the process. */
+  dataDir?: string
 ): KvBucket {
   const name = bucketName(prefix, bucket)
   let store = buckets.get(name)
@@ -64,6 +71,20 @@ export function openMemoryKv(
       watchers: new Set(),
       sweep: undefined,
       destroyed: false,
+      journal: undefined,
+    }
+    if (dataDir !== undefined) {
+      const st = store
+      const opened = openKvJournal({
+        dir: dataDir,
+        name,
+        ttlMs,
+        live: () => ({ entries: st.entries, seq: st.seq }),
+        ...(log ? { log } : {}),
+      })
+      store.entries = opened.entries
+      store.seq = opened.seq
+      store.journal = opened.journal
     }
     if (ttlMs) {
       const s = store
@@ -101,11 +122,22 @@ export function openMemoryKv(
   ): number {
     const st = open()
     validateKvKey(key)
-    const current = live(st, key)?.revision ?? 0
+    const previous = live(st, key)
+    const current = previous?.revision ?? 0
     if (expect !== undefined && expect !== current) {
       throw new KvConflictError(name, key, `wrong last revision: ${current}, expected ${expect}`)
     }
     const stored: Stored = { value: value.slice(), revision: ++st.seq, operation, at: Date.now() }
+    if (st.journal) {
+      stored.bytes = st.journal.append(
+        operation,
+        key,
+        stored.revision,
+        stored.at,
+        stored.value,
+        previous?.bytes
+      )
+    }
     st.entries.set(key, stored)
     const tokens = key.split('.')
     for (const w of st.watchers) {
@@ -156,8 +188,11 @@ export function openMemoryKv(
     async erase(key, revision) {
       validateKvKey(key)
       const st = open()
-      if (revision === undefined || st.entries.get(key)?.revision === revision)
-        st.entries.delete(key)
+      const e = st.entries.get(key)
+      if (e === undefined || (revision !== undefined && e.revision !== revision)) return
+      st.entries.delete(key)
+      // The revision field keeps the bucket's last revision in the file (erased keys may hold it).
+      st.journal?.append('ERASE', key, st.seq, Date.now(), undefined, e.bytes)
     },
     async keys(filter = '>') {
       return current(filter).map(([k]) => k)
@@ -185,6 +220,7 @@ export function openMemoryKv(
     async destroy() {
       s.destroyed = true
       clearInterval(s.sweep)
+      s.journal?.remove()
       for (const w of s.watchers) w.active = false
       s.watchers.clear()
       if (buckets.get(name) === s) buckets.delete(name)

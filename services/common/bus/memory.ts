@@ -42,13 +42,18 @@ export interface MemoryBusOptions {
   /** Share one hub between buses to model several processes on one server. */
   hub?: MemoryHub
   log?: BusLogger
+  /**
+   * Keep KV buckets on disk in this folder (the embedded default), so retained messages,
+   * persistent sessions and their queues outlive the process as they outlive a restart on NATS.
+   */
+  dataDir?: string
 }
 
 /**
  * In-process bus for the embedded default. Delivery is asynchronous (a microtask per message, so
  * per-publisher order holds) and every receiver gets its own copy of the payload.
  */
-export function createMemoryBus({ prefix = 'ub', hub, log }: MemoryBusOptions = {}): Bus {
+export function createMemoryBus({ prefix = 'ub', hub, log, dataDir }: MemoryBusOptions = {}): Bus {
   validateSubject(prefix)
   const ownsHub = hub === undefined
   const world = hub ?? createMemoryHub()
@@ -160,7 +165,7 @@ export function createMemoryBus({ prefix = 'ub', hub, log }: MemoryBusOptions = 
     },
     async kv(bucket, options = {}) {
       checkOpen()
-      return openMemoryKv(world.buckets, prefix, bucket, options, watches, log)
+      return openMemoryKv(world.buckets, prefix, bucket, options, watches, log, dataDir)
     },
     async flush() {
       // Everything published so far is already queued as microtasks ahead of this one.
@@ -175,7 +180,12 @@ export function createMemoryBus({ prefix = 'ub', hub, log }: MemoryBusOptions = 
       }
       mine.clear()
       await Promise.all([...watches].map((w) => w.unsubscribe()))
-      if (ownsHub) for (const b of world.buckets.values()) clearInterval(b.sweep)
+      if (ownsHub) {
+        for (const b of world.buckets.values()) {
+          clearInterval(b.sweep)
+          b.journal?.close()
+        }
+      }
     },
     [Symbol.asyncDispose]() {
       return bus.close()

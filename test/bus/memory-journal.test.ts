@@ -1,0 +1,132 @@
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { decodeJson, encodeJson, type Bus } from '../../services/common/bus/bus.ts'
+import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { KvConflictError } from '../../services/common/errors.ts'
+
+/** The in-process bus with a data folder: its KV buckets outlive the bus, as NATS KV outlives a restart. */
+describe('in-process KV kept on disk', () => {
+  const dirs: string[] = []
+  const buses: Bus[] = []
+  afterEach(async () => {
+    for (const b of buses.splice(0)) await b.close()
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
+  })
+  const folder = () => {
+    const d = mkdtempSync(join(tmpdir(), 'ub-kvj-'))
+    dirs.push(d)
+    return d
+  }
+  const open = (dataDir: string) => {
+    const bus = createMemoryBus({ prefix: 'j', dataDir })
+    buses.push(bus)
+    return bus
+  }
+  const text = (v: Uint8Array | undefined) => (v ? Buffer.from(v).toString() : undefined)
+
+  it('keeps values, revisions, deletes and erases across a restart, and never reuses a revision', async () => {
+    const dir = folder()
+    const first = open(dir)
+    const kv = await first.kv('state')
+    await kv.put('a', encodeJson({ n: 1 }))
+    const bRev = await kv.put('b', Buffer.from('bee'))
+    await kv.put('a', encodeJson({ n: 2 }))
+    await kv.put('gone', Buffer.from('x'))
+    await kv.delete('gone')
+    await kv.put('erased', Buffer.from('y'))
+    const lastRev = await kv.put('erased-last', Buffer.from('z'))
+    await kv.erase('erased')
+    await kv.erase('erased-last', lastRev)
+    await first.close()
+
+    const second = open(dir)
+    const again = await second.kv('state')
+    expect(decodeJson(await again.get('a').then((e) => e!.value))).toEqual({ n: 2 })
+    expect(await again.get('b')).toMatchObject({ revision: bRev })
+    expect(text((await again.get('b'))?.value)).toBe('bee')
+    expect(await again.get('gone')).toBeNull()
+    expect(await again.get('erased')).toBeNull()
+    expect(await again.keys()).toEqual(['b', 'a'])
+    // The delete marker is still there: create is a compare-and-set on it, as on NATS.
+    await expect(again.update('gone', Buffer.from('x'), 1)).rejects.toBeInstanceOf(KvConflictError)
+    expect(await again.create('gone', Buffer.from('back'))).toBeGreaterThan(lastRev)
+    // Watchers of the reopened bucket see the current values first.
+    const seen: string[] = []
+    const w = await again.watch((e) => seen.push(`${e.key}=${text(e.value)}`))
+    await new Promise((r) => setTimeout(r, 10))
+    await w.unsubscribe()
+    expect(seen).toEqual(['b=bee', 'a={"n":2}', 'gone=back'])
+  })
+
+  it('drops entries past the bucket TTL while it was closed', async () => {
+    const dir = folder()
+    const first = open(dir)
+    const kv = await first.kv('leases', { ttlMs: 300 })
+    await kv.put('old', Buffer.from('1'))
+    await new Promise((r) => setTimeout(r, 200))
+    await kv.put('young', Buffer.from('2'))
+    await first.close()
+    await new Promise((r) => setTimeout(r, 150))
+    const second = open(dir)
+    const again = await second.kv('leases', { ttlMs: 300 })
+    expect(await again.keys()).toEqual(['young'])
+  })
+
+  it('drops a record cut short by a crash, keeps the rest, and appends after it', async () => {
+    const dir = folder()
+    const first = open(dir)
+    const kv = await first.kv('torn')
+    await kv.put('whole', Buffer.from('ok'))
+    await first.close()
+    const file = join(
+      dir,
+      readdirSync(dir).find((f) => f.endsWith('.kv'))!
+    )
+    const before = statSync(file).size
+    appendFileSync(file, Buffer.from([200, 0, 0, 0, 0, 1, 2, 3])) // says 200 bytes, has 4
+    const second = open(dir)
+    const again = await second.kv('torn')
+    expect(text((await again.get('whole'))?.value)).toBe('ok')
+    expect(statSync(file).size).toBe(before)
+    await again.put('next', Buffer.from('fine'))
+    await second.close()
+    const third = open(dir)
+    const last = await third.kv('torn')
+    expect(await last.keys()).toEqual(['whole', 'next'])
+  })
+
+  it('rewrites the file once it is mostly erased entries: a session queue does not grow it', async () => {
+    const dir = folder()
+    const bus = open(dir)
+    const kv = await bus.kv('queue')
+    await kv.put('kept', Buffer.alloc(100, 7))
+    const payload = Buffer.alloc(200, 1)
+    for (let i = 0; i < 20_000; i++) {
+      await kv.put(`q.${i}`, payload)
+      await kv.erase(`q.${i}`)
+    }
+    const file = join(
+      dir,
+      readdirSync(dir).find((f) => f.endsWith('.kv'))!
+    )
+    // 20,000 × ~250 B written = ~5 MB; rewrites keep it near the 1 MiB threshold.
+    expect(statSync(file).size).toBeLessThan(1.5 * 2 ** 20)
+    const revision = await kv.put('after', Buffer.from('a'))
+    await bus.close()
+    const again = await open(dir).kv('queue')
+    expect(await again.keys()).toEqual(['kept', 'after'])
+    expect(await again.put('later', Buffer.from('b'))).toBeGreaterThan(revision)
+  })
+
+  it('removes the file with the bucket', async () => {
+    const dir = folder()
+    const bus = open(dir)
+    const kv = await bus.kv('temp')
+    await kv.put('k', Buffer.from('v'))
+    expect(existsSync(join(dir, 'j_temp.kv'))).toBe(true)
+    await kv.destroy()
+    expect(existsSync(join(dir, 'j_temp.kv'))).toBe(false)
+  })
+})
