@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
+import { FLUSH_DELAY_MS } from '../../services/common/bus/kv-journal.ts'
 import { collect, connectMqtt, eventually } from '../helpers/gateway.ts'
 import { startInstance, type Instance } from '../helpers/instance.ts'
 import { startAedes, type TestBroker } from '../supervisor/aedes.ts'
@@ -68,6 +69,7 @@ it('delivers the QoS 1 backlog of a bridge whose upstream was down when the proc
   await live.waitFor(60)
   pub.end(true)
   witness.end(true)
+  await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 5)) // the KV journal's batch
   await edge.kill()
 
   cloud = await startAedes({}, cloudPort)

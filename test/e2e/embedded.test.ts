@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { connectAsync } from 'mqtt'
 import { afterAll, describe, expect, it } from 'vitest'
 import { verifyPassword } from '../../services/gateway/index.ts'
+import { FLUSH_DELAY_MS } from '../../services/common/bus/kv-journal.ts'
 import { collect, connectMqtt } from '../helpers/gateway.ts'
 import { startInstance } from '../helpers/instance.ts'
 
@@ -55,8 +56,8 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
       await away.subscribeAsync('plant/#', { qos: 1 })
       await away.endAsync()
       // A live subscriber: a QoS 1 message reaches it only after the queue copy for the
-      // persistent session was written (aedes enqueues before it emits), so the kill below
-      // comes after everything is on disk.
+      // persistent session was written to the bus KV (aedes enqueues before it emits); the KV
+      // journal writes it to disk within FLUSH_DELAY_MS after that.
       const witness = await connectMqtt(first.mqttUrl!)
       const seenLive = collect(witness)
       await witness.subscribeAsync('plant/#', { qos: 1 })
@@ -66,6 +67,7 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
       await seenLive.waitFor(51)
       pub.end(true)
       witness.end(true)
+      await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 5))
       await first.kill()
 
       const second = await startInstance({ dataDir: dir })

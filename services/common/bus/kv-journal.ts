@@ -17,16 +17,19 @@ import type { BusLogger } from './bus.ts'
  * keeps across a restart: retained messages, persistent sessions and their queued QoS 1 messages
  * (a bridge's backlog while its upstream is down), wills, leases.
  *
- * An append-only file of records, rewritten from the live entries once it is mostly dead ones
- * (a session queue writes and erases every message). The writes of one turn of the event loop
- * go to the file with one write() at the end of that turn (setImmediate), behind the KV call that
- * made them: a process killed in that turn loses them, the same window in which aedes has already
- * acknowledged a QoS 1 PUBLISH it has not yet stored. Waiting for the write before resolving
- * cost a quarter of the full bridge path's throughput (README, Benchmarks). Once written, a
- * record is in the OS page cache and survives the process; there is no fsync per write, as in
- * JetStream's file store (it syncs every 2 min by default), so a power cut may lose the last
- * moments. A record cut short by a crash is dropped, and the file cut back to the last whole
- * record, when the bucket is opened again.
+ * An append-only file of records, rewritten from the live entries once it is mostly dead ones.
+ * Writes go to the file in batches, one write() every `FLUSH_DELAY_MS`, behind the KV call that
+ * made them. A key written and erased within one batch never reaches the file: that is a session
+ * queue's entry acknowledged within the delay, which is nearly every message on a healthy link.
+ * Writing each entry and its erase, and waiting for the write before the call resolved, cost
+ * about a quarter of the full bridge path's throughput (README, Benchmarks).
+ *
+ * A process killed within the delay loses that batch, as a NATS server killed within its own
+ * write coalescing would; aedes has a window of the same kind (it acknowledges a QoS 1 PUBLISH
+ * before storing it). Once written, a record is in the OS page cache and survives the process;
+ * there is no fsync per write, as in JetStream's file store (it syncs every 2 min by default),
+ * so a power cut may lose the last moments. A record cut short by a crash is dropped, and the
+ * file cut back to the last whole record, when the bucket is opened again.
  *
  * Record: u32 length of the rest, u8 op, f64 revision, f64 write time (ms), u16 key length, key
  * (UTF-8), value (the rest). `erase` appends an ERASE record; `seq` records keep the bucket's
@@ -45,8 +48,9 @@ export interface JournalEntry {
 
 export interface KvJournal {
   /**
-   * Queue a record; it reaches the file at the next turn of the event loop. `replacedBytes` is
-   * the record size of the entry this one replaces or erases. Returns this record's size.
+   * Queue a record for the next batch. `replacedBytes` is the record size of the entry this one
+   * replaces or erases; `fresh` says the key had no entry before this PUT, so an ERASE in the
+   * same batch cancels both. Returns this record's size.
    */
   append(
     op: JournalOp,
@@ -54,7 +58,8 @@ export interface KvJournal {
     revision: number,
     at: number,
     value?: Uint8Array,
-    replacedBytes?: number
+    replacedBytes?: number,
+    fresh?: boolean
   ): number
   /** Write what is queued now, synchronously (closing). */
   flushNow(): void
@@ -70,26 +75,58 @@ export interface OpenedJournal {
 }
 
 const OPS: JournalOp[] = ['PUT', 'DEL', 'ERASE', 'SEQ']
+/** How long writes wait to be batched, and how long a crash may reach back. */
+export const FLUSH_DELAY_MS = 20
 const HEADER_BYTES = 4 + 1 + 8 + 8 + 2
-const MIN_REWRITE_BYTES = 64 << 20 // 64 MiB: a rewrite (with fsync) now and then, not every second under load
+const REWRITE_AT_BYTES = 64 << 20 // 64 MiB: a rewrite (with fsync) now and then, not every second
 const DEAD_RATIO = 4 // rewrite once the file is 4× its live records
 
-export function encodeRecord(
+interface JournalRecord {
+  op: JournalOp
+  key: string
+  revision: number
+  at: number
+  value: Uint8Array
+  /** Encoded size: HEADER_BYTES + key bytes + value bytes. */
+  size: number
+}
+
+const EMPTY = new Uint8Array(0)
+
+function record(
   op: JournalOp,
   key: string,
   revision: number,
   at: number,
-  value: Uint8Array = new Uint8Array(0)
-): Buffer {
-  const keyBytes = Buffer.byteLength(key)
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + keyBytes + value.length)
-  buf.writeUInt32LE(buf.length - 4, 0)
-  buf.writeUInt8(OPS.indexOf(op), 4)
-  buf.writeDoubleLE(revision, 5)
-  buf.writeDoubleLE(at, 13)
-  buf.writeUInt16LE(keyBytes, 21)
-  buf.write(key, HEADER_BYTES, 'utf8')
-  buf.set(value, HEADER_BYTES + keyBytes)
+  value: Uint8Array = EMPTY
+): JournalRecord {
+  return {
+    op,
+    key,
+    revision,
+    at,
+    value,
+    size: HEADER_BYTES + Buffer.byteLength(key) + value.length,
+  }
+}
+
+/** Encode records into one buffer: a batch is one allocation and one write(). */
+function encode(records: readonly JournalRecord[]): Buffer {
+  let total = 0
+  for (const r of records) total += r.size
+  const buf = Buffer.allocUnsafe(total)
+  let at = 0
+  for (const r of records) {
+    const keyAt = at + HEADER_BYTES
+    const valueAt = keyAt + buf.write(r.key, keyAt, 'utf8')
+    buf.writeUInt32LE(r.size - 4, at)
+    buf.writeUInt8(OPS.indexOf(r.op), at + 4)
+    buf.writeDoubleLE(r.revision, at + 5)
+    buf.writeDoubleLE(r.at, at + 13)
+    buf.writeUInt16LE(valueAt - keyAt, at + 21)
+    buf.set(r.value, valueAt)
+    at += r.size
+  }
   return buf
 }
 
@@ -136,6 +173,7 @@ export function openKvJournal({
   ttlMs,
   live,
   log,
+  rewriteAtBytes = REWRITE_AT_BYTES,
 }: {
   dir: string
   /** The bucket's full name (`<prefix>_<bucket>`): safe as a file name. */
@@ -144,6 +182,8 @@ export function openKvJournal({
   /** The bucket's current entries and last revision, for a rewrite. */
   live: () => { entries: Map<string, JournalEntry>; seq: number }
   log?: BusLogger
+  /** Rewrite once the file is past this size and mostly dead records. */
+  rewriteAtBytes?: number
 }): OpenedJournal {
   mkdirSync(dir, { recursive: true })
   const path = join(dir, `${name}.kv`)
@@ -167,8 +207,11 @@ export function openKvJournal({
   let liveBytes = 0
   for (const e of entries.values()) liveBytes += e.bytes ?? 0
 
-  let pending: Buffer[] = []
-  let scheduled = false
+  // The batch; a cancelled PUT leaves null in its place.
+  let pending: Array<JournalRecord | null> = []
+  // Keys PUT in this batch with no entry before: their position in `pending`.
+  let cancellable = new Map<string, number>()
+  let scheduled: ReturnType<typeof setTimeout> | undefined
   let closed = false
   // After a failed append the file may lack records the bucket holds: rewrite it whole next time.
   let broken = false
@@ -180,21 +223,21 @@ export function openKvJournal({
   function rewrite(): void {
     const { entries: current, seq: last } = live()
     const now = Date.now()
-    const parts: Buffer[] = []
+    const records: JournalRecord[] = []
     let bytes = 0
     for (const [key, e] of current) {
       if (ttlMs && now - e.at >= ttlMs) continue
-      const rec = encodeRecord(e.operation, key, e.revision, e.at, e.value)
-      e.bytes = rec.length
-      parts.push(rec)
-      bytes += rec.length
+      const rec = record(e.operation, key, e.revision, e.at, e.value)
+      e.bytes = rec.size
+      records.push(rec)
+      bytes += rec.size
     }
-    const seqRecord = encodeRecord('SEQ', '', last, now)
-    parts.push(seqRecord)
+    const seqRecord = record('SEQ', '', last, now)
+    records.push(seqRecord)
     const tmp = `${path}.tmp`
     const out = openSync(tmp, 'w')
     try {
-      writeAll(out, Buffer.concat(parts))
+      writeAll(out, encode(records))
       fsyncSync(out)
     } finally {
       closeSync(out)
@@ -202,23 +245,27 @@ export function openKvJournal({
     renameSync(tmp, path)
     closeSync(fd)
     fd = openSync(path, 'a+')
-    fileBytes = bytes + seqRecord.length
+    fileBytes = bytes + seqRecord.size
     liveBytes = bytes
   }
 
   function flush(): void {
-    scheduled = false
-    const batch = pending
+    clearTimeout(scheduled)
+    scheduled = undefined
+    const batch = pending.filter((r): r is JournalRecord => r !== null)
+    // Cancelled PUTs took revisions: keep the last one, so a restart never hands them out again.
+    if (batch.length < pending.length) batch.push(record('SEQ', '', live().seq, Date.now()))
     pending = []
+    cancellable = new Map()
     try {
       if (broken && !closed) {
         rewrite()
         broken = false
       } else if (batch.length > 0 && !closed) {
-        const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch)
+        const data = encode(batch)
         writeAll(fd, data)
         fileBytes += data.length
-        if (fileBytes > MIN_REWRITE_BYTES && fileBytes > DEAD_RATIO * liveBytes) rewrite()
+        if (fileBytes > rewriteAtBytes && fileBytes > DEAD_RATIO * liveBytes) rewrite()
       }
     } catch (err) {
       broken = true
@@ -227,19 +274,32 @@ export function openKvJournal({
   }
 
   const journal: KvJournal = {
-    append(op, key, revision, at, value, replacedBytes = 0) {
-      const rec = encodeRecord(op, key, revision, at, value)
-      if (op === 'PUT' || op === 'DEL') liveBytes += rec.length - replacedBytes
-      else if (op === 'ERASE') liveBytes -= replacedBytes
-      pending.push(rec)
-      if (!scheduled) {
-        scheduled = true
-        setImmediate(flush)
+    append(op, key, revision, at, value, replacedBytes = 0, fresh = false) {
+      if (op === 'ERASE') {
+        liveBytes -= replacedBytes
+        const slot = cancellable.get(key)
+        if (slot !== undefined) {
+          // Written and erased within the batch: neither reaches the file.
+          pending[slot] = null
+          cancellable.delete(key)
+          return 0
+        }
       }
-      return rec.length
+      // Encoded at flush time: a cancelled PUT never is.
+      const rec = record(op, key, revision, at, value)
+      if (op === 'PUT' || op === 'DEL') liveBytes += rec.size - replacedBytes
+      if (op === 'PUT' && fresh) cancellable.set(key, pending.length)
+      else cancellable.delete(key)
+      pending.push(rec)
+      if (scheduled === undefined) {
+        scheduled = setTimeout(flush, FLUSH_DELAY_MS)
+        // A batch waiting to be written must not keep the process alive; close() writes it.
+        ;(scheduled as { unref?: () => void }).unref?.()
+      }
+      return rec.size
     },
     flushNow() {
-      if (scheduled) flush()
+      if (scheduled !== undefined) flush()
     },
     close() {
       if (closed) return

@@ -56,9 +56,17 @@ export function openMemoryKv(
   bucket: string,
   { ttlMs }: KvOptions,
   tracked: Set<Subscription>,
-  log?: BusLogger,
-  /** Keep the bucket in a journal in this folder, so it outlives the process. */
-  dataDir?: string
+  {
+    log,
+    dataDir,
+    rewriteAtBytes,
+  }: {
+    log?: BusLogger | undefined
+    /** Keep the bucket in a journal in this folder, so it outlives the process. */
+    dataDir?: string | undefined
+    /** The journal's rewrite threshold (kv-journal.ts); tests lower it. */
+    rewriteAtBytes?: number | undefined
+  } = {}
 ): KvBucket {
   const name = bucketName(prefix, bucket)
   let store = buckets.get(name)
@@ -81,6 +89,7 @@ export function openMemoryKv(
         ttlMs,
         live: () => ({ entries: st.entries, seq: st.seq }),
         ...(log ? { log } : {}),
+        ...(rewriteAtBytes === undefined ? {} : { rewriteAtBytes }),
       })
       store.entries = opened.entries
       store.seq = opened.seq
@@ -135,7 +144,8 @@ export function openMemoryKv(
         stored.revision,
         stored.at,
         stored.value,
-        previous?.bytes
+        previous?.bytes,
+        previous === undefined
       )
     }
     st.entries.set(key, stored)

@@ -47,13 +47,21 @@ export interface MemoryBusOptions {
    * persistent sessions and their queues outlive the process as they outlive a restart on NATS.
    */
   dataDir?: string
+  /** Rewrite a bucket's file past this many bytes when mostly dead (default 64 MiB); for tests. */
+  journalRewriteBytes?: number
 }
 
 /**
  * In-process bus for the embedded default. Delivery is asynchronous (a microtask per message, so
  * per-publisher order holds) and every receiver gets its own copy of the payload.
  */
-export function createMemoryBus({ prefix = 'ub', hub, log, dataDir }: MemoryBusOptions = {}): Bus {
+export function createMemoryBus({
+  prefix = 'ub',
+  hub,
+  log,
+  dataDir,
+  journalRewriteBytes,
+}: MemoryBusOptions = {}): Bus {
   validateSubject(prefix)
   const ownsHub = hub === undefined
   const world = hub ?? createMemoryHub()
@@ -165,7 +173,11 @@ export function createMemoryBus({ prefix = 'ub', hub, log, dataDir }: MemoryBusO
     },
     async kv(bucket, options = {}) {
       checkOpen()
-      return openMemoryKv(world.buckets, prefix, bucket, options, watches, log, dataDir)
+      return openMemoryKv(world.buckets, prefix, bucket, options, watches, {
+        log,
+        dataDir,
+        rewriteAtBytes: journalRewriteBytes,
+      })
     },
     async flush() {
       // Everything published so far is already queued as microtasks ahead of this one.
