@@ -100,6 +100,14 @@ export function isFrame(data: Uint8Array): boolean {
   return data[0] === FRAME_MAGIC
 }
 
+/** The frame's sender, read without decoding the packets: a gateway skips its own frames. */
+export function frameSender(data: Uint8Array): string {
+  const len = data[1] ?? 0
+  return Buffer.from(data.buffer, data.byteOffset + 2, Math.min(len, data.byteLength - 2)).toString(
+    'utf8'
+  )
+}
+
 /** Payloads are views into `data`: the bus hands every receiver its own copy. */
 export function decodeFrame(data: Uint8Array): Frame {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)

@@ -3,7 +3,7 @@ import type { Bus, Subscription } from '../common/bus/bus.ts'
 import { filterToSubjects } from '../common/bus/topic.ts'
 import type { Logger } from '../common/log.ts'
 import { decodePacket, type WirePacket } from './codec.ts'
-import { decodeFrame, encodeFrame, isFrame, MAX_FRAME_PACKETS } from './frame.ts'
+import { decodeFrame, encodeFrame, frameSender, isFrame, MAX_FRAME_PACKETS } from './frame.ts'
 import { subjectOfTopic } from './subject.ts'
 
 /** What aedes calls on its `mq` (the mqemitter interface, still callback-based in aedes 1.x). */
@@ -81,6 +81,7 @@ export function createBusMq({
   function fromBus(data: Uint8Array): void {
     if (closed) return
     if (!isFrame(data)) return fromOlderGateway(data)
+    if (frameSender(data) === brokerId()) return // delivered locally at emit time
     let frame
     try {
       frame = decodeFrame(data)
@@ -88,7 +89,6 @@ export function createBusMq({
       log.warn({ err }, 'dropped an undecodable mq frame')
       return
     }
-    if (frame.sender === brokerId()) return // delivered locally at emit time
     if (!firstSighting(`${frame.sender}#${frame.seq}`)) return
     for (const packet of frame.packets) local.emit(packet)
   }

@@ -3,7 +3,7 @@ import { createMemoryBus, createMemoryHub } from '../../services/common/bus/memo
 import { topicToSubject } from '../../services/common/bus/topic.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import { encodePacket, type WirePacket } from '../../services/gateway/codec.ts'
-import { decodeFrame, encodeFrame } from '../../services/gateway/frame.ts'
+import { decodeFrame, encodeFrame, frameSender } from '../../services/gateway/frame.ts'
 import { createBusMq, MQ_SUBJECT, type AedesMq } from '../../services/gateway/mq.ts'
 import { subjectOfTopic } from '../../services/gateway/subject.ts'
 import { eventually } from '../helpers/gateway.ts'
@@ -31,6 +31,12 @@ describe('the mq frame', () => {
     const frame = encodeFrame('broker-a', 4_294_967_297, topic, packets)
     const decoded = decodeFrame(frame)
     expect(decoded).toEqual({ sender: 'broker-a', seq: 1, topic, packets })
+  })
+
+  it('names its sender without decoding the packets (a gateway skips its own frames)', () => {
+    for (const sender of ['broker-a', 'gw-ünï', '']) {
+      expect(frameSender(encodeFrame(sender, 1, 't', [packet('t', 1)]))).toBe(sender)
+    }
   })
 
   it('refuses a truncated frame', () => {

@@ -147,8 +147,9 @@ export function validateSubject(subject: string, { wildcards = false } = {}): vo
 }
 
 /** Throws a ValidationError unless `key` is a valid KV key (or, with wildcards, a key filter). */
-export function validateKvKey(key: string, { wildcards = false } = {}): void {
-  if (wildcards) return validateSubject(key, { wildcards })
+export function validateKvKey(key: string, options?: { wildcards?: boolean }): void {
+  // No default options object: this runs on every KV call, several per queued message.
+  if (options?.wildcards) return validateSubject(key, { wildcards: true })
   if (!KV_KEY.test(key)) throw new ValidationError(`invalid KV key '${key}'`, { key })
 }
 
