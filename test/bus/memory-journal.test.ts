@@ -69,14 +69,15 @@ describe('in-process KV kept on disk', () => {
   it('drops entries past the bucket TTL while it was closed', async () => {
     const dir = folder()
     const first = open(dir)
-    const kv = await first.kv('leases', { ttlMs: 300 })
+    // Wide margins: 'young' must not expire on a slow machine before it is read back.
+    const kv = await first.kv('leases', { ttlMs: 2_000 })
     await kv.put('old', Buffer.from('1'))
-    await new Promise((r) => setTimeout(r, 200))
+    await new Promise((r) => setTimeout(r, 1_500))
     await kv.put('young', Buffer.from('2'))
     await first.close()
-    await new Promise((r) => setTimeout(r, 150))
+    await new Promise((r) => setTimeout(r, 600))
     const second = open(dir)
-    const again = await second.kv('leases', { ttlMs: 300 })
+    const again = await second.kv('leases', { ttlMs: 2_000 })
     expect(await again.keys()).toEqual(['young'])
   })
 

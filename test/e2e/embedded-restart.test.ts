@@ -69,7 +69,7 @@ it('delivers the QoS 1 backlog of a bridge whose upstream was down when the proc
   await live.waitFor(60)
   pub.end(true)
   witness.end(true)
-  await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 5)) // the KV journal's batch
+  await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 25)) // the KV journal's batch
   await edge.kill()
 
   cloud = await startAedes({}, cloudPort)

@@ -67,7 +67,7 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
       await seenLive.waitFor(51)
       pub.end(true)
       witness.end(true)
-      await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 5))
+      await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 25))
       await first.kill()
 
       const second = await startInstance({ dataDir: dir })
