@@ -1,13 +1,19 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { dirname, join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../services/common/config.ts'
 import { ConfigError } from '../../services/common/errors.ts'
+
+const made: string[] = []
+afterAll(() => {
+  for (const file of made) rmSync(dirname(file), { recursive: true, force: true })
+})
 
 function configFile(content: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'ub-cfg-')), 'config.json')
   writeFileSync(file, content)
+  made.push(file)
   return file
 }
 
