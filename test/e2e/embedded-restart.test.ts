@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
 import { FLUSH_DELAY_MS } from '../../services/common/bus/kv-journal.ts'
 import { collect, connectMqtt, eventually } from '../helpers/gateway.ts'
-import { startInstance, type Instance } from '../helpers/instance.ts'
+import { apiRequest, startInstance, type Instance } from '../helpers/instance.ts'
 import { startAedes, type TestBroker } from '../supervisor/aedes.ts'
 
 const cleanups: Array<() => Promise<unknown> | void> = []
@@ -28,29 +28,23 @@ it('delivers the QoS 1 backlog of a bridge whose upstream was down when the proc
     cleanups.push(() => inst.stop())
     return inst
   }
-  const api = async (inst: Instance, path: string, init: RequestInit = {}) => {
-    const res = await fetch(`${inst.httpUrl}${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${inst.adminToken}`, 'content-type': 'application/json' },
-    })
-    return { status: res.status, body: (await res.json()) as Record<string, any> }
-  }
   const linkState = async (inst: Instance, id: string) =>
-    (await api(inst, `/api/v1/upstreams/${id}`)).body.link?.state as string | undefined
+    (await apiRequest(inst, 'GET', `/api/v1/upstreams/${id}`)).body.link?.state as
+      string | undefined
 
   const edge = await start()
-  const created = await api(edge, '/api/v1/upstreams', {
-    method: 'POST',
-    body: JSON.stringify({ kind: 'mqtt', host: 'mqtt://127.0.0.1', brokerPort: cloudPort }),
+  const created = await apiRequest(edge, 'POST', '/api/v1/upstreams', {
+    kind: 'mqtt',
+    host: 'mqtt://127.0.0.1',
+    brokerPort: cloudPort,
   })
   expect(created.status).toBe(201)
   const id = created.body.id as string
-  const bound = await api(edge, `/api/v1/upstreams/${id}/bindings`, {
-    method: 'PUT',
-    body: JSON.stringify([{ source: 'plant1', target: 'acme/plant1' }]),
-  })
+  const bound = await apiRequest(edge, 'PUT', `/api/v1/upstreams/${id}/bindings`, [
+    { source: 'plant1', target: 'acme/plant1' },
+  ])
   expect(bound.status).toBe(200)
-  expect((await api(edge, `/api/v1/upstreams/${id}/activate`, { method: 'POST' })).status).toBe(200)
+  expect((await apiRequest(edge, 'POST', `/api/v1/upstreams/${id}/activate`)).status).toBe(200)
   await eventually(async () => (await linkState(edge, id)) === 'Forwarding', 30_000)
 
   const seq = (b: TestBroker) =>

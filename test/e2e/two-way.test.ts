@@ -1,18 +1,7 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt } from '../helpers/gateway.ts'
-import { startInstance, type Instance } from '../helpers/instance.ts'
-
-async function api(inst: Instance, method: string, path: string, body?: unknown) {
-  const res = await fetch(inst.httpUrl + path, {
-    method,
-    headers: { authorization: `Bearer ${inst.adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await res.text()
-  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`)
-  return text ? JSON.parse(text) : null
-}
+import { api, startInstance, type Instance } from '../helpers/instance.ts'
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs

@@ -68,3 +68,28 @@ export async function startInstance({
     },
   }
 }
+
+/** One operator API call with the instance's admin token: the status and the JSON body (or null). */
+export async function apiRequest(
+  inst: Instance,
+  method: string,
+  path: string,
+  body?: unknown
+): Promise<{ status: number; body: any }> {
+  const res = await fetch(inst.httpUrl + path, {
+    method,
+    headers: { authorization: `Bearer ${inst.adminToken}`, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  const text = await res.text()
+  return { status: res.status, body: text ? JSON.parse(text) : null }
+}
+
+/** `apiRequest` that throws on a 4xx or 5xx and returns the body. */
+export async function api(inst: Instance, method: string, path: string, body?: unknown) {
+  const res = await apiRequest(inst, method, path, body)
+  if (res.status >= 400) {
+    throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(res.body)}`)
+  }
+  return res.body
+}

@@ -1,6 +1,6 @@
 import { afterEach, expect, it } from 'vitest'
 import { connectMqtt } from '../helpers/gateway.ts'
-import { startInstance, type Instance } from '../helpers/instance.ts'
+import { api, startInstance, type Instance } from '../helpers/instance.ts'
 import { waitFor } from './aedes.ts'
 
 /**
@@ -12,17 +12,6 @@ const cleanups: Array<() => Promise<unknown>> = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
-
-async function api(inst: Instance, method: string, path: string, body?: unknown) {
-  const res = await fetch(inst.httpUrl + path, {
-    method,
-    headers: { authorization: `Bearer ${inst.adminToken}`, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  const text = await res.text()
-  if (res.status >= 400) throw new Error(`${method} ${path} → ${res.status} ${text}`)
-  return text ? JSON.parse(text) : null
-}
 
 it('mirrors a namespace from a downstream instance to an upstream instance after the handshake', async () => {
   const up = await startInstance()

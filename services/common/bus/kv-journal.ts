@@ -37,13 +37,20 @@ import type { BusLogger } from './bus.ts'
  */
 export type JournalOp = 'PUT' | 'DEL' | 'ERASE' | 'SEQ'
 
+/** One key's current entry, as the in-process bucket holds it and the journal replays it. */
 export interface JournalEntry {
   value: Uint8Array
   revision: number
   operation: 'PUT' | 'DEL'
+  /** Write time in ms (Date.now), for the bucket TTL. */
   at: number
-  /** Bytes of this entry's record in the file: what a rewrite would keep. */
+  /** Bytes of this entry's record in the file, when the bucket has a journal. */
   bytes?: number
+}
+
+/** Past the bucket TTL: gone, silently (no watch event, as on NATS 2.9). */
+export function expired(e: { at: number }, ttlMs: number | undefined, now: number): boolean {
+  return ttlMs !== undefined && ttlMs > 0 && now - e.at >= ttlMs
 }
 
 export interface KvJournal {
@@ -161,9 +168,7 @@ function replay(file: Buffer, ttlMs: number | undefined, now: number): Replayed 
     }
     at = end
   }
-  if (ttlMs) {
-    for (const [key, e] of entries) if (now - e.at >= ttlMs) entries.delete(key)
-  }
+  for (const [key, e] of entries) if (expired(e, ttlMs, now)) entries.delete(key)
   return { entries, seq, validBytes: at }
 }
 
@@ -226,7 +231,7 @@ export function openKvJournal({
     const records: JournalRecord[] = []
     let bytes = 0
     for (const [key, e] of current) {
-      if (ttlMs && now - e.at >= ttlMs) continue
+      if (expired(e, ttlMs, now)) continue
       const rec = record(e.operation, key, e.revision, e.at, e.value)
       e.bytes = rec.size
       records.push(rec)

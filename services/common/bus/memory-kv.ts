@@ -10,17 +10,9 @@ import {
   type KvOptions,
   type Subscription,
 } from './bus.ts'
-import { openKvJournal, type KvJournal } from './kv-journal.ts'
+import { expired, openKvJournal, type JournalEntry, type KvJournal } from './kv-journal.ts'
 
-interface Stored {
-  value: Uint8Array
-  revision: number
-  operation: 'PUT' | 'DEL'
-  /** Write time in ms (Date.now), for the bucket TTL. */
-  at: number
-  /** Size of its journal record, when the bucket has a journal. */
-  bytes?: number
-}
+type Stored = JournalEntry
 
 interface Watcher {
   tokens: string[]
@@ -115,7 +107,7 @@ export function openMemoryKv(
   /** The stored entry, unless the bucket TTL has passed; expiry emits no watch event (NATS 2.9). */
   function live(st: MemoryKvStore, key: string): Stored | undefined {
     const e = st.entries.get(key)
-    if (e && st.ttlMs && Date.now() - e.at >= st.ttlMs) {
+    if (e && expired(e, st.ttlMs, Date.now())) {
       st.entries.delete(key)
       return undefined
     }
