@@ -12,7 +12,7 @@ import {
   unique,
   uniqueIndex,
 } from 'drizzle-orm/pg-core'
-import type { EventActor, TlsOptions } from '../services/store/api.ts'
+import type { EventActor, TlsOptions } from '../services/contracts/store.ts'
 import type { PersistedSnapshot } from '../machines/index.ts'
 
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })

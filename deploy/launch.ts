@@ -25,7 +25,7 @@ export async function launchProcess({
   env?: Record<string, string>
   startTimeoutMs?: number
 }): Promise<LaunchedProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/cli.ts', 'start', ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'services/launch/cli.ts', 'start', ...args], {
     cwd: ROOT,
     env: { ...process.env, UB_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,8 +1,8 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { sameSecret, sha256Base64 } from '../common/digest.ts'
 import { isWithinAny } from '../../machines/namespace.ts'
 import { INTERNAL_USERNAME } from '../common/internal-credential.ts'
 import type { Logger } from '../common/log.ts'
-import type { StoreClient } from '../store/client.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
 import { verifyPassword } from './passwords.ts'
 
 /** Who a connected client is; decides what it may publish and subscribe to. */
@@ -50,12 +50,6 @@ export function isLoopback(address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
 }
 
-function sameSecret(a: string, b: string): boolean {
-  const x = createHash('sha256').update(a).digest()
-  const y = createHash('sha256').update(b).digest()
-  return timingSafeEqual(x, y)
-}
-
 /** Checks CONNECT credentials: local users, the internal credential, then bridges via the store. */
 export function createAuthenticator({
   anonymous,
@@ -69,7 +63,7 @@ export function createAuthenticator({
   const cache = new Map<string, { principal: Principal; until: number }>()
 
   async function bridge(username: string, password: string): Promise<Principal> {
-    const key = `${username}\0${createHash('sha256').update(password).digest('base64')}`
+    const key = `${username}\0${sha256Base64(password)}`
     const hit = cache.get(key)
     if (hit && hit.until > Date.now()) return hit.principal
     let res: { ok: boolean; requestId?: string; grants?: string[] }

@@ -1,5 +1,5 @@
 import { readTlsMaterial } from '../common/pem.ts'
-import type { RunningService, ServiceContext } from '../common/context.ts'
+import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { createGateway, type Gateway } from './gateway.ts'
 import type { ListenerPorts, TlsMaterial } from './listeners.ts'
 
@@ -10,7 +10,11 @@ export type { AnonymousPolicy, LocalUser, Principal } from './auth.ts'
 export type { GatewayStats } from './metrics.ts'
 export type { ListenerPorts, TlsMaterial } from './listeners.ts'
 export { hashPassword, verifyPassword, SCRYPT_DEFAULTS } from './passwords.ts'
-export { collectGatewayStats, gatewayStatsSubject, STATS_SUBJECT } from './stats.ts'
+export {
+  collectGatewayStats,
+  gatewayStatsSubject,
+  STATS_SUBJECT,
+} from '../contracts/gateway-stats.ts'
 
 function tlsFrom(config: ServiceContext['config']): TlsMaterial | undefined {
   if (config.mqttTlsPort === undefined && config.mqttWssPort === undefined) return undefined

@@ -1,26 +1,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
+import type { GatewayCounters } from '../contracts/gateway-stats.ts'
 
-/** Per-gateway numbers, kept as plain counters so `gateway.stats` can answer without prom-client. */
-export interface GatewayCounters {
-  messagesIn: number
-  messagesOut: number
-  bytesIn: number
-  bytesOut: number
-  publishDenied: number
-  subscribeDenied: number
-  authFailures: number
-}
-
-export interface GatewayStats extends GatewayCounters {
-  gatewayId: string
-  brokerId: string
-  clients: number
-  retained: number
-  /** Messages from other gateways waiting for a local dispatch slot. */
-  mqQueued: number
-  ports: Record<string, number>
-  uptimeMs: number
-}
+export type { GatewayCounters, GatewayStats } from '../contracts/gateway-stats.ts'
 
 /**
  * Register the gateway's metrics in `registry`; gauges are read at scrape time. Bytes are

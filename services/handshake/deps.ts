@@ -2,13 +2,13 @@ import { OpenAPIHono } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { Bus } from '../common/bus/bus.ts'
 import type { Logger } from '../common/log.ts'
-import type { EventActor } from '../store/api.ts'
-import type { StoreClient } from '../store/client.ts'
+import type { EventActor } from '../contracts/store.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
 import type { RemoteAddress } from './client-ip.ts'
 import { clientIp } from './client-ip.ts'
 import { validationHook } from './errors.ts'
 import type { Poller } from './poller.ts'
-import type { RemoteClient } from './remote.ts'
+import type { RemoteClient } from '../contracts/handshake-client.ts'
 
 /** What the routes need, passed in so tests and the launcher wire real parts. */
 export interface RouteDeps {

@@ -1,12 +1,12 @@
 import { getConnInfo } from '@hono/node-server/conninfo'
 import { readFileSync } from 'node:fs'
-import type { RunningService, ServiceContext } from '../common/context.ts'
+import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { createApp } from './app.ts'
 import { startPoller } from './poller.ts'
-import { createRemoteClient, type RemoteClient } from './remote.ts'
+import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 
 export { createApp, type AppOptions } from './app.ts'
-export { createRemoteClient, type RemoteClient } from './remote.ts'
+export { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 export { startPoller, type Poller } from './poller.ts'
 
 export interface HandshakeOptions {

@@ -2,15 +2,15 @@ import type { Bus, Subscription } from '../common/bus/bus.ts'
 import { decodeJson } from '../common/bus/bus.ts'
 import { UbError } from '../common/errors.ts'
 import type { Logger } from '../common/log.ts'
-import type { StoreClient } from '../store/client.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
 import {
   transitionSubject,
   type EventActor,
   type TransitionRecord,
   type Upstream,
-} from '../store/api.ts'
+} from '../contracts/store.ts'
 import type { UpstreamEvent } from '../../machines/index.ts'
-import { RemoteError, type RemoteClient, type RemoteStatus } from './remote.ts'
+import { RemoteError, type RemoteClient, type RemoteStatus } from '../contracts/handshake-client.ts'
 import { sha256Hex } from './secret.ts'
 
 /**

@@ -1,5 +1,14 @@
 import { z } from '@hono/zod-openapi'
-import { namespaceProblem } from '../../machines/index.ts'
+import * as contract from '../contracts/store.ts'
+
+/**
+ * A contract schema, made again so that it has `.openapi()`. zod 4 copies methods onto each
+ * schema when it is made, so a schema built before @hono/zod-openapi extended zod (the
+ * contracts are loaded first in a process that also runs the store) lacks the method.
+ */
+function documented<T extends z.ZodType>(schema: T): T {
+  return new (schema.constructor as new (def: unknown) => T)(schema._def)
+}
 
 /**
  * The zod schemas that validate requests and describe responses in /openapi.json: one source,
@@ -38,100 +47,29 @@ const ERROR_TEXT: Record<number, string> = {
   503: 'storage_unavailable, no_responders or bus_timeout',
 }
 
-export const Namespace = z
-  .string()
-  .superRefine((ns, ctx) => {
-    const problem = namespaceProblem(ns)
-    if (problem) ctx.addIssue({ code: 'custom', message: `namespace ${problem}` })
-  })
-  .openapi({
-    example: 'acme/plant1/line3',
-    description:
-      'topic prefix: no wildcards, no empty level, no leading or trailing /, no leading $',
-  })
+export const Namespace = documented(contract.Namespace).openapi({
+  example: 'acme/plant1/line3',
+  description: 'topic prefix: no wildcards, no empty level, no leading or trailing /, no leading $',
+})
 
 /** A grant is a namespace or `#` alone (everything but `$` topics). */
-export const Grant = z
-  .string()
-  .superRefine((g, ctx) => {
-    if (g === '#') return
-    const problem = namespaceProblem(g)
-    if (problem) ctx.addIssue({ code: 'custom', message: `grant ${problem} (or be '#' alone)` })
-  })
-  .openapi({ example: 'acme/plant1' })
+export const Grant = documented(contract.Grant).openapi({ example: 'acme/plant1' })
 
-export const BindingSchema = z
-  .strictObject({ source: Namespace, target: Namespace })
-  .openapi('Binding', { example: { source: 'plant1/line3', target: 'acme/plant1/line3' } })
+export const BindingSchema = documented(contract.BindingSchema).openapi('Binding', {
+  example: { source: 'plant1/line3', target: 'acme/plant1/line3' },
+})
 
-const MAX_BINDINGS = 1_000 // an upstream with more is a mistake, and each is a subscription
-
-export const BindingsBody = z
-  .array(BindingSchema)
-  .max(MAX_BINDINGS)
-  .superRefine((bindings, ctx) => {
-    const seen = new Set<string>()
-    bindings.forEach((b, i) => {
-      if (seen.has(b.source)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: [i, 'source'],
-          message: `source '${b.source}' is bound twice`,
-        })
-      }
-      seen.add(b.source)
-    })
-  })
-  .openapi('Bindings')
-
-const HOST_PROTOCOLS = ['mqtt:', 'mqtts:', 'ws:', 'wss:']
+export const BindingsBody = documented(contract.bindingsOf(BindingSchema)).openapi('Bindings')
 
 /** `mqtt://host`, `mqtts://host`, `ws://host` or `wss://host`: scheme and host name only, ports apart. */
-export const HostUrl = z
-  .string()
-  .max(300)
-  .superRefine((value, ctx) => {
-    const problem = hostProblem(value)
-    if (problem) ctx.addIssue({ code: 'custom', message: problem })
-  })
-  .transform((value) => normalizeHost(value))
-  .openapi({
-    example: 'mqtt://broker.example',
-    description: 'mqtt://, mqtts://, ws:// or wss:// followed by a host name or address',
-  })
+export const HostUrl = documented(contract.HostUrl).openapi({
+  example: 'mqtt://broker.example',
+  description: 'mqtt://, mqtts://, ws:// or wss:// followed by a host name or address',
+})
 
-function hostProblem(value: string): string | null {
-  let url: URL
-  try {
-    url = new URL(value)
-  } catch {
-    return 'must be a URL such as mqtt://broker.example'
-  }
-  if (!HOST_PROTOCOLS.includes(url.protocol)) return 'protocol must be one of mqtt, mqtts, ws, wss'
-  if (!url.hostname) return 'must name a host'
-  if (url.port) return 'must not carry a port: use brokerPort and httpPort'
-  if (url.username || url.password) return 'must not carry credentials'
-  if ((url.pathname && url.pathname !== '/') || url.search || url.hash)
-    return 'must be a scheme and a host only'
-  return null
-}
+const Port = contract.Port
 
-function normalizeHost(value: string): string {
-  const url = new URL(value)
-  return `${url.protocol}//${url.hostname}`
-}
-
-const Port = z.number().int().min(1).max(65_535)
-
-export const TlsSchema = z
-  .strictObject({
-    ca: z.string().max(65_536).optional(),
-    cert: z.string().max(65_536).optional(),
-    key: z.string().max(65_536).optional(),
-    servername: z.string().max(255).optional(),
-    rejectUnauthorized: z.boolean().optional(),
-  })
-  .openapi('Tls')
+export const TlsSchema = documented(contract.TlsSchema).openapi('Tls')
 
 export const CreateUnsUpstream = z
   .strictObject({
@@ -221,11 +159,7 @@ export const ReplayQuery = z.object({
   }),
 })
 
-const Actor = z.object({
-  kind: z.enum(['operator', 'remote', 'system']),
-  id: z.string().optional(),
-  ip: z.string().optional(),
-})
+const Actor = contract.ActorSchema
 
 const Snapshot = z.object({
   value: z.string(),
@@ -354,14 +288,12 @@ export const AcceptBody = z
   .openapi('AcceptBody')
 
 /** Instance IDs look like `UB_ARJgkJ`; accept any short token so older or foreign IDs still work. */
-export const InstanceIdSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 letters, digits, _ or -')
+export const InstanceIdSchema = contract.InstanceId
 
 export const HandshakeRequestBody = z
   .strictObject({
     instanceId: InstanceIdSchema,
-    secretHash: z.string().regex(/^[0-9a-f]{64}$/, 'must be sha-256 hex (64 lowercase hex digits)'),
+    secretHash: contract.SecretHash,
   })
   .openapi('HandshakeRequest')
 

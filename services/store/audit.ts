@@ -9,7 +9,7 @@ import {
   type PersistedSnapshot,
 } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
-import type { ReplayResult, VerifyResult } from './api.ts'
+import type { ReplayResult, VerifyResult } from '../contracts/store.ts'
 import { canonicalContent, canonicalJson, GENESIS_HASH, sha256Hex } from './hash.ts'
 import { MACHINE_TABLES } from './repo.ts'
 

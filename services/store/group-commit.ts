@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm'
 import type { Db } from '../../db/client.ts'
-import type { TransitionRecord } from './api.ts'
+import type { TransitionRecord } from '../contracts/store.ts'
 
 /**
  * Group commit for the optimistic write path: events for different machines that arrive while

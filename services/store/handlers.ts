@@ -4,13 +4,16 @@ import { serveJson } from '../common/bus/rpc.ts'
 import { StorageError, ValidationError } from '../common/errors.ts'
 import type { Logger } from '../common/log.ts'
 import {
+  describeIssues,
+  STORE_INPUTS,
   STORE_QUEUE,
   storeSubject,
   transitionSubject,
   type StoreApi,
+  type StoreInput,
   type StoreVerb,
   type TransitionRecord,
-} from './api.ts'
+} from '../contracts/store.ts'
 import { replayMachine, verifyMachine } from './audit.ts'
 import { toStoreError } from './db-errors.ts'
 import { ensureInstance, verifyAdminToken } from './instance.ts'
@@ -23,9 +26,9 @@ import {
   createUpstream,
   type StoreHooks,
 } from './repo.ts'
-import * as v from './validate.ts'
 
-type Handlers = { [V in StoreVerb]: (input: StoreApi[V]['in']) => Promise<StoreApi[V]['out']> }
+/** A handler gets its verb's input already parsed by the contract's schema. */
+type Handlers = { [V in StoreVerb]: (input: StoreInput<V>) => Promise<StoreApi[V]['out']> }
 
 export interface HandlerDeps {
   bus: Bus
@@ -34,20 +37,11 @@ export interface HandlerDeps {
   hooks?: StoreHooks
 }
 
-function optionalStatus(input: unknown): string | undefined {
-  const status = v.isObject(input) ? input.status : undefined
-  if (status === undefined || status === null) return undefined
-  if (typeof status !== 'string' || status.length > 64)
-    throw new ValidationError("'status' must be a state name")
-  return status
-}
-
-function optionalCount(input: unknown, key: string): number | undefined {
-  const n = v.isObject(input) ? input[key] : undefined
-  if (n === undefined || n === null) return undefined
-  if (!Number.isInteger(n) || (n as number) < 0)
-    throw new ValidationError(`'${key}' must be a non-negative integer`)
-  return n as number
+/** The verb's input checked against its contract schema; a bad one is a ValidationError naming the key. */
+export function parseStoreInput<V extends StoreVerb>(verb: V, input: unknown): StoreInput<V> {
+  const parsed = STORE_INPUTS[verb].safeParse(input ?? {})
+  if (!parsed.success) throw new ValidationError(describeIssues(parsed.error))
+  return parsed.data as StoreInput<V>
 }
 
 /** Every verb of the store API, validated, over the repo. */
@@ -72,82 +66,41 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
     }
   }
   return {
-    'instance.get': async (input) => {
-      const token = v.optionalString(v.requireObject(input ?? {}), 'adminToken', 1_024)
-      return ensureInstance(db, token === undefined ? {} : { adminToken: token })
-    },
-    'instance.verifyAdminToken': async (input) => {
-      const token = v.optionalString(v.requireObject(input), 'token', 1_024)
-      return { ok: token !== undefined && (await verifyAdminToken(db, token)) }
-    },
+    'instance.get': async ({ adminToken }) =>
+      ensureInstance(db, adminToken === undefined ? {} : { adminToken }),
+    'instance.verifyAdminToken': async ({ token }) => ({
+      ok: token !== undefined && (await verifyAdminToken(db, token)),
+    }),
     'upstream.create': async (input) => {
-      const record = await createUpstream(ctx, v.requireCreateUpstream(input))
+      const record = await createUpstream(ctx, input)
       publish(record)
       return reads.getUpstream(db, record.machineId)
     },
-    'upstream.patch': async (input) => {
-      const body = v.requireObject(input)
-      const patch: {
-        lastError?: string | null
-        remoteRequestId?: string | null
-        withdrawalOwed?: boolean
-      } = {}
-      for (const key of ['lastError', 'remoteRequestId'] as const) {
-        if (body[key] === null) patch[key] = null
-        else if (body[key] !== undefined) patch[key] = v.optionalString(body, key) as string
-      }
-      if (body.withdrawalOwed !== undefined) {
-        if (typeof body.withdrawalOwed !== 'boolean')
-          throw new ValidationError("'withdrawalOwed' must be a boolean")
-        patch.withdrawalOwed = body.withdrawalOwed
-      }
-      return reads.patchUpstream(db, v.requireId(input), patch)
-    },
-    'upstream.get': async (input) => reads.getUpstream(db, v.requireId(input)),
-    'upstream.list': async (input) => reads.listUpstreams(db, optionalStatus(input)),
-    'upstream.credentials': async (input) => reads.upstreamCredentials(db, v.requireId(input)),
+    'upstream.patch': async ({ id, ...patch }) => reads.patchUpstream(db, id, patch),
+    'upstream.get': async ({ id }) => reads.getUpstream(db, id),
+    'upstream.list': async ({ status }) => reads.listUpstreams(db, status),
+    'upstream.credentials': async ({ id }) => reads.upstreamCredentials(db, id),
     'request.create': async (input) => {
-      const { id, record } = await createRequest(ctx, v.requireCreateRequest(input))
+      const { id, record } = await createRequest(ctx, input)
       if (record) publish(record)
       return { request: await reads.getRequest(db, id), created: record !== null }
     },
-    'request.get': async (input) => reads.getRequest(db, v.requireId(input)),
-    'request.list': async (input) => reads.listRequests(db, optionalStatus(input)),
-    'request.secretHash': async (input) => reads.requestSecretHash(db, v.requireId(input)),
-    'request.authenticate': async (input) => {
-      const body = v.requireObject(input)
-      const instanceId = v.requireId(input, 'instanceId')
-      if (typeof body.secret !== 'string' || body.secret.length === 0) return { ok: false }
-      return reads.authenticate(db, instanceId, body.secret)
+    'request.get': async ({ id }) => reads.getRequest(db, id),
+    'request.list': async ({ status }) => reads.listRequests(db, status),
+    'request.secretHash': async ({ id }) => reads.requestSecretHash(db, id),
+    'request.authenticate': async ({ instanceId, secret }) => {
+      if (typeof secret !== 'string' || secret.length === 0) return { ok: false }
+      return reads.authenticate(db, instanceId, secret)
     },
     event: async (input) => {
-      const record = await applyMachineEvent(ctx, v.requireEvent(input))
+      const record = await applyMachineEvent(ctx, input)
       publish(record)
       return record
     },
-    log: async (input) =>
-      reads.readLog(
-        db,
-        v.requireMachine(v.requireObject(input).machine),
-        v.requireId(input),
-        optionalCount(input, 'after'),
-        optionalCount(input, 'limit')
-      ),
-    'log.global': async (input) =>
-      reads.readGlobalLog(
-        db,
-        optionalCount(input ?? {}, 'after'),
-        optionalCount(input ?? {}, 'limit')
-      ),
-    replay: async (input) =>
-      replayMachine(
-        db,
-        v.requireMachine(v.requireObject(input).machine),
-        v.requireId(input),
-        optionalCount(input, 'to')
-      ),
-    verify: async (input) =>
-      verifyMachine(db, v.requireMachine(v.requireObject(input).machine), v.requireId(input)),
+    log: async ({ machine, id, after, limit }) => reads.readLog(db, machine, id, after, limit),
+    'log.global': async ({ after, limit }) => reads.readGlobalLog(db, after, limit),
+    replay: async ({ machine, id, to }) => replayMachine(db, machine, id, to),
+    verify: async ({ machine, id }) => verifyMachine(db, machine, id),
   }
 }
 
@@ -162,7 +115,7 @@ export async function serveHandlers(
     const handler = handlers[verb] as (input: unknown) => Promise<unknown>
     const run = async (input: unknown) => {
       try {
-        return await handler(input)
+        return await handler(parseStoreInput(verb, input))
       } catch (err) {
         const e = toStoreError(err)
         if (e instanceof StorageError) deps.log.error({ err, verb }, 'binding store database error')

@@ -1,6 +1,5 @@
-import * as nodeCrypto from 'node:crypto'
-import { createHash, timingSafeEqual } from 'node:crypto'
-import type { TransitionRecord } from './api.ts'
+import { sha256Hex } from '../common/digest.ts'
+import type { TransitionRecord } from '../contracts/store.ts'
 
 /** What the first row of every machine's log chains to. */
 export const GENESIS_HASH = '0'.repeat(64)
@@ -36,14 +35,6 @@ export function canonicalJson(value: unknown): string {
   return out + '}'
 }
 
-// One-shot `crypto.hash` (Node ≥ 20.12) is about twice as fast as createHash for short inputs,
-// which matters when verifying 100,000 rows; other runtimes may lack it.
-const oneShot = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash
-
-export function sha256Hex(text: string): string {
-  return oneShot ? oneShot('sha256', text, 'hex') : createHash('sha256').update(text).digest('hex')
-}
-
 /** The fields a row's hash covers: everything but the hash itself and the global position. */
 export type HashedFields = Omit<TransitionRecord, 'hash' | 'prevHash'>
 
@@ -75,6 +66,8 @@ export function canonicalContent(p: CanonicalParts): string {
   )
 }
 
+export { sha256Hex }
+
 export function transitionHash(prevHash: string, row: HashedFields): string {
   return sha256Hex(
     prevHash +
@@ -85,11 +78,4 @@ export function transitionHash(prevHash: string, row: HashedFields): string {
         snapshot: canonicalJson(row.snapshot),
       })
   )
-}
-
-/** Constant-time comparison of two hex digests (a length mismatch is simply false). */
-export function hexDigestsEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a, 'hex')
-  const y = Buffer.from(b, 'hex')
-  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y)
 }

@@ -1,13 +1,13 @@
 import type { Db } from '../../db/client.ts'
 import type { Bus } from '../common/bus/bus.ts'
 import type { Logger } from '../common/log.ts'
-import type { InstanceInfo } from './api.ts'
+import type { InstanceInfo } from '../contracts/store.ts'
 import { createHandlers, serveHandlers } from './handlers.ts'
 import { ensureInstance } from './instance.ts'
 import type { StoreHooks } from './repo.ts'
 
-export * from './api.ts'
-export { createStoreClient, type StoreClient } from './client.ts'
+export * from '../contracts/store.ts'
+export { createStoreClient, type StoreClient } from '../contracts/store-client.ts'
 export type { StoreHooks } from './repo.ts'
 
 export interface StoreOptions {

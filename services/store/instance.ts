@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import type { Db } from '../../db/client.ts'
-import type { InstanceInfo } from './api.ts'
-import { hexDigestsEqual, sha256Hex } from './hash.ts'
+import type { InstanceInfo } from '../contracts/store.ts'
+import { sameDigest, sha256Hex } from '../common/digest.ts'
 import { newInstanceId } from './ids.ts'
 
 interface InstanceRow {
@@ -37,7 +37,7 @@ export async function ensureInstance(
     if (inserted.length && !adminToken) generated = token
     ;[row] = await db.execute<InstanceRow>(selectInstance)
     if (!row) throw new Error('the instance row vanished right after its creation')
-  } else if (adminToken && !hexDigestsEqual(sha256Hex(adminToken), row.adminTokenHash)) {
+  } else if (adminToken && !sameDigest(sha256Hex(adminToken), row.adminTokenHash)) {
     await db.execute(sql`update instance set admin_token_hash = ${sha256Hex(adminToken)}`)
   }
   const info: InstanceInfo = { instanceId: row.instanceId, createdAt: row.createdAt }
@@ -47,5 +47,5 @@ export async function ensureInstance(
 
 export async function verifyAdminToken(db: Db, token: string): Promise<boolean> {
   const [row] = await db.execute<InstanceRow>(selectInstance)
-  return !!row && hexDigestsEqual(sha256Hex(token), row.adminTokenHash)
+  return !!row && sameDigest(sha256Hex(token), row.adminTokenHash)
 }

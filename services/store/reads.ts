@@ -3,8 +3,8 @@ import type { Db } from '../../db/client.ts'
 import { incomingRequests, upstreams } from '../../db/schema.ts'
 import type { Binding, MachineKind, UpstreamKind } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
-import type { IncomingRequest, Page, TransitionRecord, Upstream } from './api.ts'
-import { hexDigestsEqual, sha256Hex } from './hash.ts'
+import type { IncomingRequest, Page, TransitionRecord, Upstream } from '../contracts/store.ts'
+import { sameDigest, sha256Hex } from '../common/digest.ts'
 import { COMMIT_ORDER_LOCK_KEY, MACHINE_TABLES } from './repo.ts'
 
 export const DEFAULT_PAGE_LIMIT = 100
@@ -132,11 +132,11 @@ export async function authenticate(
     )
   const presented = sha256Hex(secret)
   if (rows.length === 0) {
-    hexDigestsEqual(presented, DUMMY_HASH)
+    sameDigest(presented, DUMMY_HASH)
     return { ok: false }
   }
   for (const row of rows) {
-    if (hexDigestsEqual(presented, row.secretHash)) {
+    if (sameDigest(presented, row.secretHash)) {
       return { ok: true, requestId: row.id, grants: toRequest(row).grants }
     }
   }

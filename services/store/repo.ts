@@ -8,13 +8,7 @@ import {
   type PersistedSnapshot,
 } from '../../machines/index.ts'
 import { InvalidTransitionError, NotFoundError, VersionConflictError } from '../common/errors.ts'
-import type {
-  CreateRequestInput,
-  CreateUpstreamInput,
-  EventActor,
-  SendEventInput,
-  TransitionRecord,
-} from './api.ts'
+import type { EventActor, StoreInput, TransitionRecord } from '../contracts/store.ts'
 import { withRetry } from './db-errors.ts'
 import { versionCheckedWrites, type GroupCommit } from './group-commit.ts'
 import { GENESIS_HASH, transitionHash } from './hash.ts'
@@ -151,7 +145,7 @@ function enqueue<T>(queues: MachineQueues, key: string, run: () => Promise<T>): 
  */
 export function applyMachineEvent(
   ctx: RepoContext,
-  input: SendEventInput
+  input: StoreInput<'event'>
 ): Promise<TransitionRecord> {
   const {
     db,
@@ -272,7 +266,7 @@ function firstRecord(
 /** A new upstream; its creation is the first row of its log (null → initial state). */
 export function createUpstream(
   ctx: RepoContext,
-  input: CreateUpstreamInput
+  input: StoreInput<'upstream.create'>
 ): Promise<TransitionRecord> {
   const { db, now = () => new Date() } = ctx
   const kind = input.kind ?? 'uns'
@@ -311,7 +305,7 @@ export function createUpstream(
  */
 export function createRequest(
   ctx: RepoContext,
-  input: CreateRequestInput
+  input: StoreInput<'request.create'>
 ): Promise<{ id: string; record: TransitionRecord | null }> {
   const { db, now = () => new Date() } = ctx
   return withRetry(() =>

@@ -3,31 +3,25 @@ import { hostname } from 'node:os'
 import { Gauge } from 'prom-client'
 import type { Binding } from '../../machines/index.ts'
 import { decodeJson, type KvBucket, type Subscription } from '../common/bus/bus.ts'
-import type { RunningService, ServiceContext } from '../common/context.ts'
+import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { UbError } from '../common/errors.ts'
 import { INTERNAL_USERNAME, internalCredential } from '../common/internal-credential.ts'
-import type { TransitionRecord, Upstream } from '../store/api.ts'
+import type { TransitionRecord, Upstream } from '../contracts/store.ts'
 import { createBridgeLink, type BridgeLink, type LinkCounters } from './bridge.ts'
 import { connectLocal } from './mqtt-session.ts'
-import { createLinkStatusWriter, LINKS_BUCKET, type LinkStatusWriter } from './link-status.ts'
+import { createLinkStatusWriter, type LinkStatusWriter } from './link-status.ts'
 import { createDupGuard } from './dup-guard.ts'
 import { startMesh, type Mesh } from './mesh.ts'
 import { createLeaseManager, type LeaseManager } from './ownership.ts'
-import { BRIDGE_CLIENT_PREFIX, discoverPeer, upstreamClientId } from './peer.ts'
+import { discoverPeer } from './peer.ts'
+import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
+import { LEASES_BUCKET, LINKS_BUCKET, localClientId, upstreamClientId } from '../contracts/links.ts'
 import { sameBindings } from './remap.ts'
 
 export { createBridgeLink, type BridgeLink, type LinkCounters } from './bridge.ts'
-export { LINKS_BUCKET, type LinkStatus } from './link-status.ts'
 export type { Mesh } from './mesh.ts'
-export {
-  BRIDGE_CLIENT_PREFIX,
-  isBridgeEcho,
-  upstreamClientId,
-  watchPeers,
-  type PeerDirectory,
-} from './peer.ts'
 
-export const LEASES_BUCKET = 'bridge-leases'
+const PEER_TIMEOUT_MS = 3_000 // 3 s: learning the peer delays the link's first connect
 const LIST_EVERY_MS = 10_000 // full reconcile from the store even when no event arrives
 const EVENT_DEBOUNCE_MS = 20 // a burst of transitions costs one reconcile
 
@@ -47,6 +41,8 @@ export interface SupervisorOptions {
   /** Defaults from config `topologyIntervalMs` and `meshTree`. */
   topologyIntervalMs?: number
   meshTree?: boolean
+  /** The client of remote handshake APIs (peer discovery, topology exchange). */
+  remote?: RemoteClient
 }
 
 export interface Supervisor extends RunningService {
@@ -58,9 +54,6 @@ export interface Supervisor extends RunningService {
   /** The mesh spanning tree as this replica sees it. */
   readonly mesh: Mesh
 }
-
-/** Stable per upstream, so every owner resumes the same persistent session on the gateway. */
-export const localClientId = (upstreamId: string): string => `${BRIDGE_CLIENT_PREFIX}${upstreamId}`
 
 interface Running {
   upstream: Upstream
@@ -94,7 +87,9 @@ export async function startSupervisor(
   const leases: LeaseManager = createLeaseManager({ kv: leasesKv, owner: supervisorId, ttlMs })
   const localAuth = { username: INTERNAL_USERNAME, password: await internalCredential(bus) }
   const running = new Map<string, Running>()
+  const remote = options.remote ?? createRemoteClient({ timeoutMs: PEER_TIMEOUT_MS })
   const mesh: Mesh = await startMesh({
+    remote,
     bus,
     store,
     instanceId,
@@ -140,7 +135,7 @@ export async function startSupervisor(
     // next connect if the upstream server could not be asked.
     let peerLookup: Promise<void> | undefined
     const learnPeer = (secret: string | null): Promise<void> =>
-      (peerLookup ??= discoverPeer(upstream, { secret }).then(
+      (peerLookup ??= discoverPeer(upstream, secret, remote).then(
         async (p) => {
           peer = p
           if (!p) peerLookup = undefined // not answered: ask again on the next connect

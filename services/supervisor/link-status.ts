@@ -1,23 +1,7 @@
 import { encodeJson, type KvBucket } from '../common/bus/bus.ts'
+import type { LinkStatus } from '../contracts/links.ts'
 import type { LinkCounters } from './bridge.ts'
 
-/** What `GET /api/v1/upstreams/:id` shows about a link: bucket `links`, key = upstream id. */
-export interface LinkStatus {
-  /** The bridge machine's state, or `Blocked`: connected, but off the mesh spanning tree. */
-  state: string
-  lastError: string | null
-  forwarded: number
-  waiting: number
-  lagMs: number
-  owner: string
-  updatedAt: string
-  /** The upstream server's instance id, when known: gateways use it for split horizon. */
-  peerInstanceId: string | null
-  /** Dropped by the duplicate guard (a loop between bridges). */
-  duplicatesDropped: number
-}
-
-export const LINKS_BUCKET = 'links'
 const WRITE_EVERY_MS = 1_000 // at most ~1 write per second per link
 const HEARTBEAT_MS = 5_000 // unchanged status is rewritten every 5 s so updatedAt shows liveness
 

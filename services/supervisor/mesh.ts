@@ -8,9 +8,10 @@ import {
   type TopologyDb,
 } from '../common/topology-db.ts'
 import { shouldBlock, spanningTree, type StoredAdvert, type Topology } from '../common/topology.ts'
-import type { StoreClient } from '../store/client.ts'
-import type { Upstream } from '../store/api.ts'
-import type { LinkStatus } from './link-status.ts'
+import { RemoteError, type RemoteClient } from '../contracts/handshake-client.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
+import type { Upstream } from '../contracts/store.ts'
+import type { LinkStatus } from '../contracts/links.ts'
 
 /**
  * The supervisor's part of the mesh spanning tree (DESIGN §7): originate this instance's advert,
@@ -21,7 +22,6 @@ export const ADVERT_LIFETIMES = 6 // an advert lives 6 intervals, refreshed ever
 export const SILENT_AFTER = 3 // a downstream not heard for 3 intervals is no neighbour
 const LINK_STATUS_STALE_MS = 15_000 // 3 link-status heartbeats: its supervisor is gone
 const UP_STATES = new Set(['Forwarding', 'Blocked'])
-const MAX_ANSWER_BYTES = 1_024 * 1_024 // 1 MiB: a thousand adverts
 const RECOMPUTE_DEBOUNCE_MS = 20 // a burst of merges costs one tree
 
 export interface MeshLink {
@@ -52,7 +52,7 @@ export interface MeshOptions {
   /** A block decision changed: reapply it to the links. */
   onChange: () => void
   log: Logger
-  fetchFn?: typeof fetch
+  remote: RemoteClient
 }
 
 const sameList = (p: readonly string[], q: readonly string[]) =>
@@ -68,7 +68,7 @@ export async function startMesh({
   links,
   onChange,
   log,
-  fetchFn = fetch,
+  remote,
 }: MeshOptions): Promise<Mesh> {
   const db: TopologyDb = await openTopologyDb(bus)
   const heardKv = await bus.kv(TOPOLOGY_HEARD_BUCKET)
@@ -137,24 +137,15 @@ export async function startMesh({
         secret = (await store.call('upstream.credentials', { id })).password ?? ''
         secrets.set(id, secret)
       }
-      const url =
-        `http://${new URL(host).hostname}:${httpPort}` +
-        `/api/v1/handshake/requests/${encodeURIComponent(remoteRequestId)}/topology`
-      const res = await fetchFn(url, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
-        body: JSON.stringify(await db.exchange()),
-        signal: AbortSignal.timeout(Math.max(1_000, 2 * intervalMs)),
-      })
-      const text = await res.text()
-      if (!res.ok) {
-        if (res.status === 401) secrets.delete(id) // read the secret again next time
-        throw new Error(`${url} answered ${res.status}: ${text.slice(0, 200)}`)
-      }
-      if (text.length > MAX_ANSWER_BYTES) throw new Error(`${url} answered more than 1 MiB`)
-      const parsed = TopologyExchangeSchema.safeParse(JSON.parse(text))
-      if (!parsed.success) throw new Error(`${url} answered an unexpected body`)
-      await db.merge(parsed.data.adverts)
+      const theirs = await remote
+        .exchangeTopology(upstream, remoteRequestId, secret, await db.exchange(), {
+          timeoutMs: Math.max(1_000, 2 * intervalMs),
+        })
+        .catch((err: unknown) => {
+          if (err instanceof RemoteError && err.status === 401) secrets.delete(id) // read it again next time
+          throw err
+        })
+      await db.merge(theirs.adverts)
     } catch (err) {
       // An older peer without the route, or one that is down: its edge simply never forms.
       log.debug({ upstreamId: id, err }, 'topology exchange failed')

@@ -1,9 +1,9 @@
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
-import { nodeTlsOptions } from '../common/node-tls.ts'
+import { nodeTlsOptions } from '../contracts/node-tls.ts'
 import { generate } from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
-import type { TlsOptions } from '../store/api.ts'
+import type { TlsOptions } from '../contracts/store.ts'
 import { createWireReader, createWireWriter } from './wire.ts'
 
 /**

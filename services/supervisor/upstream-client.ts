@@ -1,6 +1,6 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt'
-import type { TlsOptions } from '../store/api.ts'
-import { nodeTlsOptions } from '../common/node-tls.ts'
+import { HOST_PROTOCOLS, type TlsOptions } from '../contracts/store.ts'
+import { nodeTlsOptions } from '../contracts/node-tls.ts'
 import { ConnackError, connectLocal } from './mqtt-session.ts'
 
 /**
@@ -44,7 +44,7 @@ const KEEPALIVE_SEC = 30
 
 export function upstreamUrl({ host, brokerPort }: UpstreamTarget): string {
   const u = new URL(host.includes('://') ? host : `mqtt://${host}`)
-  if (!['mqtt:', 'mqtts:', 'ws:', 'wss:'].includes(u.protocol)) {
+  if (!(HOST_PROTOCOLS as readonly string[]).includes(u.protocol)) {
     throw new Error(`unsupported upstream protocol ${u.protocol} (mqtt, mqtts, ws or wss)`)
   }
   u.port = String(brokerPort)

@@ -3,7 +3,7 @@
  * with 100 upstreams, and of the full accept round trip between two instances (A adds the
  * upstream and sends the request, B's operator accepts, A refreshes and is Approved). The same
  * app's bare `GET /healthz` in the same run is the anchor: the cost of hono + node-server alone.
- * Each instance is in-process: memory bus, store on PGlite.
+ * Each instance is in-process: in-process bus, store on PGlite.
  */
 import { startNode, type Node } from '../handshake/fixture.ts'
 

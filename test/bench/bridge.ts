@@ -9,7 +9,7 @@
  *   with the same prefix remapping, `try_private`, `cleansession false`).
  *
  * Beside them, clearly apart, our full path as the issue states it: a publisher on our own gateway
- * (aedes-based, memory bus, in the same process as the bridge link, as `uns-bridge start` runs
+ * (aedes-based, in-process bus, in the same process as the bridge link, as `uns-bridge start` runs
  * them) → our bridge → an upstream Mosquitto. It has no Mosquitto counterpart of its own; the
  * `fullPath` figures sit next to the bridge-only ones in each run.
  *
@@ -249,16 +249,16 @@ async function startOurBridge(args: string[]): Promise<{ child: ChildProcess; li
   return { child, line }
 }
 
-/** Full path: our gateway (memory bus, anonymous) and a bridge link to it, in one process. */
+/** Full path: our gateway (in-process bus, anonymous) and a bridge link to it, in one process. */
 async function runFabric(upstreamPort: number): Promise<void> {
-  const { createMemoryBus } = await import('../../services/common/bus/memory.ts')
+  const { createInProcessBus } = await import('../../services/common/bus/in-process.ts')
   const { startTestGateway } = await import('../helpers/gateway.ts')
   // As `uns-bridge start` runs it: KV buckets kept on disk in the data folder.
   // BENCH_BRIDGE_NO_JOURNAL=1 leaves them in memory only, to measure what the journal costs.
   const dataDir = process.env.BENCH_BRIDGE_NO_JOURNAL
     ? undefined
     : mkdtempSync(join(tmpdir(), 'ub-bench-fabric-'))
-  const bus = createMemoryBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
+  const bus = createInProcessBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
   const gw = await startTestGateway({ bus, anonymous: 'always' })
   const link = await startLink(gw.url, upstreamPort)
   process.stdout.write(`ready ${gw.url}\n`)

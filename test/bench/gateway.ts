@@ -20,7 +20,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { connectNatsBus } from '../../services/common/bus/nats.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { silentLogger } from '../../services/common/log.ts'
-import { createStoreClient } from '../../services/store/client.ts'
+import { createStoreClient } from '../../services/contracts/store-client.ts'
 import { createGateway, type Gateway } from '../../services/gateway/index.ts'
 import { destroyBucketsWithPrefix } from '../helpers/nats.ts'
 

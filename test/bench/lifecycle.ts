@@ -9,7 +9,7 @@ import { sql } from 'drizzle-orm'
 import type { Db, DbKind } from '../../db/client.ts'
 import { applyEvent, initial, MACHINES, type PersistedSnapshot } from '../../machines/index.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import {
   createStoreClient,
@@ -177,7 +177,7 @@ async function benchOne(kind: DbKind, busKind: Bus['kind']): Promise<Figures> {
   const bus =
     busKind === 'nats'
       ? await createTestNatsBus({ prefix: uniquePrefix('bench') })
-      : createMemoryBus({ prefix: 'bench' })
+      : createInProcessBus({ prefix: 'bench' })
   const store = await startStore({ bus, db: t.db, log: silentLogger() })
   try {
     const anchorTransactionsPerSec = await bareTransactions(t.db, EVENTS[kind])

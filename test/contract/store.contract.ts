@@ -3,7 +3,7 @@ import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { DbKind } from '../../db/client.ts'
 import { decodeJson, type Bus } from '../../services/common/bus/bus.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import {
   ALL_TRANSITIONS,
@@ -39,7 +39,7 @@ export function storeContract(kind: DbKind): void {
 
     beforeAll(async () => {
       t = await createTestDb(kind)
-      bus = createMemoryBus({ prefix: uniquePrefix('store') })
+      bus = createInProcessBus({ prefix: uniquePrefix('store') })
       await bus.subscribe(ALL_TRANSITIONS, (msg) => published.push(decodeJson(msg.data)))
       store = await startStore({ bus, db: t.db, log: silentLogger(), hooks })
       client = createStoreClient({ bus })
@@ -440,7 +440,7 @@ export function storeContract(kind: DbKind): void {
 
     it('answers storage_unavailable, without crashing, when its database is gone', async () => {
       const other = await createTestDb(kind)
-      const otherBus = createMemoryBus({ prefix: uniquePrefix('gone') })
+      const otherBus = createInProcessBus({ prefix: uniquePrefix('gone') })
       const otherStore = await startStore({ bus: otherBus, db: other.db, log: silentLogger() })
       try {
         await other.db.close()

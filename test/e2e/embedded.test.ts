@@ -105,7 +105,16 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
     try {
       const second = await run(
         process.execPath,
-        ['--import', 'tsx', 'services/cli.ts', 'start', '--data-dir', dir, '--http-port', '0'],
+        [
+          '--import',
+          'tsx',
+          'services/launch/cli.ts',
+          'start',
+          '--data-dir',
+          dir,
+          '--http-port',
+          '0',
+        ],
         { cwd: ROOT, env: { ...process.env, UB_MQTT_PORT: '0' } }
       ).then(
         () => null,
@@ -148,7 +157,7 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
   it('exits 2 with a message naming the key when the config is wrong', async () => {
     const failed = await run(
       process.execPath,
-      ['--import', 'tsx', 'services/cli.ts', 'start', '--mqtt-port', 'x'],
+      ['--import', 'tsx', 'services/launch/cli.ts', 'start', '--mqtt-port', 'x'],
       {
         cwd: ROOT,
       }
@@ -161,20 +170,28 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
   })
 
   it('prints its version and help', async () => {
-    const version = await run(process.execPath, ['--import', 'tsx', 'services/cli.ts', 'version'], {
-      cwd: ROOT,
-    })
+    const version = await run(
+      process.execPath,
+      ['--import', 'tsx', 'services/launch/cli.ts', 'version'],
+      {
+        cwd: ROOT,
+      }
+    )
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
-    const help = await run(process.execPath, ['--import', 'tsx', 'services/cli.ts', 'help'], {
-      cwd: ROOT,
-    })
+    const help = await run(
+      process.execPath,
+      ['--import', 'tsx', 'services/launch/cli.ts', 'help'],
+      {
+        cwd: ROOT,
+      }
+    )
     expect(help.stdout).toContain('--database-url')
   })
 
   it('hashes a password from stdin for the users config key', async () => {
     const child = execFile(
       process.execPath,
-      ['--import', 'tsx', 'services/cli.ts', 'hash-password'],
+      ['--import', 'tsx', 'services/launch/cli.ts', 'hash-password'],
       { cwd: ROOT }
     )
     const out = new Promise<string>((resolve, reject) => {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
-import { createMemoryBus, createMemoryHub } from '../../services/common/bus/memory.ts'
+import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { internalCredential, INTERNAL_USERNAME } from '../../services/common/internal-credential.ts'
 import { silentLogger } from '../../services/common/log.ts'
@@ -22,7 +22,7 @@ import { connectPacket, rawClient } from './raw.ts'
 const actor = { kind: 'operator' as const }
 
 describe('gateway authentication and namespace ACL', () => {
-  const hub = createMemoryHub()
+  const hub = createInProcessHub()
   const prefix = uniquePrefix('gwauth')
   let busA: Bus, busB: Bus, testDb: TestDb, store: Store
   let a: TestGateway, b: TestGateway
@@ -54,8 +54,8 @@ describe('gateway authentication and namespace ACL', () => {
   }
 
   beforeAll(async () => {
-    busA = createMemoryBus({ prefix, hub })
-    busB = createMemoryBus({ prefix, hub })
+    busA = createInProcessBus({ prefix, hub })
+    busB = createInProcessBus({ prefix, hub })
     testDb = await createTestDb('pglite')
     store = await startStore({ bus: busA, db: testDb.db, log: silentLogger() })
     const users = [{ username: 'alice', passwordHash: await hashPassword('wonderland') }]
@@ -181,7 +181,7 @@ describe('gateway authentication and namespace ACL', () => {
 })
 
 describe('gateway limits', () => {
-  const bus = createMemoryBus({ prefix: uniquePrefix('gwlim') })
+  const bus = createInProcessBus({ prefix: uniquePrefix('gwlim') })
   let gw: TestGateway
   beforeAll(async () => {
     gw = await startTestGateway({

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
 import type * as mqttPacket from 'mqtt-packet'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import {
   collect,
   connectMqtt,
@@ -34,7 +34,7 @@ describe('a persistent session resumed while a message for it arrives', () => {
   })
 
   async function setup(clientId: string, topic: string): Promise<TestGateway> {
-    const bus = createMemoryBus({ prefix: uniquePrefix('connack') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('connack') })
     gw = await startTestGateway({ bus })
     const g = gw
     close = async () => {
@@ -102,7 +102,7 @@ describe('a persistent session resumed while messages for it keep arriving', () 
   // Plain aedes writes live deliveries while it drains the queue, so they overtake older queued
   // messages; the gate holds them until the drain is done.
   it('delivers the queue first, then the live messages, each once, in order [MQTT-4.6.0-6]', async () => {
-    const bus = createMemoryBus({ prefix: uniquePrefix('drain') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('drain') })
     const gw = await startTestGateway({ bus })
     done.push(
       () => bus.close(),

@@ -4,7 +4,7 @@
  */
 import { connectNatsBus } from '../../services/common/bus/nats.ts'
 import { silentLogger } from '../../services/common/log.ts'
-import { createStoreClient } from '../../services/store/client.ts'
+import { createStoreClient } from '../../services/contracts/store-client.ts'
 import { createGateway } from '../../services/gateway/index.ts'
 
 const HEARTBEAT_MS = 500 // tests wait for a dead gateway's wills: 3–7 beats

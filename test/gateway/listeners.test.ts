@@ -1,6 +1,6 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import {
   collect,
@@ -34,7 +34,7 @@ describe('gateway listeners: TCP, WebSocket, TLS and secure WebSocket', () => {
   beforeAll(async () => {
     const pem = selfSigned()
     ca = pem.cert
-    bus = createMemoryBus({ prefix: uniquePrefix('listen') })
+    bus = createInProcessBus({ prefix: uniquePrefix('listen') })
     gw = await startTestGateway({
       bus,
       wsPort: 0,

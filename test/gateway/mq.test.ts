@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemoryBus, createMemoryHub } from '../../services/common/bus/memory.ts'
+import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import { topicToSubject } from '../../services/common/bus/topic.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import { encodePacket, type WirePacket } from '../../services/gateway/codec.ts'
@@ -76,10 +76,10 @@ describe('the bus mq between two gateways', () => {
   })
 
   function pair() {
-    const hub = createMemoryHub()
+    const hub = createInProcessHub()
     const log = silentLogger()
-    const busA = createMemoryBus({ prefix: 'ub', hub })
-    const busB = createMemoryBus({ prefix: 'ub', hub })
+    const busA = createInProcessBus({ prefix: 'ub', hub })
+    const busB = createInProcessBus({ prefix: 'ub', hub })
     const a = createBusMq({ bus: busA, brokerId: () => 'broker-a', log })
     const b = createBusMq({ bus: busB, brokerId: () => 'broker-b', log })
     mqs.push(a, b)

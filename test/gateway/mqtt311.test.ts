@@ -1,11 +1,11 @@
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, uniquePrefix } from '../helpers/nats.ts'
 import { mqtt311Contract } from './mqtt311.contract.ts'
 
 // The embedded default: one gateway on the in-process bus, with the same mq and persistence code.
 mqtt311Contract('a single gateway (in-process bus)', async () => {
-  const bus = createMemoryBus({ prefix: uniquePrefix('gw1') })
+  const bus = createInProcessBus({ prefix: uniquePrefix('gw1') })
   const gw = await startTestGateway({ bus })
   return {
     a: gw,

@@ -2,7 +2,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import type { WirePacket } from '../../services/gateway/codec.ts'
 import { createBusPersistence } from '../../services/gateway/persistence.ts'
@@ -49,7 +49,7 @@ describe('a session queue whose KV listing does not finish', () => {
   }
 
   it('is listed again and delivered', async () => {
-    const bus = createMemoryBus({ prefix: uniquePrefix('pq') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('pq') })
     buses.push(bus)
     const p = await createBusPersistence({
       bus: withStuckListing(bus, 2),
@@ -62,7 +62,7 @@ describe('a session queue whose KV listing does not finish', () => {
   })
 
   it('fails the stream rather than hanging when every listing is stuck', async () => {
-    const bus = createMemoryBus({ prefix: uniquePrefix('pq') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('pq') })
     buses.push(bus)
     const p = await createBusPersistence({
       bus: withStuckListing(bus, Infinity),
@@ -82,7 +82,7 @@ describe('a message authorizeForward refuses to a persistent session', () => {
   // aedes queues a QoS 1 message for every persistent subscriber before delivery, and asks the
   // persistence to clear it, by origin and counter, when `authorizeForward` then refuses it live.
   it('leaves nothing queued for it (no-local of a bridge session)', async () => {
-    const bus = createMemoryBus({ prefix: uniquePrefix('pq') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('pq') })
     const gw = await startTestGateway({ bus, anonymous: 'always' })
     cleanups.push(
       () => bus.close(),

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { sha256Hex } from '../../services/handshake/secret.ts'
 import { startNode, waitFor, type Node } from './fixture.ts'
 
-/** Every route's success and error paths against one instance (store on PGlite, memory bus). */
+/** Every route's success and error paths against one instance (store on PGlite, in-process bus). */
 let n: Node
 
 beforeAll(async () => {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Registry } from 'prom-client'
 import { getConnInfo } from '@hono/node-server/conninfo'
-import { createMemoryBus } from '../../services/common/bus/index.ts'
+import { createInProcessBus } from '../../services/common/bus/index.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import {
@@ -11,13 +11,13 @@ import {
   type Poller,
 } from '../../services/handshake/index.ts'
 import { sha256Hex } from '../../services/handshake/secret.ts'
-import { tlsFetch } from '../../services/handshake/tls-fetch.ts'
-import { serveHttp, type HttpServer } from '../../services/runtime/node.ts'
+import { tlsFetch } from '../../services/contracts/tls-fetch.ts'
+import { serveHttp, type HttpServer } from '../../services/launch/runtime/node.ts'
 import { startStore, createStoreClient, type StoreClient } from '../../services/store/index.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 
 /**
- * One instance's handshake API in this process: a memory bus, a real store on PGlite, the app
+ * One instance's handshake API in this process: a in-process bus, a real store on PGlite, the app
  * on a real loopback socket. Two of them talk to each other over HTTP like two instances.
  */
 export interface Node {
@@ -61,7 +61,7 @@ export async function startNode({
   tls,
 }: NodeOptions = {}): Promise<Node> {
   const log = silentLogger()
-  const bus = createMemoryBus({ prefix: 'ht' + randomBytes(4).toString('hex') })
+  const bus = createInProcessBus({ prefix: 'ht' + randomBytes(4).toString('hex') })
   // Count transition subscriptions, so tests can see an SSE stream let go of its own.
   let live = 0
   const subscribe = bus.subscribe.bind(bus)

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/index.ts'
+import { createInProcessBus } from '../../services/common/bus/index.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import { createRemoteClient, startPoller } from '../../services/handshake/index.ts'
 import { createStoreClient, startStore, type EventActor } from '../../services/store/index.ts'
@@ -39,7 +39,7 @@ const upstreamAt = (httpPort: number) => ({
 async function startDownstream(pollMs: number) {
   const delays: number[] = []
   const t = await createTestDb('pglite')
-  const bus = createMemoryBus({ prefix: uniquePrefix('poll') })
+  const bus = createInProcessBus({ prefix: uniquePrefix('poll') })
   const log = silentLogger()
   const storeSvc = await startStore({ bus, db: t.db, log })
   const store = createStoreClient({ bus })

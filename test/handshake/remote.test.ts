@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createRemoteClient, RemoteError } from '../../services/handshake/remote.ts'
+import { createRemoteClient, RemoteError } from '../../services/contracts/handshake-client.ts'
 
 /** The downstream's HTTP client against upstream servers that misbehave. */
 describe('remote client', () => {

@@ -2,7 +2,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { Registry } from 'prom-client'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { silentLogger } from '../../services/common/log.ts'
-import { createStoreClient } from '../../services/store/client.ts'
+import { createStoreClient } from '../../services/contracts/store-client.ts'
 import { createGateway, type Gateway, type GatewayOptions } from '../../services/gateway/index.ts'
 
 export interface TestGateway extends Gateway {

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { loadConfig } from '../../services/common/config.ts'
 import { silentLogger } from '../../services/common/log.ts'
-import { startFabric } from '../../services/main.ts'
+import { startFabric } from '../../services/launch/main.ts'
 
 const runtime =
   'Deno' in globalThis ? 'deno' : 'Bun' in globalThis ? 'bun' : `node ${process.version}`

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createDb } from '../../db/client.ts'
 import { migrateDb } from '../../db/migrate.ts'
 import { decodeJson } from '../../services/common/bus/bus.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import {
   ALL_TRANSITIONS,
@@ -140,7 +140,7 @@ describe('a replica whose last write another replica has since overtaken', () =>
     const db2 = createDb({ databaseUrl: t.databaseUrl!, dataDir: tmpdir() })
     cleanups.push(() => db2.close())
     // Separate in-process buses: each request goes to the replica the test picks.
-    const [busA, busB] = [createMemoryBus({ prefix: 'a' }), createMemoryBus({ prefix: 'b' })]
+    const [busA, busB] = [createInProcessBus({ prefix: 'a' }), createInProcessBus({ prefix: 'b' })]
     const storeA = await startStore({ bus: busA, db: t.db, log: silentLogger() })
     const storeB = await startStore({ bus: busB, db: db2, log: silentLogger() })
     cleanups.push(
@@ -193,7 +193,7 @@ describe('a Postgres that drops the store connections', () => {
   it('answers storage_unavailable at worst, never half-writes, and serves again after', async () => {
     const t = await createTestDb('postgres')
     cleanups.push(() => t.close())
-    const bus = createMemoryBus({ prefix: uniquePrefix('drop') })
+    const bus = createInProcessBus({ prefix: uniquePrefix('drop') })
     const store = await startStore({ bus, db: t.db, log: silentLogger() })
     cleanups.push(
       () => bus.close(),
@@ -268,7 +268,7 @@ describe('restarting the store on the same PGlite folder', () => {
     const open = async () => {
       const db = createDb({ dataDir })
       await migrateDb(db)
-      const bus = createMemoryBus({ prefix: uniquePrefix('restart') })
+      const bus = createInProcessBus({ prefix: uniquePrefix('restart') })
       const store = await startStore({ bus, db, log: silentLogger() })
       const close = async () => {
         await store.close()

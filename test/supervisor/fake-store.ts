@@ -2,12 +2,12 @@ import { Registry } from 'prom-client'
 import type { Bus, Subscription } from '../../services/common/bus/bus.ts'
 import { encodeJson } from '../../services/common/bus/bus.ts'
 import { serveJson } from '../../services/common/bus/rpc.ts'
-import type { ServiceContext } from '../../services/common/context.ts'
+import type { ServiceContext } from '../../services/contracts/service.ts'
 import { loadConfig } from '../../services/common/config.ts'
 import { NotFoundError } from '../../services/common/errors.ts'
 import { silentLogger } from '../../services/common/log.ts'
-import { STORE_QUEUE, storeSubject, type Upstream } from '../../services/store/api.ts'
-import { createStoreClient } from '../../services/store/client.ts'
+import { STORE_QUEUE, storeSubject, type Upstream } from '../../services/contracts/store.ts'
+import { createStoreClient } from '../../services/contracts/store-client.ts'
 
 /**
  * The four store verbs the supervisor uses, served from a table the test edits. Each edit

@@ -1,6 +1,6 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { startSupervisor } from '../../services/supervisor/index.ts'
 import { startTestGateway } from '../helpers/gateway.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
@@ -17,7 +17,7 @@ afterEach(async () => {
  * the gateway keeps the bridge's persistent session while the upstream is unreachable.
  */
 it('through the real gateway: the internal credential, queued QoS 1 kept, QoS 0 dropped, retain kept', async () => {
-  const bus = createMemoryBus({ prefix: 't' })
+  const bus = createInProcessBus({ prefix: 't' })
   const gw = await startTestGateway({ bus, anonymous: 'always' })
   const remote = await startAedes()
   const proxy = await startTcpProxy({ targetPort: remote.port })

@@ -1,6 +1,6 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { startSupervisor } from '../../services/supervisor/index.ts'
 import { startTestGateway } from '../helpers/gateway.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
@@ -15,7 +15,7 @@ afterEach(async () => {
 const CUT_MS = 30_000 // the link is down for 30 s (issue 4)
 
 it('delivers every QoS 1 message published while the link was cut for 30 s, in order through the reconnect', async () => {
-  const bus = createMemoryBus({ prefix: 't' })
+  const bus = createInProcessBus({ prefix: 't' })
   // The real gateway: plain aedes lets live messages overtake a resumed session's queue.
   const local = await startTestGateway({ bus, anonymous: 'always' })
   const remote = await startAedes()

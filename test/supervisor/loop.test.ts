@@ -2,10 +2,11 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { connectAsync } from 'mqtt'
 import { afterEach, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { serveJson } from '../../services/common/bus/rpc.ts'
-import { STORE_QUEUE, storeSubject } from '../../services/store/api.ts'
-import { startSupervisor, watchPeers } from '../../services/supervisor/index.ts'
+import { STORE_QUEUE, storeSubject } from '../../services/contracts/store.ts'
+import { watchPeers } from '../../services/gateway/split-horizon.ts'
+import { startSupervisor } from '../../services/supervisor/index.ts'
 import { startTestGateway } from '../helpers/gateway.ts'
 import { collect, startAedes, waitFor } from './aedes.ts'
 import { startFakeStore, testContext } from './fake-store.ts'
@@ -17,10 +18,10 @@ afterEach(async () => {
 
 /**
  * One instance: a bus, a gateway, a store, a handshake stub. The real gateway brings the split
- * horizon rule (services/supervisor/peer.ts); without it, a plain aedes has none.
+ * horizon rule (services/gateway/split-horizon.ts); without it, a plain aedes has none.
  */
 async function instance(instanceId: string, { splitHorizon = true } = {}) {
-  const bus = createMemoryBus({ prefix: instanceId })
+  const bus = createInProcessBus({ prefix: instanceId })
   const gw = splitHorizon
     ? await startTestGateway({ bus, anonymous: 'always' })
     : await startAedes()

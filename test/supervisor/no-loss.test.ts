@@ -1,7 +1,7 @@
 import { connectAsync, type MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { decodeJson, type Bus } from '../../services/common/bus/bus.ts'
-import { LINKS_BUCKET, type LinkStatus } from '../../services/supervisor/index.ts'
+import { LINKS_BUCKET, type LinkStatus } from '../../services/contracts/links.ts'
 import { createTestNatsBus, natsUrl, uniquePrefix } from '../helpers/nats.ts'
 import { startAedes, waitFor, type TestBroker } from './aedes.ts'
 import { startFakeStore } from './fake-store.ts'

@@ -1,6 +1,6 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, expect, it } from 'vitest'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { startSupervisor } from '../../services/supervisor/index.ts'
 import { startMosquitto } from '../helpers/mosquitto.ts'
 import { collect, startAedes, waitFor } from './aedes.ts'
@@ -13,7 +13,7 @@ afterEach(async () => {
 
 it('bridges to a plain Mosquitto with a username and password, no handshake', async () => {
   const mosq = await startMosquitto({ users: { plant: 's3cret' } })
-  const bus = createMemoryBus({ prefix: 't' })
+  const bus = createInProcessBus({ prefix: 't' })
   const local = await startAedes()
   const store = await startFakeStore(bus, {
     credentials: { username: 'plant', password: 's3cret' },
@@ -58,7 +58,7 @@ it('bridges to a plain Mosquitto with a username and password, no handshake', as
 
 it('stops for good when Mosquitto refuses the credential (CONNACK 5)', async () => {
   const mosq = await startMosquitto({ users: { plant: 's3cret' } })
-  const bus = createMemoryBus({ prefix: 't' })
+  const bus = createInProcessBus({ prefix: 't' })
   const local = await startAedes()
   const store = await startFakeStore(bus, { credentials: { username: 'plant', password: 'wrong' } })
   cleanups.push(

@@ -1,15 +1,10 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { decodeJson, type Bus } from '../../services/common/bus/bus.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { connectLocal } from '../../services/supervisor/mqtt-session.ts'
-import {
-  LINKS_BUCKET,
-  localClientId,
-  startSupervisor,
-  type LinkStatus,
-  type Supervisor,
-} from '../../services/supervisor/index.ts'
+import { LINKS_BUCKET, localClientId, type LinkStatus } from '../../services/contracts/links.ts'
+import { startSupervisor, type Supervisor } from '../../services/supervisor/index.ts'
 import { collect, freePort, startAedes, waitFor } from './aedes.ts'
 import { startFakeStore, testContext, type FakeStore } from './fake-store.ts'
 
@@ -19,7 +14,7 @@ afterEach(async () => {
 })
 
 async function setup() {
-  const bus: Bus = createMemoryBus({ prefix: 't' })
+  const bus: Bus = createInProcessBus({ prefix: 't' })
   const local = await startAedes()
   const remote = await startAedes()
   const store: FakeStore = await startFakeStore(bus)

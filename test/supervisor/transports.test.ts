@@ -6,8 +6,8 @@ import { connectAsync } from 'mqtt'
 import { selfSigned } from '../helpers/tls.ts'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createWebSocketStream, WebSocketServer } from 'ws'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
-import type { TlsOptions } from '../../services/store/api.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
+import type { TlsOptions } from '../../services/contracts/store.ts'
 import { startSupervisor } from '../../services/supervisor/index.ts'
 import { startAedes, waitFor } from './aedes.ts'
 import { startFakeStore, testContext } from './fake-store.ts'
@@ -43,7 +43,7 @@ async function upstreamOver(kind: 'mqtts' | 'ws', tls?: { cert: string; key: str
 }
 
 async function bridgeTo(host: string, brokerPort: number, tls: TlsOptions | null) {
-  const bus = createMemoryBus({ prefix: 't' })
+  const bus = createInProcessBus({ prefix: 't' })
   const local = await startAedes()
   const store = await startFakeStore(bus)
   cleanups.push(

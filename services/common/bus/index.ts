@@ -1,15 +1,15 @@
 import type { Bus, BusLogger } from './bus.ts'
-import { createMemoryBus } from './memory.ts'
+import { createInProcessBus } from './in-process.ts'
 import { connectNatsBus } from './nats.ts'
 
 export * from './bus.ts'
 export { requestJson, serveJson } from './rpc.ts'
 export {
-  createMemoryBus,
-  createMemoryHub,
-  type MemoryBusOptions,
-  type MemoryHub,
-} from './memory.ts'
+  createInProcessBus,
+  createInProcessHub,
+  type InProcessBusOptions,
+  type InProcessHub,
+} from './in-process.ts'
 export { connectNatsBus, type NatsBusOptions } from './nats.ts'
 export { filterToSubjects, subjectToTopic, topicToSubject } from './topic.ts'
 
@@ -26,6 +26,6 @@ export interface CreateBusOptions {
 export async function createBus({ natsUrl, prefix, log, dataDir }: CreateBusOptions): Promise<Bus> {
   const opts = log === undefined ? { prefix } : { prefix, log }
   return natsUrl === undefined || natsUrl.length === 0
-    ? createMemoryBus(dataDir === undefined ? opts : { ...opts, dataDir })
+    ? createInProcessBus(dataDir === undefined ? opts : { ...opts, dataDir })
     : connectNatsBus({ ...opts, servers: natsUrl })
 }

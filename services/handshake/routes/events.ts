@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
 import { decodeJson } from '../../common/bus/bus.ts'
-import { ALL_TRANSITIONS, type TransitionRecord } from '../../store/api.ts'
+import { ALL_TRANSITIONS, type TransitionRecord } from '../../contracts/store.ts'
 import { BEARER, createRouter, type RouteDeps } from '../deps.ts'
 import { errorResponses } from '../schemas.ts'
 

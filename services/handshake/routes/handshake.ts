@@ -1,6 +1,6 @@
 import { createRoute } from '@hono/zod-openapi'
 import type { Context } from 'hono'
-import type { IncomingRequest } from '../../store/api.ts'
+import type { IncomingRequest } from '../../contracts/store.ts'
 import { bearerToken } from '../../common/bearer.ts'
 import { clientIp } from '../client-ip.ts'
 import { createRouter, type RouteDeps } from '../deps.ts'

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { decodeJson, type KvBucket } from '../../common/bus/bus.ts'
-import type { Upstream } from '../../store/api.ts'
+import { LINKS_BUCKET } from '../../contracts/links.ts'
+import type { Upstream } from '../../contracts/store.ts'
 import type { UpstreamEvent } from '../../../machines/index.ts'
 import { BEARER, createRouter, operatorActor, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
@@ -19,7 +20,6 @@ import { makeSecret } from '../secret.ts'
 import { upstreamView } from '../views.ts'
 
 /** The bus KV bucket where the bridge supervisor writes each link's state (key = upstream id). */
-export const LINKS_BUCKET = 'links'
 const DEFAULT_HTTP_PORT = 8_080
 const LIVE = new Set(['Pending', 'Approved', 'Active'])
 

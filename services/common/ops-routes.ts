@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import type { Registry } from 'prom-client'
-import { requireOperator } from '../common/operator-auth.ts'
+import { requireOperator } from './operator-auth.ts'
 
 export interface OpsRoutesOptions {
   /** Liveness: the process serves HTTP. Readiness: its services finished starting and can reach their peers. */

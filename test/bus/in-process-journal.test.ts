@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { decodeJson, encodeJson, type Bus } from '../../services/common/bus/bus.ts'
 import { FLUSH_DELAY_MS } from '../../services/common/bus/kv-journal.ts'
-import { createMemoryBus } from '../../services/common/bus/memory.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { KvConflictError } from '../../services/common/errors.ts'
 
 /** The in-process bus with a data folder: its KV buckets outlive the bus, as NATS KV outlives a restart. */
@@ -21,7 +21,7 @@ describe('in-process KV kept on disk', () => {
     return d
   }
   const open = (dataDir: string) => {
-    const bus = createMemoryBus({ prefix: 'j', dataDir })
+    const bus = createInProcessBus({ prefix: 'j', dataDir })
     buses.push(bus)
     return bus
   }
@@ -126,7 +126,7 @@ describe('in-process KV kept on disk', () => {
 
   it('rewrites the file from the live entries once it is mostly erased ones', async () => {
     const dir = folder()
-    const bus = createMemoryBus({ prefix: 'j', dataDir: dir, journalRewriteBytes: 64 * 1024 })
+    const bus = createInProcessBus({ prefix: 'j', dataDir: dir, journalRewriteBytes: 64 * 1024 })
     buses.push(bus)
     const kv = await bus.kv('queue')
     await kv.put('kept', Buffer.alloc(100, 7))

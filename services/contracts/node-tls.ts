@@ -1,4 +1,4 @@
-import type { TlsOptions } from '../store/api.ts'
+import type { TlsOptions } from './store.ts'
 
 /** An upstream's TLS options as node:tls takes them (MQTT.js and node:https alike), unset left out. */
 export function nodeTlsOptions(tls: TlsOptions) {

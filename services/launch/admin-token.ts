@@ -1,6 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { sha256Hex } from '../common/digest.ts'
 
 export interface AdminToken {
   /** The plaintext token, known to this process only to print it; never stored in the database. */
@@ -11,7 +12,7 @@ export interface AdminToken {
   file: string | null
 }
 
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex')
+export const hashToken = sha256Hex
 
 /**
  * The operator token: from config when given, else the data folder's `admin-token` file

@@ -1,6 +1,27 @@
 import { randomBytes } from 'node:crypto'
 import { decodeJson, encodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
-import type { GatewayStats } from './metrics.ts'
+
+/** Per-gateway numbers, kept as plain counters so `gateway.stats` can answer without prom-client. */
+export interface GatewayCounters {
+  messagesIn: number
+  messagesOut: number
+  bytesIn: number
+  bytesOut: number
+  publishDenied: number
+  subscribeDenied: number
+  authFailures: number
+}
+
+export interface GatewayStats extends GatewayCounters {
+  gatewayId: string
+  brokerId: string
+  clients: number
+  retained: number
+  /** Messages from other gateways waiting for a local dispatch slot. */
+  mqQueued: number
+  ports: Record<string, number>
+  uptimeMs: number
+}
 
 /**
  * Stats on the bus. Every gateway subscribes (no queue group) to `gateway.stats`; a caller

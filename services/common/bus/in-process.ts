@@ -12,11 +12,11 @@ import {
   type Headers,
   type Subscription,
 } from './bus.ts'
-import { openMemoryKv, type MemoryKvStore } from './memory-kv.ts'
+import { openInProcessKv, type InProcessKvStore } from './in-process-kv.ts'
 
 type ReplyFn = (reply: BusMessage) => void
 
-interface MemorySub {
+interface InProcessSub {
   prefix: string
   pattern: string
   tokens: string[]
@@ -26,21 +26,21 @@ interface MemorySub {
 }
 
 /** What buses built on one hub share, as buses on one NATS server do. */
-export interface MemoryHub {
-  subs: Set<MemorySub>
+export interface InProcessHub {
+  subs: Set<InProcessSub>
   /** Round-robin position per queue group (`pattern \0 queue`). */
   cursors: Map<string, number>
-  buckets: Map<string, MemoryKvStore>
+  buckets: Map<string, InProcessKvStore>
 }
 
-export function createMemoryHub(): MemoryHub {
+export function createInProcessHub(): InProcessHub {
   return { subs: new Set(), cursors: new Map(), buckets: new Map() }
 }
 
-export interface MemoryBusOptions {
+export interface InProcessBusOptions {
   prefix?: string
   /** Share one hub between buses to model several processes on one server. */
-  hub?: MemoryHub
+  hub?: InProcessHub
   log?: BusLogger
   /**
    * Keep KV buckets on disk in this folder (the embedded default), so retained messages,
@@ -55,17 +55,17 @@ export interface MemoryBusOptions {
  * In-process bus for the embedded default. Delivery is asynchronous (a microtask per message, so
  * per-publisher order holds) and every receiver gets its own copy of the payload.
  */
-export function createMemoryBus({
+export function createInProcessBus({
   prefix = 'ub',
   hub,
   log,
   dataDir,
   journalRewriteBytes,
-}: MemoryBusOptions = {}): Bus {
+}: InProcessBusOptions = {}): Bus {
   validateSubject(prefix)
   const ownsHub = hub === undefined
-  const world = hub ?? createMemoryHub()
-  const mine = new Set<MemorySub>()
+  const world = hub ?? createInProcessHub()
+  const mine = new Set<InProcessSub>()
   const watches = new Set<Subscription>()
   let closed = false
 
@@ -76,8 +76,8 @@ export function createMemoryBus({
   /** Hand a message to every plain subscriber and one member of each queue group. */
   function route(subject: string, data: Uint8Array, headers?: Headers, reply?: ReplyFn): number {
     const tokens = `${prefix}.${subject}`.split('.')
-    const groups = new Map<string, MemorySub[]>()
-    const targets: MemorySub[] = []
+    const groups = new Map<string, InProcessSub[]>()
+    const targets: InProcessSub[] = []
     for (const sub of world.subs) {
       if (!subjectMatches(sub.tokens, tokens)) continue
       if (sub.queue === undefined) targets.push(sub)
@@ -105,12 +105,12 @@ export function createMemoryBus({
   function add(
     subject: string,
     queue: string | undefined,
-    deliver: MemorySub['deliver']
+    deliver: InProcessSub['deliver']
   ): Subscription {
     checkOpen()
     validateSubject(subject, { wildcards: true })
     const pattern = `${prefix}.${subject}`
-    const sub: MemorySub = {
+    const sub: InProcessSub = {
       prefix,
       pattern,
       tokens: pattern.split('.'),
@@ -173,7 +173,7 @@ export function createMemoryBus({
     },
     async kv(bucket, options = {}) {
       checkOpen()
-      return openMemoryKv(world.buckets, prefix, bucket, options, watches, {
+      return openInProcessKv(world.buckets, prefix, bucket, options, watches, {
         log,
         dataDir,
         rewriteAtBytes: journalRewriteBytes,

@@ -1,11 +1,14 @@
 import { z } from '@hono/zod-openapi'
 import { UbError } from '../common/errors.ts'
-import type { TlsOptions } from '../store/api.ts'
+import { TopologyExchangeSchema, type TopologyExchange } from '../common/topology-db.ts'
+import type { TlsOptions } from './store.ts'
 import { tlsFetch } from './tls-fetch.ts'
 
 /**
- * The downstream's side of the handshake: HTTP calls to an upstream server's
- * `/api/v1/handshake/requests`. Every answer is validated: the server is another party.
+ * The one client of a remote instance's handshake API (`/api/v1/handshake/requests`): the poller,
+ * peer discovery and the mesh's topology exchange all go through it, so all of them switch to
+ * https for an upstream reached over mqtts:// or wss://, cap what they read, and time out.
+ * Every answer is validated: the server is another party.
  */
 export interface RemoteClient {
   sendRequest(
@@ -14,6 +17,14 @@ export interface RemoteClient {
   ): Promise<RemoteAccepted>
   getStatus(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
   withdraw(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
+  /** The mesh's link-state exchange: post our topology database, get theirs. */
+  exchangeTopology(
+    target: RemoteTarget,
+    requestId: string,
+    secret: string,
+    mine: TopologyExchange,
+    options?: { timeoutMs?: number }
+  ): Promise<TopologyExchange>
 }
 
 export interface RemoteTarget {
@@ -48,10 +59,11 @@ export class RemoteError extends UbError {
   }
 }
 
-const MAX_ANSWER_BYTES = 64 * 1_024 // 64 KiB: a status answer is a few hundred bytes
+const MAX_STATUS_BYTES = 64 * 1_024 // 64 KiB: a status answer is a few hundred bytes
+const MAX_TOPOLOGY_BYTES = 1_024 * 1_024 // 1 MiB: a mesh's adverts, a few hundred bytes per instance
 
-/** The body as text, cut off past MAX_ANSWER_BYTES: the server is another party, maybe hostile. */
-async function readCapped(res: Response): Promise<string> {
+/** The body as text, cut off past `maxBytes`: the server is another party, maybe hostile. */
+async function readCapped(res: Response, maxBytes: number): Promise<string> {
   if (!res.body) return ''
   const reader = res.body.getReader()
   const chunks: Uint8Array[] = []
@@ -61,13 +73,17 @@ async function readCapped(res: Response): Promise<string> {
       const { done, value } = await reader.read()
       if (done) break
       size += value.length
-      if (size > MAX_ANSWER_BYTES) {
+      if (size > maxBytes) {
         await reader.cancel()
-        break
+        throw new RemoteError(
+          `${res.url || 'the server'} answered more than ${maxBytes} bytes`,
+          res.status
+        )
       }
       chunks.push(value)
     }
-  } catch {
+  } catch (err) {
+    if (err instanceof RemoteError) throw err
     // The connection broke mid-body: judge by what arrived (usually nothing parseable).
   }
   const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
@@ -103,7 +119,11 @@ export function createRemoteClient({
     target: RemoteTarget,
     path: string,
     init: RequestInit,
-    schema: z.ZodType<T>
+    schema: z.ZodType<T>,
+    {
+      maxBytes = MAX_STATUS_BYTES,
+      timeout = timeoutMs,
+    }: { maxBytes?: number; timeout?: number } = {}
   ): Promise<T> {
     const url = handshakeBase(target) + path
     let res: Response
@@ -111,14 +131,14 @@ export function createRemoteClient({
       const viaTls = url.startsWith('https:') && hasTlsOptions(target.tls)
       res = await (viaTls ? tlsFetch(target.tls!) : fetchFn)(url, {
         ...init,
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: AbortSignal.timeout(timeout),
       })
     } catch (cause) {
       const inner = (cause as { cause?: { code?: string; message?: string } }).cause
       const why = inner?.code ?? inner?.message ?? (cause as Error).message
       throw new RemoteError(`cannot reach ${url}: ${why}`, null, { cause })
     }
-    const text = await readCapped(res)
+    const text = await readCapped(res, maxBytes)
     let body: unknown
     try {
       body = text ? JSON.parse(text) : undefined
@@ -157,5 +177,20 @@ export function createRemoteClient({
       call(target, requestPath(requestId), { method: 'GET', headers: auth(secret) }, Status),
     withdraw: (target, requestId, secret) =>
       call(target, requestPath(requestId), { method: 'DELETE', headers: auth(secret) }, Status),
+    exchangeTopology: (target, requestId, secret, mine, options = {}) =>
+      call(
+        target,
+        `${requestPath(requestId)}/topology`,
+        {
+          method: 'POST',
+          headers: { ...auth(secret), 'content-type': 'application/json' },
+          body: JSON.stringify(mine),
+        },
+        TopologyExchangeSchema,
+        {
+          maxBytes: MAX_TOPOLOGY_BYTES,
+          ...(options.timeoutMs === undefined ? {} : { timeout: options.timeoutMs }),
+        }
+      ),
   }
 }

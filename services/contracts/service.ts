@@ -1,8 +1,8 @@
 import type { Registry } from 'prom-client'
-import type { Bus } from './bus/bus.ts'
-import type { Config } from './config.ts'
-import type { Logger } from './log.ts'
-import type { StoreClient } from '../store/client.ts'
+import type { Bus } from '../common/bus/bus.ts'
+import type { Config } from '../common/config.ts'
+import type { Logger } from '../common/log.ts'
+import type { StoreClient } from './store-client.ts'
 
 /** What every service gets from the launcher: the wiring, never a global. */
 export interface ServiceContext {

@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError } from './common/errors.ts'
+import { ConfigError } from '../common/errors.ts'
 
 export interface DataLock {
   release(): void

@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
-import { configSchema, envName, flagName, loadConfig } from './common/config.ts'
-import { ConfigError } from './common/errors.ts'
-import { createLogger } from './common/log.ts'
+import { configSchema, envName, flagName, loadConfig } from '../common/config.ts'
+import { ConfigError } from '../common/errors.ts'
+import { createLogger } from '../common/log.ts'
 import { installPostgresJsCrashGuard } from './runtime/pg-crash-guard.ts'
 import { onShutdownSignal } from './runtime/signals.ts'
 
 const packageJson = JSON.parse(
-  readFileSync(new URL('../package.json', import.meta.url), 'utf8')
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
 ) as { version: string }
 
 const HELP = `uns-bridge ${packageJson.version}: an MQTT bridge fabric for Unified Namespaces
@@ -110,7 +110,7 @@ async function hashPasswordFromStdin(): Promise<number> {
     )
     return 2
   }
-  const { hashPassword } = await import('./gateway/index.ts')
+  const { hashPassword } = await import('../gateway/index.ts')
   console.log(await hashPassword(password))
   return 0
 }
@@ -118,8 +118,8 @@ async function hashPasswordFromStdin(): Promise<number> {
 async function migrate(argv: string[]): Promise<number> {
   const { config } = loadConfig({ argv })
   const log = createLogger({ level: config.logLevel })
-  const { createDb } = await import('../db/client.ts')
-  const { migrateDb } = await import('../db/migrate.ts')
+  const { createDb } = await import('../../db/client.ts')
+  const { migrateDb } = await import('../../db/migrate.ts')
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   try {
     await migrateDb(db)

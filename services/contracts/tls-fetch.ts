@@ -1,6 +1,6 @@
 import { request } from 'node:https'
-import { nodeTlsOptions } from '../common/node-tls.ts'
-import type { TlsOptions } from '../store/api.ts'
+import { nodeTlsOptions } from './node-tls.ts'
+import type { TlsOptions } from './store.ts'
 
 const NULL_BODY = new Set([204, 205, 304]) // statuses whose Response must have no body
 

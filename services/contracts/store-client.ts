@@ -1,6 +1,6 @@
 import type { Bus } from '../common/bus/bus.ts'
 import { requestJson } from '../common/bus/rpc.ts'
-import { storeSubject, type StoreApi, type StoreVerb } from './api.ts'
+import { storeSubject, type StoreApi, type StoreVerb } from './store.ts'
 
 export interface StoreClient {
   call<V extends StoreVerb>(verb: V, input: StoreApi[V]['in']): Promise<StoreApi[V]['out']>

@@ -21,7 +21,7 @@ interface Watcher {
 }
 
 /** One bucket's state, shared by every bus on the hub (like a JetStream stream). */
-export interface MemoryKvStore {
+export interface InProcessKvStore {
   name: string
   ttlMs: number | undefined
   /** Last revision handed out; revisions are per bucket, as stream sequences are. */
@@ -42,8 +42,8 @@ function toEntry(key: string, s: Stored): KvEntry {
  * Open (or create) a bucket. Like `Kvm.create`, opening an existing bucket keeps its options.
  * `tracked` collects watch subscriptions so the owning bus can stop them on close.
  */
-export function openMemoryKv(
-  buckets: Map<string, MemoryKvStore>,
+export function openInProcessKv(
+  buckets: Map<string, InProcessKvStore>,
   prefix: string,
   bucket: string,
   { ttlMs }: KvOptions,
@@ -99,13 +99,13 @@ export function openMemoryKv(
   }
   const s = store
 
-  function open(): MemoryKvStore {
+  function open(): InProcessKvStore {
     if (s.destroyed) throw new NotFoundError('KV bucket', name)
     return s
   }
 
   /** The stored entry, unless the bucket TTL has passed; expiry emits no watch event (NATS 2.9). */
-  function live(st: MemoryKvStore, key: string): Stored | undefined {
+  function live(st: InProcessKvStore, key: string): Stored | undefined {
     const e = st.entries.get(key)
     if (e && expired(e, st.ttlMs, Date.now())) {
       st.entries.delete(key)

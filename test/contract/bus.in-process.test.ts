@@ -1,10 +1,10 @@
-import { createMemoryBus, createMemoryHub } from '../../services/common/bus/memory.ts'
+import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
 import { busContract } from './bus.contract.ts'
 
 // One hub per file: buses with different prefixes share it, as they would share a NATS server.
-const hub = createMemoryHub()
+const hub = createInProcessHub()
 
 busContract('memory', async ({ prefix = uniquePrefix('mem') } = {}) =>
-  createMemoryBus({ prefix, hub })
+  createInProcessBus({ prefix, hub })
 )

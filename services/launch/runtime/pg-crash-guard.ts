@@ -1,4 +1,4 @@
-import type { Logger } from '../common/log.ts'
+import type { Logger } from '../../common/log.ts'
 
 /**
  * postgres.js 3.4.x writes to a connection's socket from a `setImmediate` after the backend died

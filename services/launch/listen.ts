@@ -1,5 +1,5 @@
-import type { Logger } from './common/log.ts'
-import { ConfigError } from './common/errors.ts'
+import type { Logger } from '../common/log.ts'
+import { ConfigError } from '../common/errors.ts'
 
 /**
  * Bind a listener on the configured port. A port left at its default that is already taken

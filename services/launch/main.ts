@@ -1,15 +1,15 @@
 import { join } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { createBus } from './common/bus/index.ts'
-import type { Bus } from './common/bus/bus.ts'
-import type { Config } from './common/config.ts'
-import type { RunningService, ServiceContext } from './common/context.ts'
-import { ConfigError, UbError } from './common/errors.ts'
-import type { Logger } from './common/log.ts'
-import { createOpsRoutes } from './ops/routes.ts'
-import { readTlsMaterial } from './common/pem.ts'
+import { createBus } from '../common/bus/index.ts'
+import type { Bus } from '../common/bus/bus.ts'
+import type { Config } from '../common/config.ts'
+import type { RunningService, ServiceContext } from '../contracts/service.ts'
+import { ConfigError, UbError } from '../common/errors.ts'
+import type { Logger } from '../common/log.ts'
+import { createOpsRoutes } from '../common/ops-routes.ts'
+import { readTlsMaterial } from '../common/pem.ts'
 import { serveHttp } from './runtime/node.ts'
-import { createStoreClient, type StoreClient } from './store/client.ts'
+import { createStoreClient, type StoreClient } from '../contracts/store-client.ts'
 import { resolveAdminToken, type AdminToken } from './admin-token.ts'
 import { listenWithFallback } from './listen.ts'
 import { lockDataDir } from './data-lock.ts'
@@ -64,9 +64,9 @@ export async function startFabric({
     collectDefaultMetrics({ register: metrics })
 
     if (wants.has('store')) {
-      const { createDb } = await import('../db/client.ts')
-      const { migrateDb } = await import('../db/migrate.ts')
-      const { startStore } = await import('./store/index.ts')
+      const { createDb } = await import('../../db/client.ts')
+      const { migrateDb } = await import('../../db/migrate.ts')
+      const { startStore } = await import('../store/index.ts')
       const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
       closers.push(() => db.close())
       await migrateDb(db)
@@ -96,13 +96,13 @@ export async function startFabric({
 
     let mqttPort: number | null = null
     if (wants.has('gateway')) {
-      const { startGateway } = await import('./gateway/index.ts')
+      const { startGateway } = await import('../gateway/index.ts')
       const gateway = await startGateway(ctx)
       mqttPort = gateway.ports.mqtt
       await started(gateway)
     }
     if (wants.has('supervisor')) {
-      const { startSupervisor } = await import('./supervisor/index.ts')
+      const { startSupervisor } = await import('../supervisor/index.ts')
       const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
       await started(await startSupervisor(ctx, { localBrokerUrl }))
     }
@@ -111,7 +111,7 @@ export async function startFabric({
     // `env` carries node-server's socket: the handshake API reads the caller's IP from it.
     let fetch: (req: Request, env?: object) => Response | Promise<Response>
     if (wants.has('handshake')) {
-      const { startHandshake } = await import('./handshake/index.ts')
+      const { startHandshake } = await import('../handshake/index.ts')
       const handshake = await startHandshake(ctx, { ready, adminTokenHash: admin!.hash })
       await started(handshake)
       fetch = (req, env) => handshake.app.fetch(req, env)

@@ -1,0 +1,23 @@
+/**
+ * Every KV bucket the services share, by name: one list, so two services can never disagree
+ * on where a piece of state lives. Each bucket lives under the bus prefix.
+ */
+export const BUCKETS = {
+  /** Link status per upstream id (`LinkStatus`): written by the owning supervisor, read by the API and the gateways. */
+  links: 'links',
+  /** Bridge ownership leases per upstream id: one supervisor replica owns a bridge. */
+  leases: 'bridge-leases',
+  /** The mesh's link-state database: one advert per instance. */
+  topology: 'topology',
+  /** Accepted requests whose downstream called the topology exchange recently. */
+  topologyHeard: 'topology-heard',
+  /** The credential the supervisor's local bridge sessions present to the gateways. */
+  internal: 'internal',
+  /** Gateway state shared by every gateway: retained messages, subscriptions, queues, wills. */
+  gatewayRetained: 'gw_retained',
+  gatewaySubscriptions: 'gw_subs',
+  gatewayOutgoing: 'gw_outgoing',
+  gatewayWills: 'gw_wills',
+} as const
+
+export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS]

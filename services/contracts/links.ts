@@ -1,0 +1,39 @@
+import { BUCKETS } from './buckets.ts'
+
+/**
+ * The contract between a bridge supervisor and the rest of the fabric about one bridge link:
+ * its status (what the API shows, what the gateways read for split horizon) and the client ids
+ * it uses on both ends.
+ */
+
+/** What `GET /api/v1/upstreams/:id` shows about a link: bucket `links`, key = upstream id. */
+export interface LinkStatus {
+  /** The bridge machine's state, or `Blocked`: connected, but off the mesh spanning tree. */
+  state: string
+  lastError: string | null
+  forwarded: number
+  waiting: number
+  lagMs: number
+  owner: string
+  updatedAt: string
+  /** The upstream server's instance id, when known: gateways use it for split horizon. */
+  peerInstanceId: string | null
+  /** Dropped by the duplicate guard (a loop between bridges). */
+  duplicatesDropped: number
+}
+
+export const LINKS_BUCKET = BUCKETS.links
+export const LEASES_BUCKET = BUCKETS.leases
+
+/** The local session's client id starts with this; the gateway recognises bridge sessions by it. */
+export const BRIDGE_CLIENT_PREFIX = 'ub-bridge-'
+
+/** Stable per upstream, so every owner resumes the same persistent session on the gateway. */
+export const localClientId = (upstreamId: string): string => `${BRIDGE_CLIENT_PREFIX}${upstreamId}`
+
+/**
+ * Upstream client id: `<our instance id>-<upstream id>`. On the upstream's gateways a message's
+ * origin client id therefore names the instance it came from (split horizon).
+ */
+export const upstreamClientId = (instanceId: string, upstreamId: string): string =>
+  `${instanceId}-${upstreamId}`
