@@ -12,7 +12,7 @@ export const MIGRATIONS_FOLDER = fileURLToPath(new URL('./migrations', import.me
 
 /**
  * drizzle's `migrate()` takes no lock, so two store replicas starting together would both apply
- * the same migration (PLUG-POINTS §4). Every migrator holds this session-level advisory lock.
+ * the same migration (ARCHITECTURE.md §13). Every migrator holds this session-level advisory lock.
  */
 export const MIGRATION_LOCK_KEY = 0x75_6e_62_6d // 'unbm'
 

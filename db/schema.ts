@@ -26,7 +26,7 @@ const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode
  */
 const headHash = () => text('head_hash')
 
-/** This instance: exactly one row, made at first start (DESIGN §5). */
+/** This instance: exactly one row, made at first start (ARCHITECTURE.md §11). */
 export const instance = pgTable(
   'instance',
   {
@@ -91,7 +91,7 @@ export const incomingRequests = pgTable(
   ]
 )
 
-/** The audit log: one row per transition, hash-chained per machine (DESIGN §4). */
+/** The audit log: one row per transition, hash-chained per machine (ARCHITECTURE.md §6). */
 export const transitions = pgTable(
   'transitions',
   {

@@ -1,9 +1,10 @@
 import { assign, setup } from 'xstate'
 
 /**
- * The Bridge link lifecycle (DESIGN §4): Connecting → Forwarding → Backoff → Connecting …, Stopped.
- * Live, never persisted, so it may use `after`: the backoff delay is a named delay that the
- * supervisor provides (`machine.provide({ delays, actions })`), and so are the I/O actions.
+ * The Bridge link lifecycle (ARCHITECTURE.md §6): Connecting → Forwarding → Backoff → Connecting
+ * …, Stopped. Live, never persisted, so it may use `after`: the backoff delay is a named delay
+ * that the supervisor provides (`machine.provide({ delays, actions })`), and so are the I/O
+ * actions.
  */
 export type BridgeState = 'Connecting' | 'Forwarding' | 'Backoff' | 'Stopped'
 

@@ -1,7 +1,7 @@
 import { assign, setup } from 'xstate'
 import { GRANT_ALL } from './namespace.ts'
 
-/** The Incoming-request lifecycle (upstream-server side), DESIGN §4. Pure. */
+/** The Incoming-request lifecycle (upstream-server side), ARCHITECTURE.md §6. Pure. */
 export const REQUEST_MACHINE_VERSION = 1
 
 export type RequestState = 'Pending' | 'Accepted' | 'Declined' | 'Revoked' | 'Withdrawn'

@@ -1,6 +1,7 @@
 /**
- * Namespace rules (DESIGN §7): a namespace is a topic prefix with no wildcards, no empty level,
- * no leading or trailing `/`, not starting with `$`. `#` alone, as a grant, means "everything but `$` topics".
+ * Namespace rules (ARCHITECTURE.md §8): a namespace is a topic prefix with no wildcards, no empty
+ * level, no leading or trailing `/`, not starting with `$`. `#` alone, as a grant, means
+ * "everything but `$` topics".
  */
 export const GRANT_ALL = '#'
 const MAX_NAMESPACE_BYTES = 1_024 // far below the 65,535-byte MQTT topic limit; keeps NATS subjects short

@@ -2,8 +2,8 @@ import { assign, setup } from 'xstate'
 import { GRANT_ALL, isWithinAny } from './namespace.ts'
 
 /**
- * The Upstream lifecycle (downstream side), DESIGN §4. Pure: no timers, no invoked children, no I/O.
- * The binding store applies events to the persisted snapshot with `transition()`.
+ * The Upstream lifecycle (downstream side), ARCHITECTURE.md §6. Pure: no timers, no invoked
+ * children, no I/O. The binding store applies events to the persisted snapshot with `transition()`.
  */
 export const UPSTREAM_MACHINE_VERSION = 1
 

@@ -8,11 +8,11 @@ import { KvConflictError } from './errors.ts'
  * the first service that needs it creates it, the rest read it (create is compare-and-set).
  */
 export const INTERNAL_USERNAME = 'ub-internal'
-const BUCKET = 'internal'
+export const INTERNAL_BUCKET = 'internal'
 const KEY = 'credential'
 
 export async function internalCredential(bus: Bus): Promise<string> {
-  const kv = await bus.kv(BUCKET)
+  const kv = await bus.kv(INTERNAL_BUCKET)
   const existing = await kv.get(KEY)
   if (existing) return new TextDecoder().decode(existing.value)
   const secret = randomBytes(24).toString('base64url')

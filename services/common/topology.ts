@@ -1,7 +1,7 @@
 /**
- * Link-state topology of a bridge mesh (DESIGN §7, "a spanning tree over the bridge graph, as
- * MQTT-ST does"). Pure: no I/O, no clock of its own, so every instance that holds the same
- * adverts computes the same tree.
+ * Link-state topology of a bridge mesh (ARCHITECTURE.md §9, "a spanning tree over the bridge
+ * graph, as MQTT-ST does"). Pure: no I/O, no clock of its own, so every instance that holds the
+ * same adverts computes the same tree.
  *
  * Each instance originates an advert `{origin, version, neighbours, out, maxAgeMs}` (like an OSPF
  * router LSA); adverts flood over every bridge edge and are merged by highest version per origin.

@@ -1,18 +1,22 @@
 /**
  * Every KV bucket the services share, by name: one list, so two services can never disagree
- * on where a piece of state lives. Each bucket lives under the bus prefix.
+ * on where a piece of state lives. Each bucket lives under the bus prefix. The two that code in
+ * common/ opens itself are declared there (common/ imports no contract) and listed here.
  */
+import { INTERNAL_BUCKET } from '../common/internal-credential.ts'
+import { TOPOLOGY_BUCKET, TOPOLOGY_HEARD_BUCKET } from '../common/topology-db.ts'
+
 export const BUCKETS = {
   /** Link status per upstream id (`LinkStatus`): written by the owning supervisor, read by the API and the gateways. */
   links: 'links',
   /** Bridge ownership leases per upstream id: one supervisor replica owns a bridge. */
   leases: 'bridge-leases',
   /** The mesh's link-state database: one advert per instance. */
-  topology: 'topology',
+  topology: TOPOLOGY_BUCKET,
   /** Accepted requests whose downstream called the topology exchange recently. */
-  topologyHeard: 'topology-heard',
+  topologyHeard: TOPOLOGY_HEARD_BUCKET,
   /** The credential the supervisor's local bridge sessions present to the gateways. */
-  internal: 'internal',
+  internal: INTERNAL_BUCKET,
   /** Gateway state shared by every gateway: retained messages, subscriptions, queues, wills. */
   gatewayRetained: 'gw_retained',
   gatewaySubscriptions: 'gw_subs',

@@ -1,4 +1,4 @@
-import { z } from '@hono/zod-openapi'
+import { z } from 'zod'
 import { UbError } from '../common/errors.ts'
 import { TopologyExchangeSchema, type TopologyExchange } from '../common/topology-db.ts'
 import type { TlsOptions } from './store.ts'

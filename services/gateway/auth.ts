@@ -32,7 +32,7 @@ export class ConnackError extends Error {
 }
 
 export const DEFAULT_AUTH_CACHE_MS = 5_000 // 5 s: bounds store load on reconnect storms
-// NATS caps a control line at 4 KB (PLUG-POINTS §2.4); an encoded topic past this would make
+// NATS caps a control line at 4 KB (ARCHITECTURE.md §13); an encoded topic past this would make
 // the server cut the gateway's whole bus connection.
 export const MAX_TOPIC_BYTES = 3_072
 

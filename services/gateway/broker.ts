@@ -1,15 +1,11 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes'
+import { Aedes, type Client } from 'aedes'
 import type { Logger } from '../common/log.ts'
-import {
-  ConnackError,
-  mayPublish,
-  maySubscribe,
-  type Authenticator,
-  type Principal,
-} from './auth.ts'
-import { createConnackGate, type GatedClient } from './connack-gate.ts'
+import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
+import type { Authenticator, Principal } from './auth.ts'
+import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
+import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
 import type { BusPersistence } from './persistence.ts'
@@ -52,32 +48,6 @@ export interface Broker {
   close(): Promise<void>
 }
 
-// aedes internals we rely on, in one place: the client's socket/request, its parser (for the
-// packet-size limit) and the broker's client table.
-interface ClientInternals {
-  conn: Duplex & { remoteAddress?: string }
-  req?: IncomingMessage
-  _will?: { topic: string } | null
-  _parser: { _parseLength(): boolean; packet: { length: number }; _emitError(e: Error): void }
-}
-type AedesInternals = {
-  clients: Record<string, Client>
-  connectedClients: number
-  publish(packet: PublishPacket, client?: unknown, done?: unknown): void
-}
-
-/** Adapt an async hook to aedes' callback form, once (STYLE §4). */
-function adapt<A extends unknown[], R>(
-  fn: (...args: A) => Promise<R>,
-  onDone: (err: Error | null, result?: R) => void
-): (...args: A) => void {
-  return (...args) =>
-    void fn(...args).then(
-      (r) => onDone(null, r),
-      (e: Error) => onDone(e)
-    )
-}
-
 export async function createBroker({
   id,
   mq,
@@ -89,122 +59,32 @@ export async function createBroker({
   heartbeatMs,
   isEcho = () => false,
 }: BrokerOptions): Promise<Broker> {
-  const principals = new WeakMap<Client, Principal>()
-  let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
-  const overLimit = new WeakSet<Duplex>() // accepted while openSockets was past the limit
-  const refusals = new WeakMap<Client, ConnackError>()
-  // Packets refused by authorizePublish: acknowledged as usual and then dropped, so only the
-  // offending publish is lost and the bridge keeps its link (see `authorizePublish`).
-  const denied = new WeakSet<object>()
+  const ctx: HookContext = {
+    authenticator,
+    counters,
+    limits,
+    log,
+    isEcho,
+    principals: new WeakMap(),
+    overLimit: new WeakSet(),
+    refusals: new WeakMap(),
+    denied: new WeakSet(),
+  }
   const connackGate = createConnackGate()
-
   const aedes = await Aedes.createBroker({
     id,
     mq,
     persistence,
     heartbeatInterval: heartbeatMs,
-    preConnect(client, packet, callback) {
-      const keepalive = packet.keepalive ?? 0
-      // [MQTT-3.1.3-8]: a zero-byte ClientId needs CleanSession=1; aedes would make one up.
-      if (packet.clientId === '' && !packet.clean) {
-        refusals.set(
-          client,
-          new ConnackError(2, 'identifier rejected: empty client id needs clean session')
-        )
-      } else if (limits.keepAliveMax > 0 && (keepalive === 0 || keepalive > limits.keepAliveMax)) {
-        refusals.set(
-          client,
-          new ConnackError(2, `identifier rejected: keep-alive must be 1–${limits.keepAliveMax} s`)
-        )
-      } else if (keepalive > 0 && keepalive < limits.keepAliveMin) {
-        packet.keepalive = limits.keepAliveMin
-      }
-      callback(null, true)
-    },
-    authenticate(client, username, password, done) {
-      const internals = client as unknown as ClientInternals
-      const check = async (): Promise<boolean> => {
-        const refusal = refusals.get(client)
-        if (refusal) throw refusal
-        // Decided when the socket was accepted (see `handle`), so CONNECTs racing each other
-        // cannot all slip under the limit.
-        if (overLimit.has(internals.conn)) {
-          throw new ConnackError(3, 'server unavailable: connection limit reached')
-        }
-        const principal = await authenticator.authenticate({
-          username,
-          password,
-          remoteAddress: internals.conn.remoteAddress ?? internals.req?.socket?.remoteAddress,
-        })
-        const will = internals._will
-        if (will && !mayPublish(principal, will.topic)) {
-          throw new ConnackError(
-            5,
-            `not authorized: will topic '${will.topic}' is outside the client's rights`
-          )
-        }
-        principals.set(client, principal)
-        return true
-      }
-      adapt(check, (err, ok) => {
-        if (!err) return done(null, ok ?? false)
-        counters.authFailures++
-        if (!(err instanceof ConnackError)) log.error({ err }, 'authentication failed unexpectedly')
-        log.info({ clientId: client.id, username, reason: err.message }, 'refused a CONNECT')
-        const e = err as AuthenticateError
-        if (!(err instanceof ConnackError)) e.returnCode = 3
-        done(e, false)
-      })()
-    },
-    authorizePublish(client, packet, callback) {
-      const principal = client ? principals.get(client) : undefined
-      // client is null for wills of clients on a dead gateway: they passed this check when the
-      // client connected ($-topics and grants are checked on the will at CONNECT time too).
-      if (client && principal && !mayPublish(principal, packet.topic)) {
-        // [MQTT-3.3.5-2] allows a positive acknowledgement or a closed connection. We ack and
-        // drop: a bridge that got disconnected would resend the same QoS 1 message after
-        // reconnecting, forever; an ack ends that loop, and the log and metric say what happened.
-        denied.add(packet)
-        counters.publishDenied++
-        log.warn(
-          { clientId: client.id, username: usernameOf(principal), topic: packet.topic },
-          'dropped a PUBLISH outside the client’s rights'
-        )
-        return callback(null)
-      }
-      if (client) {
-        counters.messagesIn++
-        counters.bytesIn += packet.payload.length
-      }
-      callback(null)
-    },
-    authorizeSubscribe(client, sub, callback) {
-      const principal = principals.get(client)
-      if (principal && !maySubscribe(principal, sub.topic)) {
-        counters.subscribeDenied++
-        log.warn(
-          { clientId: client.id, username: usernameOf(principal), filter: sub.topic },
-          'refused a subscription outside the client’s rights'
-        )
-        return callback(null, null) // SUBACK 0x80 for this filter; the connection stays [MQTT-3.9.3]
-      }
-      callback(null, sub)
-    },
-    authorizeForward(client, packet) {
-      const principal = principals.get(client)
-      const origin = (packet as { clientId?: string }).clientId
-      if (principal?.kind === 'internal' || principal?.kind === 'bridge') {
-        // No-local for bridge links (DESIGN §7): a bridge never gets back what it published.
-        if (origin === client.id) return null
-        // Split horizon: what the peer instance's bridge published here does not go back to it.
-        if (principal.kind === 'internal' && isEcho(client.id, origin)) return null
-      }
-      counters.messagesOut++
-      counters.bytesOut += packet.payload.length
-      return packet
-    },
+    ...createHooks(ctx),
   })
+  dropDeniedPublishes(aedes, ctx.denied)
+  watchEvents(aedes, connackGate, log)
+  return asBroker({ aedes, persistence, limits, connackGate, ctx })
+}
 
+/** aedes' publish, made to skip the packets `authorizePublish` acknowledged and refused. */
+function dropDeniedPublishes(aedes: Aedes, denied: WeakSet<object>): void {
   const internals = aedes as unknown as AedesInternals
   const publish = internals.publish.bind(aedes)
   internals.publish = (packet, client, done) => {
@@ -214,7 +94,9 @@ export async function createBroker({
     }
     publish(packet, client, done)
   }
+}
 
+function watchEvents(aedes: Aedes, connackGate: ConnackGate, log: Logger): void {
   // After the CONNACK and the resumed session's queue: live deliveries for restored
   // subscriptions then come after the older queued messages, in order [MQTT-4.6.0-6].
   aedes.on('clientReady', (client) => connackGate.release(client as unknown as GatedClient))
@@ -227,22 +109,38 @@ export async function createBroker({
   ;(aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) =>
     log.error({ err }, 'broker error')
   )
+}
 
-  function enforcePacketSize(client: Client): void {
-    // aedes has no packet-size option; mqtt-packet exposes the remaining length right after
-    // parsing it, before buffering the body, so an oversized packet is refused early.
-    const parser = (client as unknown as ClientInternals)._parser
-    const parseLength = parser._parseLength
-    parser._parseLength = function checkedParseLength() {
-      const ok = parseLength.call(this)
-      if (ok && this.packet.length > limits.maxPacketSize) {
-        this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds maxPacketSize`))
-        return false
-      }
-      return ok
+function enforcePacketSize(client: Client, limits: BrokerLimits): void {
+  // aedes has no packet-size option; mqtt-packet exposes the remaining length right after
+  // parsing it, before buffering the body, so an oversized packet is refused early.
+  const parser = (client as unknown as ClientInternals)._parser
+  const parseLength = parser._parseLength
+  parser._parseLength = function checkedParseLength() {
+    const ok = parseLength.call(this)
+    if (ok && this.packet.length > limits.maxPacketSize) {
+      this._emitError(new Error(`packet of ${this.packet.length} bytes exceeds maxPacketSize`))
+      return false
     }
+    return ok
   }
+}
 
+/** The `Broker` the gateway holds: connections in, clients out, and close. */
+function asBroker({
+  aedes,
+  persistence,
+  limits,
+  connackGate,
+  ctx: { principals, overLimit },
+}: {
+  aedes: Aedes
+  persistence: BusPersistence
+  limits: BrokerLimits
+  connackGate: ConnackGate
+  ctx: HookContext
+}): Broker {
+  let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
   let closing: Promise<void> | undefined
   return {
     aedes,
@@ -252,14 +150,14 @@ export async function createBroker({
       if (openSockets > limits.maxConnections) overLimit.add(conn)
       conn.once('close', () => openSockets--)
       const client = aedes.handle(conn, req)
-      enforcePacketSize(client)
+      enforcePacketSize(client, limits)
       connackGate.hold(client as unknown as GatedClient)
     },
     principal: (client) => principals.get(client),
     openSockets: () => openSockets,
     disconnect(pick) {
       let n = 0
-      for (const client of Object.values(internals.clients)) {
+      for (const client of Object.values((aedes as unknown as AedesInternals).clients)) {
         const p = principals.get(client)
         if (p && pick(p, client)) {
           client.close()
@@ -275,8 +173,4 @@ export async function createBroker({
       return closing
     },
   }
-}
-
-function usernameOf(p: Principal): string | undefined {
-  return p.kind === 'anonymous' ? undefined : p.username
 }

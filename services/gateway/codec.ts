@@ -78,7 +78,7 @@ export function decodePacket(data: Uint8Array): {
 
 /**
  * KV keys allow only `[-/=._A-Za-z0-9]`, so each topic level (or client id) becomes one token
- * `b<base64url>`; the `b` keeps empty levels from making empty tokens (PLUG-POINTS §1.3).
+ * `b<base64url>`; the `b` keeps empty levels from making empty tokens (ARCHITECTURE.md §13).
  */
 export function keyToken(s: string): string {
   let token = tokenCache.get(s)

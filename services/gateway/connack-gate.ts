@@ -69,3 +69,4 @@ export function createConnackGate() {
     },
   }
 }
+export type ConnackGate = ReturnType<typeof createConnackGate>

@@ -5,7 +5,12 @@ import { internalCredential } from '../common/internal-credential.ts'
 import type { Logger } from '../common/log.ts'
 import { transitionSubject, type TransitionRecord } from '../contracts/store.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
-import { createAuthenticator, type AnonymousPolicy, type LocalUser } from './auth.ts'
+import {
+  createAuthenticator,
+  type AnonymousPolicy,
+  type Authenticator,
+  type LocalUser,
+} from './auth.ts'
 import { createBroker, type Broker, type BrokerLimits } from './broker.ts'
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
 import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
@@ -82,17 +87,12 @@ export async function createGateway({
   const started = Date.now()
   const brokerId = randomUUID()
   const counters = createCounters()
-  let secret: Promise<string> | undefined
   const authenticator = createAuthenticator({
     anonymous,
     users,
     store,
     log,
-    internalSecret: () =>
-      (secret ??= internalCredential(bus).catch((err: unknown) => {
-        secret = undefined
-        throw err
-      })),
+    internalSecret: cachedInternalSecret(bus),
     ...(authCacheMs === undefined ? {} : { cacheMs: authCacheMs }),
   })
   const persistence = await createBusPersistence({ bus, log })
@@ -114,24 +114,7 @@ export async function createGateway({
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]
   let listeners: Awaited<ReturnType<typeof startListeners>> | undefined
   try {
-    // Every gateway hears every request transition (no queue group): a revoked bridge is
-    // disconnected wherever it is connected.
-    subs.push(
-      await bus.subscribe(transitionSubject('request', '*'), (msg) => {
-        const t = decodeJson<TransitionRecord>(msg.data)
-        if (!CLOSING_STATES.has(t.to)) return
-        const instanceId = (t.snapshot as { context?: { instanceId?: string } })?.context
-          ?.instanceId
-        const n = broker.disconnect(
-          (p) => p.kind === 'bridge' && (p.requestId === t.machineId || p.username === instanceId)
-        )
-        authenticator.forget((p) => p.requestId === t.machineId || p.username === instanceId)
-        log.info(
-          { requestId: t.machineId, instanceId, to: t.to, disconnected: n },
-          'bridge access ended'
-        )
-      })
-    )
+    subs.push(await endRevokedBridges({ bus, broker, authenticator, log }))
     listeners = await startListeners({
       host,
       mqttPort,
@@ -185,4 +168,43 @@ export async function createGateway({
     close,
     [Symbol.asyncDispose]: close,
   }
+}
+
+/** The internal credential, read from the bus once; a failed read is tried again next time. */
+function cachedInternalSecret(bus: Bus): () => Promise<string> {
+  let secret: Promise<string> | undefined
+  return () =>
+    (secret ??= internalCredential(bus).catch((err: unknown) => {
+      secret = undefined
+      throw err
+    }))
+}
+
+/** Disconnect a bridge, and forget its credentials, once its request is revoked or withdrawn. */
+function endRevokedBridges({
+  bus,
+  broker,
+  authenticator,
+  log,
+}: {
+  bus: Bus
+  broker: Broker
+  authenticator: Authenticator
+  log: Logger
+}): Promise<Subscription> {
+  // Every gateway hears every request transition (no queue group): a revoked bridge is
+  // disconnected wherever it is connected.
+  return bus.subscribe(transitionSubject('request', '*'), (msg) => {
+    const t = decodeJson<TransitionRecord>(msg.data)
+    if (!CLOSING_STATES.has(t.to)) return
+    const instanceId = (t.snapshot as { context?: { instanceId?: string } })?.context?.instanceId
+    const n = broker.disconnect(
+      (p) => p.kind === 'bridge' && (p.requestId === t.machineId || p.username === instanceId)
+    )
+    authenticator.forget((p) => p.requestId === t.machineId || p.username === instanceId)
+    log.info(
+      { requestId: t.machineId, instanceId, to: t.to, disconnected: n },
+      'bridge access ended'
+    )
+  })
 }

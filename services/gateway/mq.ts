@@ -64,7 +64,7 @@ export function createBusMq({
   dedupeWindow = DEFAULT_DEDUPE_WINDOW,
 }: BusMqOptions): AedesMq {
   const local = mqemitter({ concurrency, matchEmptyLevels: true }) as unknown as LocalEmitter
-  const filters = new Map<string, { refs: number; ready: Promise<Subscription[]> }>()
+  const filters = createFilterSubscriptions({ bus, log, onData: fromBus })
   // NATS delivers a message once per matching subscription, so two overlapping filters
   // (`a/#`, `a/+/c`) bring it twice; aedes' own per-client dedupe would hide that from clients
   // but not from its $SYS listeners.
@@ -132,25 +132,11 @@ export function createBusMq({
     send()
   }
 
-  function subscribeFilter(filter: string): Promise<Subscription[]> {
-    return Promise.all(
-      filterToSubjects(filter).map((s) =>
-        bus.subscribe(`${MQ_SUBJECT}.${s}`, (m) => fromBus(m.data))
-      )
-    )
-  }
-
   return {
     on(topic, listener, done) {
       local.on(topic, listener)
-      let entry = filters.get(topic)
-      if (entry) entry.refs++
-      else {
-        entry = { refs: 1, ready: subscribeFilter(topic) }
-        filters.set(topic, entry)
-      }
       // SUBACK only once the bus knows the interest, so a publish right after it is seen.
-      entry.ready.then(
+      filters.add(topic).then(
         () => done?.(),
         (err: unknown) => {
           log.error({ err, topic }, 'bus subscription for an MQTT filter failed')
@@ -161,13 +147,7 @@ export function createBusMq({
     },
     removeListener(topic, listener, done) {
       local.removeListener(topic, listener)
-      const entry = filters.get(topic)
-      if (entry && --entry.refs === 0) {
-        filters.delete(topic)
-        void entry.ready
-          .then((subs) => Promise.all(subs.map((s) => s.unsubscribe())))
-          .catch((err: unknown) => log.warn({ err, topic }, 'bus unsubscribe failed'))
-      }
+      filters.remove(topic)
       if (done) setImmediate(done)
       return this
     },
@@ -187,14 +167,62 @@ export function createBusMq({
     close(cb) {
       send()
       closed = true
-      const all = [...filters.values()]
-      filters.clear()
-      void Promise.allSettled(
-        all.map((e) => e.ready.then((subs) => Promise.all(subs.map((s) => s.unsubscribe()))))
-      ).then(() => local.close(cb))
+      void filters.removeAll().then(() => local.close(cb))
     },
     get queued() {
       return local.length
+    },
+  }
+}
+
+/** One ref-counted bus subscription per distinct MQTT filter, shared by its local listeners. */
+function createFilterSubscriptions({
+  bus,
+  log,
+  onData,
+}: {
+  bus: Bus
+  log: Logger
+  /** Each bus message on any filter's subjects. */
+  onData: (data: Uint8Array) => void
+}) {
+  const filters = new Map<string, { refs: number; ready: Promise<Subscription[]> }>()
+
+  function subscribeFilter(filter: string): Promise<Subscription[]> {
+    return Promise.all(
+      filterToSubjects(filter).map((s) =>
+        bus.subscribe(`${MQ_SUBJECT}.${s}`, (m) => onData(m.data))
+      )
+    )
+  }
+
+  return {
+    /** One more listener on `filter`; resolves once the bus knows the interest. */
+    add(filter: string): Promise<Subscription[]> {
+      let entry = filters.get(filter)
+      if (entry) entry.refs++
+      else {
+        entry = { refs: 1, ready: subscribeFilter(filter) }
+        filters.set(filter, entry)
+      }
+      return entry.ready
+    },
+    /** One listener less on `filter`; the last one ends its bus subscriptions. */
+    remove(filter: string): void {
+      const entry = filters.get(filter)
+      if (entry && --entry.refs === 0) {
+        filters.delete(filter)
+        void entry.ready
+          .then((subs) => Promise.all(subs.map((s) => s.unsubscribe())))
+          .catch((err: unknown) => log.warn({ err, topic: filter }, 'bus unsubscribe failed'))
+      }
+    },
+    removeAll(): Promise<unknown> {
+      const all = [...filters.values()]
+      filters.clear()
+      return Promise.allSettled(
+        all.map((e) => e.ready.then((subs) => Promise.all(subs.map((s) => s.unsubscribe()))))
+      )
     },
   }
 }

@@ -2,7 +2,7 @@ import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 import { BRIDGE_CLIENT_PREFIX, LINKS_BUCKET, type LinkStatus } from '../contracts/links.ts'
 
 /**
- * Split horizon for two instances bridged both ways (ARCHITECTURE.md, "Loops"). MQTT 3.1.1
+ * Split horizon for two instances bridged both ways (ARCHITECTURE.md §9). MQTT 3.1.1
  * carries no origin, and no-local only hides a client's own publishes, so a message that
  * instance A's bridge published into B would otherwise go straight back to A over B's bridge to
  * A, and loop.

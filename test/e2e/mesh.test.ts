@@ -48,10 +48,10 @@ interface Link {
 const pair = (l: Link) => [l.from.instanceId, l.to.instanceId].sort().join(' ')
 
 /**
- * DESIGN §7, "a spanning tree over the bridge graph": three real instances, each pair bridged
- * both ways on the same namespace. Split horizon stops only the immediate echo; without the tree
- * a message would go A→B→C→A→… for ever. With it one edge of the triangle is blocked on both
- * ends and every message arrives exactly once everywhere; when a tree edge goes away, the
+ * ARCHITECTURE.md §9, "a spanning tree over the bridge graph": three real instances, each pair
+ * bridged both ways on the same namespace. Split horizon stops only the immediate echo; without
+ * the tree a message would go A→B→C→A→… for ever. With it one edge of the triangle is blocked on
+ * both ends and every message arrives exactly once everywhere; when a tree edge goes away, the
  * blocked edge takes over. `MESH_TREE=false` runs the same test with blocking off (it fails).
  */
 describe('three instances bridged pairwise both ways (a triangle)', () => {

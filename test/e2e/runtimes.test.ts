@@ -6,7 +6,7 @@ const run = promisify(execFile)
 const ROOT = new URL('../..', import.meta.url).pathname
 const bin = (name: string) => `${ROOT}node_modules/.bin/${name}`
 
-// The same source on three runtimes (DESIGN §8): Node through tsx, Deno and Bun natively.
+// The same source on three runtimes (ARCHITECTURE.md §12): Node through tsx, Deno and Bun natively.
 const RUNTIMES: Array<[string, string, string[]]> = [
   ['node', process.execPath, ['--import', 'tsx', 'test/runtime/smoke.ts']],
   ['deno', bin('deno'), ['run', '-A', 'test/runtime/smoke.ts']],

@@ -78,7 +78,7 @@ describe('gateway authentication and namespace ACL', () => {
     await local.subscribeAsync('#', { qos: 1 })
     const bridge = await open(a, { clientId: instanceId, username: instanceId, password: secret })
     // SUBACK 0x80 for the filter outside the grant, and the connection stays [MQTT-3.9.3].
-    // MQTT.js reports any 0x80 as an error carrying the SUBACK (PLUG-POINTS §1.4).
+    // MQTT.js reports any 0x80 as an error carrying the SUBACK (ARCHITECTURE.md §13).
     const granted = await new Promise<number[]>((resolve) =>
       bridge.subscribe(
         { 'plant1/#': { qos: 1 }, 'plant2/#': { qos: 1 }, '$SYS/#': { qos: 0 } },
