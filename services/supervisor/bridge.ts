@@ -3,11 +3,12 @@ import {
   backoffDelay,
   bridgeMachine,
   type Binding,
+  type BridgeEvent,
   type BridgeMachine,
   type BridgeState,
 } from '../../machines/index.ts'
 import type { Logger } from '../common/log.ts'
-import { connectLocal, type LocalSession } from './mqtt-session.ts'
+import { connectMqttSession, discardSession, type MqttSession } from './mqtt-session.ts'
 import type { DupGuard } from './dup-guard.ts'
 import { createRemapper, type Remapper } from './remap.ts'
 import {
@@ -70,39 +71,113 @@ export interface CreateBridgeLinkOptions {
   log: Logger
 }
 
+/** One link's state, shared by the steps that open and close it. */
+interface Link {
+  readonly options: CreateBridgeLinkOptions
+  /** To the link's machine (`bridge.connected`, `bridge.failed`, `bridge.stop`). */
+  readonly send: (event: BridgeEvent) => void
+  /** Bumped by every open and close: a step of an older attempt finds it changed and gives up. */
+  gen: number
+  remap: Remapper
+  /** What the local session is subscribed to, as far as this process knows. */
+  sessionFilters: string[]
+  /** The connections of the attempt that reached Forwarding (or is subscribing). */
+  local: MqttSession | undefined
+  upstream: UpstreamSession | undefined
+  fw: ForwardWindow | undefined
+  /** Forwarded by the windows of earlier connections. */
+  forwardedBefore: number
+  unrouted: number
+  closing: Promise<void>
+}
+
+/** What one connect attempt has opened so far. */
+interface Attempt {
+  readonly gen: number
+  credentials?: Credentials
+  upstream?: UpstreamSession
+  window?: ForwardWindow
+  local?: MqttSession
+  /** The link holds the connections now: closing them is `closeLink`'s job. */
+  handedOver: boolean
+}
+
+type OpenStep = (link: Link, attempt: Attempt) => Promise<void> | void
+
+/**
+ * Opening a link, as aedes lists its `connectActions`: one small named step after another.
+ * After each step the attempt is checked against the link's generation: a close (or a newer
+ * attempt) while the step ran abandons it, and it closes what it opened unless the link holds it.
+ */
+const OPEN_STEPS: readonly OpenStep[] = [
+  readCredentials,
+  connectUpstreamBroker,
+  connectLocalSession,
+  handOver,
+  subscribeSources,
+  reportConnected,
+]
+
 export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
-  const {
-    upstreamId,
-    target,
-    credentials,
-    local: localEndpoint,
-    localClientId,
-    upstreamClientId,
-    window: windowSize,
-    backoffBaseMs,
-    backoffMaxMs,
-    mayConnect = () => true,
-    dupGuard,
-    onChange = () => {},
-    log,
-  } = options
-  let remap: Remapper = createRemapper(options.bindings)
-  // What the local session is subscribed to, as far as this process knows.
-  let sessionFilters: string[] = []
-  let gen = 0
-  let local: LocalSession | undefined
-  let upstream: UpstreamSession | undefined
-  let fw: ForwardWindow | undefined
-  let forwardedBefore = 0
-  let unrouted = 0
-  let closing: Promise<void> = Promise.resolve()
+  const { upstreamId, dupGuard } = options
+  const link: Link = {
+    options,
+    send: (event) => actor.send(event),
+    gen: 0,
+    remap: createRemapper(options.bindings),
+    sessionFilters: [],
+    local: undefined,
+    upstream: undefined,
+    fw: undefined,
+    forwardedBefore: 0,
+    unrouted: 0,
+    closing: Promise.resolve(),
+  }
   let resolveStopped!: () => void
   const stopped = new Promise<void>((r) => (resolveStopped = r))
+  const actor = createLinkActor(link, () => resolveStopped())
 
+  const stop = async (reason = 'stopped') => {
+    if (actor.getSnapshot().value !== 'Stopped') actor.send({ type: 'bridge.stop', reason })
+    await link.closing
+    actor.stop()
+  }
+
+  actor.start()
+
+  return {
+    upstreamId,
+    stopped,
+    setBindings: (bindings) => setBindings(link, bindings),
+    status() {
+      const snap = actor.getSnapshot()
+      const { fw } = link
+      return {
+        state: snap.value as BridgeState,
+        lastError: snap.context.lastError,
+        forwarded: link.forwardedBefore + (fw?.forwarded ?? 0),
+        waiting: fw?.waiting ?? 0,
+        lagMs: fw?.lagMs() ?? 0,
+        unrouted: link.unrouted,
+        duplicatesDropped: dupGuard ? dupGuard.dropped : 0,
+      }
+    },
+    stop,
+    async forget() {
+      await stop('deleted')
+      const { url, username, password } = options.local
+      await discardSession({ url, clientId: options.localClientId, username, password })
+    },
+  }
+}
+
+/** The `bridge` machine with this link's I/O and backoff provided. */
+function createLinkActor(link: Link, onStopped: () => void): Actor<BridgeMachine> {
+  const { upstreamId, backoffBaseMs, backoffMaxMs, onChange = () => {}, log } = link.options
   const machine: BridgeMachine = bridgeMachine.provide({
     actions: {
-      openLink: () => void openLink(),
-      closeLink: () => closeLink(),
+      openLink: () => openLink(link),
+      closeLink: () => closeLink(link),
     },
     delays: {
       backoff: ({ context }) =>
@@ -119,160 +194,159 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     if (snap.value !== lastState) {
       lastState = String(snap.value)
       log.info({ upstreamId, state: snap.value, lastError: snap.context.lastError }, 'bridge link')
-      if (snap.value === 'Stopped') resolveStopped()
+      if (snap.value === 'Stopped') onStopped()
     }
     onChange()
   })
+  return actor
+}
 
-  const fail = (myGen: number, err: Error) => {
-    if (myGen !== gen) return
-    const fatal = err instanceof UpstreamRefusedError && err.fatal
-    actor.send({ type: 'bridge.failed', error: err.message, fatal })
-  }
+/** A connection of attempt `gen` failed: the machine backs off, or stops on a refused login. */
+function fail(link: Link, gen: number, err: Error): void {
+  if (gen !== link.gen) return
+  const fatal = err instanceof UpstreamRefusedError && err.fatal
+  link.send({ type: 'bridge.failed', error: err.message, fatal })
+}
 
-  async function openLink() {
-    const myGen = ++gen
-    if (!mayConnect()) {
-      actor.send({ type: 'bridge.stop', reason: 'lease lost' })
-      return
+/** Entry of Connecting. Checked first, like aedes's preConnect: the lease, before any I/O. */
+function openLink(link: Link): void {
+  const gen = ++link.gen
+  const { mayConnect = () => true } = link.options
+  if (!mayConnect()) return link.send({ type: 'bridge.stop', reason: 'lease lost' })
+  void runOpenSteps(link, { gen, handedOver: false })
+}
+
+async function runOpenSteps(link: Link, attempt: Attempt): Promise<void> {
+  try {
+    for (const step of OPEN_STEPS) {
+      const pending = step(link, attempt)
+      if (pending) await pending
+      if (attempt.gen !== link.gen) return abandon(attempt)
     }
-    let up: UpstreamSession | undefined
-    let lo: LocalSession | undefined
-    try {
-      const creds = await credentials()
-      if (myGen !== gen) return
-      up = await connectUpstream({
-        target,
-        clientId: upstreamClientId,
-        username: creds.username ?? null,
-        password: creds.password ?? null,
-        onClose: (err) => fail(myGen, err),
-      })
-      if (myGen !== gen) return void up.close()
-      const session = up
-      let sessionLocal: LocalSession | undefined
-      const win = createForwardWindow({
-        size: windowSize,
-        publish: (topic, payload, opts, done) => session.publish(topic, payload, opts, done),
-        // Messages may arrive in the same read as the CONNACK, before `connectLocal` resolves:
-        // `sessionLocal` is set from the first message's session.
-        ack: (id) => sessionLocal?.ack(id),
-        pause: () => sessionLocal?.pause(),
-        resume: () => sessionLocal?.resume(),
-        onError: (err) => fail(myGen, err),
-      })
-      lo = await connectLocal({
-        url: localEndpoint.url,
-        clientId: localClientId,
-        clean: false,
-        bridgeMode: true,
-        ...(localEndpoint.username === undefined ? {} : { username: localEndpoint.username }),
-        ...(localEndpoint.password === undefined ? {} : { password: localEndpoint.password }),
-        onMessage: (msg, s) => {
-          sessionLocal = s
-          let targets = remap.map(msg.topic)
-          if (targets.length === 0) unrouted++
-          // Acknowledged like any other, so the PUBACK order holds, but not forwarded.
-          else if (dupGuard && dupGuard.check(msg.topic, msg.payload, msg.retain)) targets = []
-          win.push(msg, targets)
-        },
-        onClose: (err) => fail(myGen, err),
-      })
-      sessionLocal = lo
-      if (myGen !== gen) {
-        win.close()
-        void lo.close()
-        void up.close()
-        return
-      }
-      local = lo
-      upstream = up
-      fw = win
-      // Subscribe even when the session is present: SUBSCRIBE is idempotent [MQTT-3.8.4-3], and
-      // a gateway that lost its sessions would otherwise leave the link silent. Filters of
-      // bindings removed while the link was down are still in the persistent session: drop them,
-      // or the gateway goes on queueing what no binding wants.
-      const wanted = remap.filters
-      await lo.unsubscribe(sessionFilters.filter((f) => !wanted.includes(f)))
-      await lo.subscribe(wanted)
-      sessionFilters = [...wanted]
-      if (myGen !== gen) return
-      actor.send({ type: 'bridge.connected' })
-    } catch (err) {
-      if (myGen !== gen) {
-        void lo?.close()
-        void up?.close()
-        return
-      }
-      void lo?.close()
-      void up?.close()
-      fail(myGen, err as Error)
-    }
+  } catch (err) {
+    void attempt.local?.close()
+    void attempt.upstream?.close()
+    fail(link, attempt.gen, err as Error)
   }
+}
 
-  function closeLink() {
-    gen++
-    if (fw) forwardedBefore += fw.forwarded
-    fw?.close()
-    fw = undefined
-    const lo = local
-    const up = upstream
-    local = upstream = undefined
-    // Close local first: stop taking messages before the upstream goes.
-    closing = Promise.all([lo?.close(), up?.close()]).then(() => {})
-  }
+/** A stale attempt closes what it opened, unless the link already holds it. */
+function abandon(attempt: Attempt): void {
+  if (attempt.handedOver) return
+  attempt.window?.close()
+  void attempt.local?.close()
+  void attempt.upstream?.close()
+}
 
-  actor.start()
+async function readCredentials(link: Link, attempt: Attempt): Promise<void> {
+  attempt.credentials = await link.options.credentials()
+}
 
-  return {
-    upstreamId,
-    stopped,
-    async setBindings(bindings) {
-      const before = remap
-      remap = createRemapper(bindings)
-      const added = remap.filters.filter((f) => !before.filters.includes(f))
-      const removed = before.filters.filter((f) => !remap.filters.includes(f))
-      const lo = local
-      if (!lo) return // not connected: the next connect subscribes the new filters
-      try {
-        await lo.subscribe(added)
-        await lo.unsubscribe(removed)
-        sessionFilters = [...remap.filters]
-      } catch (err) {
-        log.warn({ upstreamId, err }, 'binding change failed; reconnecting')
-        fail(gen, err as Error)
-      }
+async function connectUpstreamBroker(link: Link, attempt: Attempt): Promise<void> {
+  const { gen, credentials = {} } = attempt
+  attempt.upstream = await connectUpstream({
+    target: link.options.target,
+    clientId: link.options.upstreamClientId,
+    username: credentials.username ?? null,
+    password: credentials.password ?? null,
+    onClose: (err) => fail(link, gen, err),
+  })
+}
+
+/**
+ * The forwarding window, and the local session that feeds it: persistent, in bridge mode. Local
+ * messages go through the window upstream, and are acknowledged locally once it says so.
+ */
+async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> {
+  const { gen } = attempt
+  const { local: endpoint, localClientId, window: size, dupGuard } = link.options
+  const session = attempt.upstream!
+  let sessionLocal: MqttSession | undefined
+  const win = createForwardWindow({
+    size,
+    publish: (topic, payload, opts, done) => session.publish(topic, payload, opts, done),
+    // Messages may arrive in the same read as the CONNACK, before `connectMqttSession` resolves:
+    // `sessionLocal` is set from the first message's session.
+    ack: (id) => sessionLocal?.ack(id),
+    pause: () => sessionLocal?.pause(),
+    resume: () => sessionLocal?.resume(),
+    onError: (err) => fail(link, gen, err),
+  })
+  attempt.window = win
+  attempt.local = await connectMqttSession({
+    url: endpoint.url,
+    clientId: localClientId,
+    clean: false,
+    bridgeMode: true,
+    ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
+    ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
+    onMessage: (msg, s) => {
+      sessionLocal = s
+      let targets = link.remap.map(msg.topic)
+      if (targets.length === 0) link.unrouted++
+      // Acknowledged like any other, so the PUBACK order holds, but not forwarded.
+      else if (dupGuard && dupGuard.check(msg.topic, msg.payload, msg.retain)) targets = []
+      win.push(msg, targets)
     },
-    status() {
-      const snap = actor.getSnapshot()
-      return {
-        state: snap.value as BridgeState,
-        lastError: snap.context.lastError,
-        forwarded: forwardedBefore + (fw?.forwarded ?? 0),
-        waiting: fw?.waiting ?? 0,
-        lagMs: fw?.lagMs() ?? 0,
-        unrouted,
-        duplicatesDropped: dupGuard ? dupGuard.dropped : 0,
-      }
-    },
-    async stop(reason = 'stopped') {
-      if (actor.getSnapshot().value !== 'Stopped') actor.send({ type: 'bridge.stop', reason })
-      await closing
-      actor.stop()
-    },
-    async forget() {
-      await this.stop('deleted')
-      // A clean CONNECT discards the session and its queue [MQTT-3.1.2-6].
-      const lo = await connectLocal({
-        url: localEndpoint.url,
-        clientId: localClientId,
-        clean: true,
-        ...(localEndpoint.username === undefined ? {} : { username: localEndpoint.username }),
-        ...(localEndpoint.password === undefined ? {} : { password: localEndpoint.password }),
-        onMessage: () => {},
-        onClose: () => {},
-      })
-      await lo.close()
-    },
+    onClose: (err) => fail(link, gen, err),
+  })
+  sessionLocal = attempt.local
+}
+
+function handOver(link: Link, attempt: Attempt): void {
+  link.local = attempt.local
+  link.upstream = attempt.upstream
+  link.fw = attempt.window
+  attempt.handedOver = true
+}
+
+/**
+ * Subscribe even when the session is present: SUBSCRIBE is idempotent [MQTT-3.8.4-3], and a
+ * gateway that lost its sessions would otherwise leave the link silent. Filters of bindings
+ * removed while the link was down are still in the persistent session: drop them, or the
+ * gateway goes on queueing what no binding wants.
+ */
+async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
+  const local = attempt.local!
+  const wanted = link.remap.filters
+  await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.includes(f)))
+  await local.subscribe(wanted)
+  link.sessionFilters = [...wanted]
+}
+
+function reportConnected(link: Link): void {
+  link.send({ type: 'bridge.connected' })
+}
+
+/** Entry of Backoff and Stopped: the attempt under way is stale from here on. */
+function closeLink(link: Link): void {
+  link.gen++
+  if (link.fw) link.forwardedBefore += link.fw.forwarded
+  link.fw?.close()
+  link.fw = undefined
+  const lo = link.local
+  const up = link.upstream
+  link.local = link.upstream = undefined
+  // Close local first: stop taking messages before the upstream goes.
+  link.closing = Promise.all([lo?.close(), up?.close()]).then(() => {})
+}
+
+async function setBindings(link: Link, bindings: readonly Binding[]): Promise<void> {
+  const before = link.remap
+  const after = (link.remap = createRemapper(bindings))
+  const added = after.filters.filter((f) => !before.filters.includes(f))
+  const removed = before.filters.filter((f) => !after.filters.includes(f))
+  const lo = link.local
+  if (!lo) return // not connected: the next connect subscribes the new filters
+  try {
+    await lo.subscribe(added)
+    await lo.unsubscribe(removed)
+    link.sessionFilters = [...link.remap.filters]
+  } catch (err) {
+    link.options.log.warn(
+      { upstreamId: link.options.upstreamId, err },
+      'binding change failed; reconnecting'
+    )
+    fail(link, link.gen, err as Error)
   }
 }

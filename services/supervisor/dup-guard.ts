@@ -1,8 +1,9 @@
 /**
- * A bounded guard against stray cycles (DESIGN §7, third layer): MQTT 3.1.1 carries no origin,
- * so a message caught in a loop of bridges comes back again and again, milliseconds apart. The
- * guard counts identical messages (topic, payload, retain) per link within a short window and
- * drops one once it passed through more than `threshold` times, which breaks the cycle.
+ * A bounded guard against stray cycles (ARCHITECTURE.md §9, the duplicate guard): MQTT 3.1.1
+ * carries no origin, so a message caught in a loop of bridges comes back again and again,
+ * milliseconds apart. The guard counts identical messages (topic, payload, retain) per link
+ * within a short window and drops one once it passed through more than `threshold` times, which
+ * breaks the cycle.
  *
  * It is not a correctness mechanism: identical legitimate messages exist (an unchanged reading),
  * so the threshold sits far above any sane repeat rate (default: 20 identical within 200 ms, i.e.

@@ -4,7 +4,6 @@ import {
   openTopologyDb,
   TOPOLOGY_BUCKET,
   TOPOLOGY_HEARD_BUCKET,
-  TopologyExchangeSchema,
   type TopologyDb,
 } from '../common/topology-db.ts'
 import { shouldBlock, spanningTree, type StoredAdvert, type Topology } from '../common/topology.ts'
@@ -14,9 +13,10 @@ import type { Upstream } from '../contracts/store.ts'
 import type { LinkStatus } from '../contracts/links.ts'
 
 /**
- * The supervisor's part of the mesh spanning tree (DESIGN §7): originate this instance's advert,
- * exchange the topology database with the upstream server of every handshake link this replica
- * runs, and decide which links are blocked because their edge is not on the tree.
+ * The supervisor's part of the mesh spanning tree (ARCHITECTURE.md §9): originate this
+ * instance's advert, exchange the topology database with the upstream server of every handshake
+ * link this replica runs, and decide which links are blocked because their edge is not on the
+ * tree.
  */
 export const ADVERT_LIFETIMES = 6 // an advert lives 6 intervals, refreshed every 2
 export const SILENT_AFTER = 3 // a downstream not heard for 3 intervals is no neighbour
@@ -73,106 +73,17 @@ export async function startMesh({
   const db: TopologyDb = await openTopologyDb(bus)
   const heardKv = await bus.kv(TOPOLOGY_HEARD_BUCKET)
   const lifetimeMs = ADVERT_LIFETIMES * intervalMs
-  // An edge that turns from blocked to tree waits this long before forwarding, so that the other
-  // end and the rest of the mesh (a few exchanges away) see the same tree first (STP's forward delay).
-  const settleMs = 3 * intervalMs
+  const readNeighbours = () => neighboursOf({ store, linksKv, heardKv, instanceId, intervalMs })
+  const exchangeWith = createTopologyExchange({ store, remote, db, intervalMs, log })
+  // An edge that turns from blocked to tree waits 3 intervals before forwarding, so that the
+  // other end and the rest of the mesh (a few exchanges away) see the same tree first (STP's
+  // forward delay).
+  const decisions = createBlockDecisions(3 * intervalMs)
   let current: Topology = { nodes: [], edges: [], tree: new Set() }
-  const decisions = new Map<string, { blocked: boolean; clearSince?: number }>()
-  const inFlight = new Set<string>()
-  const secrets = new Map<string, string>()
   let closed = false
 
-  async function neighbours(): Promise<{ neighbours: string[]; out: string[] }> {
-    const now = Date.now()
-    const out = new Set<string>()
-    for (const u of await store.call('upstream.list', { status: 'Active' })) {
-      if (u.kind !== 'uns') continue
-      const entry = await linksKv.get(u.id)
-      if (!entry || entry.operation !== 'PUT') continue
-      const s = decodeJson<LinkStatus>(entry.value)
-      const fresh = now - Date.parse(s.updatedAt) < LINK_STATUS_STALE_MS
-      if (fresh && UP_STATES.has(s.state) && s.peerInstanceId) out.add(s.peerInstanceId)
-    }
-    const all = new Set(out)
-    for (const r of await store.call('request.list', { status: 'Accepted' })) {
-      const entry = await heardKv.get(r.id)
-      if (!entry || entry.operation !== 'PUT') continue
-      const { at } = decodeJson<{ at: number }>(entry.value)
-      if (now - at < SILENT_AFTER * intervalMs) all.add(r.instanceId)
-    }
-    all.delete(instanceId)
-    out.delete(instanceId)
-    return { neighbours: [...all].sort(), out: [...out].sort() }
-  }
-
-  async function originate(): Promise<void> {
-    const now = Date.now()
-    const mine = await neighbours()
-    const own = (await db.read()).find((a) => a.origin === instanceId)
-    const unchanged =
-      own &&
-      sameList(own.neighbours, mine.neighbours) &&
-      sameList(own.out, mine.out) &&
-      own.maxAgeMs === lifetimeMs &&
-      now - own.bornAt < lifetimeMs / 3
-    if (unchanged) return
-    const advert: StoredAdvert = {
-      origin: instanceId,
-      // Above anything stored for us, even an advert from before a restart with a faster clock.
-      version: Math.max(now, (own?.version ?? 0) + 1),
-      ...mine,
-      maxAgeMs: lifetimeMs,
-      bornAt: now,
-    }
-    await db.put(advert, now)
-  }
-
-  async function exchangeWith({ upstream }: MeshLink): Promise<void> {
-    const { id, remoteRequestId, host, httpPort } = upstream
-    if (upstream.kind !== 'uns' || !remoteRequestId || inFlight.has(id)) return
-    inFlight.add(id)
-    try {
-      let secret = secrets.get(id)
-      if (!secret) {
-        secret = (await store.call('upstream.credentials', { id })).password ?? ''
-        secrets.set(id, secret)
-      }
-      const theirs = await remote
-        .exchangeTopology(upstream, remoteRequestId, secret, await db.exchange(), {
-          timeoutMs: Math.max(1_000, 2 * intervalMs),
-        })
-        .catch((err: unknown) => {
-          if (err instanceof RemoteError && err.status === 401) secrets.delete(id) // read it again next time
-          throw err
-        })
-      await db.merge(theirs.adverts)
-    } catch (err) {
-      // An older peer without the route, or one that is down: its edge simply never forms.
-      log.debug({ upstreamId: id, err }, 'topology exchange failed')
-    } finally {
-      inFlight.delete(id)
-    }
-  }
-
-  function decide(peer: string, now: number): boolean {
-    const want = shouldBlock(current, instanceId, peer)
-    const d = decisions.get(peer)
-    if (!d) {
-      decisions.set(peer, { blocked: want })
-      return want
-    }
-    if (want) {
-      d.blocked = true
-      delete d.clearSince
-    } else if (d.blocked) {
-      d.clearSince ??= now
-      if (now - d.clearSince >= settleMs) {
-        d.blocked = false
-        delete d.clearSince
-      }
-    }
-    return d.blocked
-  }
+  const decide = (peer: string, now: number): boolean =>
+    decisions.decide(peer, shouldBlock(current, instanceId, peer), now)
 
   async function recompute(): Promise<void> {
     const now = Date.now()
@@ -180,10 +91,10 @@ export async function startMesh({
     let changed = false
     const peers = new Set(links().flatMap((l) => (l.peer ? [l.peer] : [])))
     for (const peer of peers) {
-      const before = decisions.get(peer)?.blocked
+      const before = decisions.blocked(peer)
       if (decide(peer, now) !== before) changed = true
     }
-    for (const peer of decisions.keys()) if (!peers.has(peer)) decisions.delete(peer)
+    decisions.keepOnly(peers)
     if (changed && enabled) onChange()
   }
 
@@ -191,7 +102,7 @@ export async function startMesh({
   const tick = (): Promise<void> =>
     (running ??= (async () => {
       try {
-        await originate()
+        await originate({ db, instanceId, lifetimeMs, readNeighbours })
         await Promise.all(links().map(exchangeWith))
         await db.prune()
         await recompute()
@@ -220,7 +131,7 @@ export async function startMesh({
   return {
     blocks(peer) {
       if (!enabled || !peer) return false
-      return decisions.get(peer)?.blocked ?? decide(peer, Date.now())
+      return decisions.blocked(peer) ?? decide(peer, Date.now())
     },
     topology: () => current,
     tick,
@@ -231,6 +142,168 @@ export async function startMesh({
       clearTimeout(debounce)
       await watch.unsubscribe().catch(() => {}) // the bus may already be closing
       await running
+    },
+  }
+}
+
+interface Neighbours {
+  neighbours: string[]
+  /** The peers of this instance's own links (bridged from here). */
+  out: string[]
+}
+
+/**
+ * This instance's neighbours: the peers of its handshake links that are up (a fresh link status,
+ * Forwarding or Blocked, peer known), and the instances of Accepted requests whose downstream
+ * exchanged topology lately.
+ */
+async function neighboursOf({
+  store,
+  linksKv,
+  heardKv,
+  instanceId,
+  intervalMs,
+}: {
+  store: StoreClient
+  linksKv: KvBucket
+  heardKv: KvBucket
+  instanceId: string
+  intervalMs: number
+}): Promise<Neighbours> {
+  const now = Date.now()
+  const out = new Set<string>()
+  for (const u of await store.call('upstream.list', { status: 'Active' })) {
+    if (u.kind !== 'uns') continue
+    const entry = await linksKv.get(u.id)
+    if (!entry || entry.operation !== 'PUT') continue
+    const s = decodeJson<LinkStatus>(entry.value)
+    const fresh = now - Date.parse(s.updatedAt) < LINK_STATUS_STALE_MS
+    if (fresh && UP_STATES.has(s.state) && s.peerInstanceId) out.add(s.peerInstanceId)
+  }
+  const all = new Set(out)
+  for (const r of await store.call('request.list', { status: 'Accepted' })) {
+    const entry = await heardKv.get(r.id)
+    if (!entry || entry.operation !== 'PUT') continue
+    const { at } = decodeJson<{ at: number }>(entry.value)
+    if (now - at < SILENT_AFTER * intervalMs) all.add(r.instanceId)
+  }
+  all.delete(instanceId)
+  out.delete(instanceId)
+  return { neighbours: [...all].sort(), out: [...out].sort() }
+}
+
+/** Re-originate our advert when its neighbours changed, or once a third of its life passed. */
+async function originate({
+  db,
+  instanceId,
+  lifetimeMs,
+  readNeighbours,
+}: {
+  db: TopologyDb
+  instanceId: string
+  lifetimeMs: number
+  readNeighbours: () => Promise<Neighbours>
+}): Promise<void> {
+  const now = Date.now()
+  const mine = await readNeighbours()
+  const own = (await db.read()).find((a) => a.origin === instanceId)
+  const unchanged =
+    own &&
+    sameList(own.neighbours, mine.neighbours) &&
+    sameList(own.out, mine.out) &&
+    own.maxAgeMs === lifetimeMs &&
+    now - own.bornAt < lifetimeMs / 3
+  if (unchanged) return
+  const advert: StoredAdvert = {
+    origin: instanceId,
+    // Above anything stored for us, even an advert from before a restart with a faster clock.
+    version: Math.max(now, (own?.version ?? 0) + 1),
+    ...mine,
+    maxAgeMs: lifetimeMs,
+    bornAt: now,
+  }
+  await db.put(advert, now)
+}
+
+/**
+ * Post our topology database to the upstream server of a handshake link and merge its answer;
+ * one exchange per link at a time. The secret is read once and again after a 401.
+ */
+function createTopologyExchange({
+  store,
+  remote,
+  db,
+  intervalMs,
+  log,
+}: {
+  store: StoreClient
+  remote: RemoteClient
+  db: TopologyDb
+  intervalMs: number
+  log: Logger
+}): (link: MeshLink) => Promise<void> {
+  const inFlight = new Set<string>()
+  const secrets = new Map<string, string>()
+  return async ({ upstream }) => {
+    const { id, remoteRequestId } = upstream
+    if (upstream.kind !== 'uns' || !remoteRequestId || inFlight.has(id)) return
+    inFlight.add(id)
+    try {
+      let secret = secrets.get(id)
+      if (!secret) {
+        secret = (await store.call('upstream.credentials', { id })).password ?? ''
+        secrets.set(id, secret)
+      }
+      const theirs = await remote
+        .exchangeTopology(upstream, remoteRequestId, secret, await db.exchange(), {
+          timeoutMs: Math.max(1_000, 2 * intervalMs), // at least 1 s, else two intervals
+        })
+        .catch((err: unknown) => {
+          // A refused secret is read again next time.
+          if (err instanceof RemoteError && err.status === 401) secrets.delete(id)
+          throw err
+        })
+      await db.merge(theirs.adverts)
+    } catch (err) {
+      // An older peer without the route, or one that is down: its edge simply never forms.
+      log.debug({ upstreamId: id, err }, 'topology exchange failed')
+    } finally {
+      inFlight.delete(id)
+    }
+  }
+}
+
+/**
+ * Per peer, blocked or not. Blocking takes effect at once; unblocking only once the tree has
+ * wanted the edge for `settleMs` without a break (STP's forward delay).
+ */
+function createBlockDecisions(settleMs: number) {
+  const decisions = new Map<string, { blocked: boolean; clearSince?: number }>()
+  return {
+    /** The decision so far; undefined for a peer not decided yet. */
+    blocked: (peer: string): boolean | undefined => decisions.get(peer)?.blocked,
+    /** Decide for `peer`, given whether the tree wants it blocked now. */
+    decide(peer: string, want: boolean, now: number): boolean {
+      const d = decisions.get(peer)
+      if (!d) {
+        decisions.set(peer, { blocked: want })
+        return want
+      }
+      if (want) {
+        d.blocked = true
+        delete d.clearSince
+      } else if (d.blocked) {
+        d.clearSince ??= now
+        if (now - d.clearSince >= settleMs) {
+          d.blocked = false
+          delete d.clearSince
+        }
+      }
+      return d.blocked
+    },
+    /** Forget the peers no running link leads to. */
+    keepOnly(peers: ReadonlySet<string>): void {
+      for (const peer of decisions.keys()) if (!peers.has(peer)) decisions.delete(peer)
     },
   }
 }

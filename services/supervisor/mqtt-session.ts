@@ -1,21 +1,21 @@
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
-import { nodeTlsOptions } from '../contracts/node-tls.ts'
 import { generate } from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
+import { nodeTlsOptions } from '../contracts/node-tls.ts'
 import type { TlsOptions } from '../contracts/store.ts'
-import { createWireReader, createWireWriter } from './wire.ts'
+import { createWireReader, createWireWriter, type WireWriter } from './wire.ts'
 
 /**
  * A small MQTT 3.1.1 client over TCP or TLS, for both ends of a link. MQTT.js cannot do what the
- * local side needs (PLUG-POINTS §1.5, §6): it cannot send protocol level 0x84 (bridge mode:
+ * local side needs (ARCHITECTURE.md §13): it cannot send protocol level 0x84 (bridge mode:
  * no-local and retain-as-published on aedes), and it sends a QoS 1 PUBACK only when its handler
  * returns, one message at a time. Here the caller acknowledges each message itself, in order,
  * once the upstream acknowledged it, while many messages are in flight. On the upstream side it
  * replaces MQTT.js for mqtt:// and mqtts:// because it is leaner per message (no outgoing store,
  * one buffer per PUBLISH); ws:// and wss:// still go through MQTT.js.
  */
-export interface LocalMessage {
+export interface MqttMessage {
   topic: string
   payload: Buffer
   qos: 0 | 1
@@ -24,7 +24,7 @@ export interface LocalMessage {
   messageId?: number
 }
 
-export interface LocalSession {
+export interface MqttSession {
   readonly sessionPresent: boolean
   subscribe(filters: readonly string[]): Promise<void>
   unsubscribe(filters: readonly string[]): Promise<void>
@@ -43,7 +43,7 @@ export interface LocalSession {
   close(): Promise<void>
 }
 
-export interface ConnectLocalOptions {
+export interface MqttSessionOptions {
   url: string
   clientId: string
   username?: string
@@ -59,7 +59,7 @@ export interface ConnectLocalOptions {
   /** Who is on the other end, for error messages. */
   peerName?: string
   /** The session is passed along: a message can arrive before the connect promise resolves. */
-  onMessage?: (msg: LocalMessage, session: LocalSession) => void
+  onMessage?: (msg: MqttMessage, session: MqttSession) => void
   /** Called once, when the connection ends after a successful connect (not after close()). */
   onClose: (err: Error) => void
 }
@@ -87,26 +87,77 @@ export class ConnackError extends Error {
 }
 
 const DEFAULT_KEEPALIVE_SEC = 30
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000 // 10 s
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000 // 10 s
+const MQTT_PORT = 1883 // IANA
+const MQTTS_PORT = 8883 // IANA
+const LAST_PACKET_ID = 65_535 // packet ids are 16 bit, 0 is not one [MQTT-2.3.1-1]
+const CLOSE_GRACE_MS = 1_000 // 1 s for the peer to close its side after our DISCONNECT
 
-export function connectLocal(options: ConnectLocalOptions): Promise<LocalSession> {
+/**
+ * Connect and hand back the session once the broker accepted it: open the socket, send CONNECT,
+ * wait for CONNACK (at most `connectTimeoutMs`), then keep the connection alive with pings.
+ */
+export function connectMqttSession(options: MqttSessionOptions): Promise<MqttSession> {
   const {
-    url,
-    clientId,
-    username,
-    password,
-    clean,
-    bridgeMode = true,
     keepaliveSec = DEFAULT_KEEPALIVE_SEC,
     connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
-    tls,
     peerName = 'local gateway',
     onMessage = () => {},
     onClose,
   } = options
+  const socket = openSocket(options.url, options.tls)
+
+  return new Promise<MqttSession>((resolve, reject) => {
+    let connected = false
+    let pinger: NodeJS.Timeout | undefined
+    const timer = setTimeout(
+      () =>
+        conn.fail(new Error(`${peerName} did not answer CONNECT within ${connectTimeoutMs} ms`)),
+      connectTimeoutMs
+    )
+    const conn = openConnection({
+      socket,
+      peerName,
+      onMessage,
+      onConnack(sessionPresent, returnCode) {
+        if (connected) return
+        clearTimeout(timer)
+        if (returnCode !== 0) return conn.fail(new ConnackError(returnCode, peerName))
+        connected = true
+        pinger = startPinger({ keepaliveSec, peerName, conn })
+        resolve(conn.session(sessionPresent))
+      },
+      onEnd(err, closing) {
+        clearTimeout(timer)
+        clearInterval(pinger)
+        if (!connected) reject(err)
+        else if (!closing) onClose(err)
+      },
+    })
+    socket.once('connect', () => conn.send(connectPacket({ ...options, keepaliveSec })))
+  })
+}
+
+/**
+ * Connect with a clean session and leave: the broker discards the session and its queue
+ * [MQTT-3.1.2-6].
+ */
+export async function discardSession(
+  options: Pick<MqttSessionOptions, 'url' | 'clientId' | 'username' | 'password'>
+): Promise<void> {
+  const session = await connectMqttSession({
+    ...options,
+    clean: true,
+    onMessage: () => {},
+    onClose: () => {},
+  })
+  await session.close()
+}
+
+function openSocket(url: string, tls: TlsOptions | null | undefined): Socket {
   const u = new URL(url)
   const secure = u.protocol === 'mqtts:'
-  const port = Number(u.port || (secure ? 8883 : 1883))
+  const port = Number(u.port || (secure ? MQTTS_PORT : MQTT_PORT))
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1') // IPv6 literals without brackets
   const socket: Socket = secure
     ? tlsConnect({
@@ -117,158 +168,206 @@ export function connectLocal(options: ConnectLocalOptions): Promise<LocalSession
       })
     : netConnect({ host, port })
   socket.setNoDelay(true)
+  return socket
+}
 
+function connectPacket({
+  clientId,
+  clean,
+  keepaliveSec,
+  bridgeMode = true,
+  username,
+  password,
+}: MqttSessionOptions & { keepaliveSec: number }): Packet {
+  const connect = {
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clientId,
+    clean,
+    keepalive: keepaliveSec,
+    bridgeMode, // mqtt-packet adds 0x80 to the level: 0x84 (not in its type declarations)
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined ? {} : { password: Buffer.from(password) }),
+  }
+  return connect as Packet
+}
+
+/** Ping at half the keepalive; a peer silent for 1.5× keepalive is gone [MQTT-3.1.2-24]. */
+function startPinger({
+  keepaliveSec,
+  peerName,
+  conn,
+}: {
+  keepaliveSec: number
+  peerName: string
+  conn: Connection
+}): NodeJS.Timeout {
+  const silentMs = keepaliveSec * 1_500 // 1.5 × keepalive, in ms
+  const pinger = setInterval(() => {
+    if (Date.now() - conn.lastInbound() > silentMs) {
+      return conn.fail(new Error(`${peerName} stopped answering pings`))
+    }
+    conn.send({ cmd: 'pingreq' })
+  }, keepaliveSec * 500) // half the keepalive, in ms
+  pinger.unref()
+  return pinger
+}
+
+/**
+ * Packet ids are shared by SUBSCRIBE, UNSUBSCRIBE and PUBLISH and must not be reused while in
+ * flight [MQTT-2.3.1-2]; the window keeps far fewer than 65,535 in flight.
+ */
+function createPacketIds(
+  pending: ReadonlyMap<number, unknown>,
+  publishing: ReadonlyMap<number, unknown>
+): () => number {
   let nextId = 1
-  const pending = new Map<number, () => void>()
-  const publishing = new Map<number, (err?: Error) => void>()
-  let connected = false
+  return () => {
+    let id = nextId
+    while (pending.has(id) || publishing.has(id)) id = id === LAST_PACKET_ID ? 1 : id + 1
+    nextId = id === LAST_PACKET_ID ? 1 : id + 1
+    return id
+  }
+}
+
+/** One connection's packets, from its first byte to its end; the handshake is the caller's. */
+interface Connection {
+  send(packet: Packet): void
+  /** End it: the socket goes, requests and publishes in flight fail, then `onEnd`. Once. */
+  fail(err: Error): void
+  /** The session, once CONNACK accepted it: messages are delivered from then on. */
+  session(sessionPresent: boolean): MqttSession
+  /** When the peer last sent anything, ms since the epoch. */
+  lastInbound(): number
+}
+
+function openConnection({
+  socket,
+  peerName,
+  onMessage,
+  onConnack,
+  onEnd,
+}: {
+  socket: Socket
+  peerName: string
+  onMessage: (msg: MqttMessage, session: MqttSession) => void
+  onConnack: (sessionPresent: boolean, returnCode: number) => void
+  /** `closing`: the end was asked for (close()). */
+  onEnd: (err: Error, closing: boolean) => void
+}): Connection {
+  const pending = new Map<number, () => void>() // SUBSCRIBE, UNSUBSCRIBE
+  const publishing = new Map<number, (err?: Error) => void>() // QoS 1 PUBLISH
+  const newId = createPacketIds(pending, publishing)
   let closing = false
   let ended = false
   let lastInbound = Date.now()
-  let pinger: NodeJS.Timeout | undefined
-  let current: LocalSession | undefined
+  let current: MqttSession | undefined
 
   // Writes made in one turn of the event loop leave in one write (one syscall): the PUBACKs
   // released by every upstream read of this turn cost one write, not one each (wire.ts).
   const out = createWireWriter(socket)
   const send = (packet: Packet) => out.raw(generate(packet, { protocolVersion: 4 }))
-  // Packet ids are shared by SUBSCRIBE, UNSUBSCRIBE and PUBLISH and must not be reused while in
-  // flight [MQTT-2.3.1-2]; the window keeps far fewer than 65,535 in flight.
-  const newId = () => {
-    let id = nextId
-    while (pending.has(id) || publishing.has(id)) id = id === 65_535 ? 1 : id + 1
-    nextId = id === 65_535 ? 1 : id + 1
-    return id
+
+  function fail(err: Error) {
+    if (ended) return
+    ended = true
+    socket.destroy()
+    for (const done of pending.values()) done()
+    pending.clear()
+    for (const done of publishing.values()) done(err)
+    publishing.clear()
+    onEnd(err, closing)
   }
 
-  return new Promise<LocalSession>((resolve, reject) => {
-    const timer = setTimeout(
-      () => fail(new Error(`${peerName} did not answer CONNECT within ${connectTimeoutMs} ms`)),
-      connectTimeoutMs
-    )
-
-    function fail(err: Error) {
-      if (ended) return
-      ended = true
-      clearTimeout(timer)
-      clearInterval(pinger)
-      socket.destroy()
-      for (const done of pending.values()) done()
-      pending.clear()
-      for (const done of publishing.values()) done(err)
-      publishing.clear()
-      if (!connected) reject(err)
-      else if (!closing) onClose(err)
-    }
-
-    socket.on('error', (err) => fail(err))
-    socket.on('close', () => fail(new Error(`${peerName} closed the connection`)))
-    const read = createWireReader({
-      connack: (sessionPresent, returnCode) => onConnack(sessionPresent, returnCode),
-      publish: (topic, payload, qos, retain, messageId) => {
-        // We subscribe at QoS 1, so the gateway never sends QoS 2 [MQTT-3.8.4-6]; treat it as 1.
-        const msg: LocalMessage =
-          qos === 0
-            ? { topic, payload, qos: 0, retain }
-            : { topic, payload, qos: 1, retain, messageId }
-        if (current) onMessage(msg, current)
-      },
-      ack: (kind, id) => {
-        const waiting = kind === 'puback' ? publishing : pending
-        const done = waiting.get(id)
-        if (!done) return
-        waiting.delete(id)
-        done()
-      },
-      error: (err) => fail(err),
-    })
-    socket.on('data', (chunk: Buffer) => {
-      lastInbound = Date.now()
-      read(chunk)
-    })
-
-    function onConnack(sessionPresent: boolean, returnCode: number) {
-      if (connected) return
-      clearTimeout(timer)
-      if (returnCode !== 0) return fail(new ConnackError(returnCode, peerName))
-      connected = true
-      // Ping at half the keepalive; a gateway silent for 1.5× keepalive is gone [MQTT-3.1.2-24].
-      pinger = setInterval(() => {
-        if (Date.now() - lastInbound > keepaliveSec * 1_500) {
-          return fail(new Error(`${peerName} stopped answering pings`))
-        }
-        send({ cmd: 'pingreq' })
-      }, keepaliveSec * 500)
-      pinger.unref()
-      current = session(sessionPresent)
-      resolve(current)
-    }
-
-    const request = (packet: Packet & { messageId?: number }): Promise<void> =>
-      new Promise((res, rej) => {
-        if (ended) return rej(new Error('local connection is closed'))
-        const id = newId()
-        packet.messageId = id
-        pending.set(id, () => (ended ? rej(new Error('local connection closed')) : res()))
-        send(packet)
-      })
-
-    function session(sessionPresent: boolean): LocalSession {
-      return {
-        sessionPresent,
-        subscribe: async (filters) => {
-          if (filters.length === 0) return
-          await request({
-            cmd: 'subscribe',
-            subscriptions: filters.map((topic) => ({ topic, qos: 1 as const })),
-          })
-        },
-        unsubscribe: async (filters) => {
-          if (filters.length === 0) return
-          await request({ cmd: 'unsubscribe', unsubscriptions: [...filters] })
-        },
-        ack: (messageId) => {
-          if (!ended) out.puback(messageId)
-        },
-        publish: (topic, payload, { qos, retain }, done) => {
-          if (ended) return done(new Error(`${peerName} connection is closed`))
-          if (qos === 0) {
-            out.publish(topic, payload, 0, retain, 0)
-            return done()
-          }
-          const id = newId()
-          publishing.set(id, done)
-          out.publish(topic, payload, 1, retain, id)
-        },
-        pause: () => socket.pause(),
-        resume: () => socket.resume(),
-        close: () =>
-          new Promise<void>((res) => {
-            if (ended) return res()
-            closing = true
-            socket.once('close', () => res())
-            send({ cmd: 'disconnect' })
-            out.flush()
-            socket.end()
-            // A gateway that never closes its side must not hold us up.
-            setTimeout(() => socket.destroy(), 1_000).unref()
-          }),
-      }
-    }
-
-    socket.once('connect', () => {
-      const connect = {
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: 4,
-        clientId,
-        clean,
-        keepalive: keepaliveSec,
-        bridgeMode, // mqtt-packet adds 0x80 to the level: 0x84 (not in its type declarations)
-        ...(username === undefined ? {} : { username }),
-        ...(password === undefined ? {} : { password: Buffer.from(password) }),
-      }
-      send(connect as Packet)
-    })
+  socket.on('error', (err) => fail(err))
+  socket.on('close', () => fail(new Error(`${peerName} closed the connection`)))
+  const read = createWireReader({
+    connack: (sessionPresent, returnCode) => onConnack(sessionPresent, returnCode),
+    publish: (topic, payload, qos, retain, messageId) => {
+      // We subscribe at QoS 1, so the gateway never sends QoS 2 [MQTT-3.8.4-6]; treat it as 1.
+      const msg: MqttMessage =
+        qos === 0
+          ? { topic, payload, qos: 0, retain }
+          : { topic, payload, qos: 1, retain, messageId }
+      if (current) onMessage(msg, current)
+    },
+    ack: (kind, id) => {
+      const waiting = kind === 'puback' ? publishing : pending
+      const done = waiting.get(id)
+      if (!done) return
+      waiting.delete(id)
+      done()
+    },
+    error: (err) => fail(err),
   })
+  socket.on('data', (chunk: Buffer) => {
+    lastInbound = Date.now()
+    read(chunk)
+  })
+
+  const request = (packet: Packet & { messageId?: number }): Promise<void> =>
+    new Promise((res, rej) => {
+      if (ended) return rej(new Error('local connection is closed'))
+      const id = newId()
+      packet.messageId = id
+      pending.set(id, () => (ended ? rej(new Error('local connection closed')) : res()))
+      send(packet)
+    })
+
+  function session(sessionPresent: boolean): MqttSession {
+    current = {
+      sessionPresent,
+      subscribe: async (filters) => {
+        if (filters.length === 0) return
+        await request({
+          cmd: 'subscribe',
+          subscriptions: filters.map((topic) => ({ topic, qos: 1 as const })),
+        })
+      },
+      unsubscribe: async (filters) => {
+        if (filters.length === 0) return
+        await request({ cmd: 'unsubscribe', unsubscriptions: [...filters] })
+      },
+      ack: (messageId) => {
+        if (!ended) out.puback(messageId)
+      },
+      publish: (topic, payload, { qos, retain }, done) => {
+        if (ended) return done(new Error(`${peerName} connection is closed`))
+        if (qos === 0) {
+          out.publish(topic, payload, 0, retain, 0)
+          return done()
+        }
+        const id = newId()
+        publishing.set(id, done)
+        out.publish(topic, payload, 1, retain, id)
+      },
+      pause: () => socket.pause(),
+      resume: () => socket.resume(),
+      close: () =>
+        new Promise<void>((res) => {
+          if (ended) return res()
+          closing = true
+          disconnect(socket, out, send, res)
+        }),
+    }
+    return current
+  }
+
+  return { send, fail, session, lastInbound: () => lastInbound }
+}
+
+/** DISCONNECT, then end our side; `done` once the socket closed. */
+function disconnect(
+  socket: Socket,
+  out: WireWriter,
+  send: (packet: Packet) => void,
+  done: () => void
+): void {
+  socket.once('close', () => done())
+  send({ cmd: 'disconnect' })
+  out.flush()
+  socket.end()
+  // A peer that never closes its side must not hold us up.
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref()
 }

@@ -2,7 +2,7 @@ import { decodeJson, encodeJson, type KvBucket } from '../common/bus/bus.ts'
 import { KvConflictError } from '../common/errors.ts'
 
 /**
- * One owner per bridge (PLUG-POINTS §2.2): a key per upstream in a KV bucket whose max age is
+ * One owner per bridge (ARCHITECTURE.md §13): a key per upstream in a KV bucket whose max age is
  * the lease TTL. `create` claims it, `update(revision)` renews it every TTL/3, and the revision is
  * the fencing token: an owner whose renewal is refused has lost the bridge and stops at once. On
  * NATS 2.9 an expiry emits no watch event, so standbys simply try `create` on every tick.
@@ -112,4 +112,50 @@ export function createLeaseManager({
     },
     held: () => [...leases.keys()],
   }
+}
+
+export interface LeaseRenewal {
+  stop(): void
+}
+
+/**
+ * Leases renew on their own timer, never behind the reconcile loop: that loop waits on the
+ * store (up to its 5 s timeout) and on the gateway, longer than a lease lives, and a lease must
+ * not expire because a store call was slow. A lease lost here is handed to `onLost` at once, which
+ * stops its link (the fence); the reconcile loop then tidies up.
+ */
+export function startLeaseRenewal<T>({
+  leases,
+  held,
+  everyMs,
+  isClosed,
+  onLost,
+}: {
+  leases: LeaseManager
+  /** What runs under a lease now, by upstream id. */
+  held: () => Iterable<readonly [string, T]>
+  /** Renew at least this often, ms: a third of the TTL. */
+  everyMs: number
+  isClosed: () => boolean
+  onLost: (id: string, what: T) => Promise<void>
+}): LeaseRenewal {
+  let renewing = false
+  async function renewAll(): Promise<void> {
+    if (renewing || isClosed()) return
+    renewing = true
+    try {
+      await Promise.all(
+        [...held()].map(async ([id, what]) => {
+          // A failed renewal of a lease that has not expired yet is tried again next tick.
+          await leases.renew(id).catch(() => false)
+          if (leases.holds(id)) return
+          await onLost(id, what)
+        })
+      )
+    } finally {
+      renewing = false
+    }
+  }
+  const timer = setInterval(() => void renewAll(), everyMs)
+  return { stop: () => clearInterval(timer) }
 }

@@ -1,6 +1,6 @@
 import type { Binding } from '../../machines/index.ts'
 
-/** Where a local topic goes upstream, for a set of bindings (DESIGN §7). */
+/** Where a local topic goes upstream, for a set of bindings (ARCHITECTURE.md §8). */
 export interface Remapper {
   /** One subscription filter per distinct source: `source/#` also matches `source` [MQTT-4.7.1-2]. */
   readonly filters: readonly string[]

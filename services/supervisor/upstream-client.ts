@@ -1,7 +1,12 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt'
 import { HOST_PROTOCOLS, type TlsOptions } from '../contracts/store.ts'
 import { nodeTlsOptions } from '../contracts/node-tls.ts'
-import { ConnackError, connectLocal } from './mqtt-session.ts'
+import {
+  ConnackError,
+  connectMqttSession,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type MqttSession,
+} from './mqtt-session.ts'
 
 /**
  * The bridge's side on the upstream broker: our lean client for mqtt:// and mqtts://, MQTT.js
@@ -16,15 +21,8 @@ export interface UpstreamTarget {
   tls?: TlsOptions | null
 }
 
-export interface UpstreamSession {
-  publish(
-    topic: string,
-    payload: Buffer,
-    opts: { qos: 0 | 1; retain: boolean },
-    done: (err?: Error) => void
-  ): void
-  close(): Promise<void>
-}
+/** All the bridge asks of its upstream end, whichever client serves it. */
+export type UpstreamSession = Pick<MqttSession, 'publish' | 'close'>
 
 export class UpstreamRefusedError extends Error {
   readonly returnCode: number
@@ -39,8 +37,8 @@ export class UpstreamRefusedError extends Error {
   }
 }
 
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000 // 10 s
 const KEEPALIVE_SEC = 30
+const CLOSE_GRACE_MS = 1_000 // 1 s for what is in flight when we close
 
 export function upstreamUrl({ host, brokerPort }: UpstreamTarget): string {
   const u = new URL(host.includes('://') ? host : `mqtt://${host}`)
@@ -57,7 +55,7 @@ export async function connectUpstream(
   const url = upstreamUrl(options.target)
   if (!url.startsWith('mqtt')) return connectUpstreamMqttJs(options)
   try {
-    const session = await connectLocal({
+    const session = await connectMqttSession({
       url,
       clientId: options.clientId,
       clean: true,
@@ -105,7 +103,7 @@ function connectUpstreamMqttJs({
     // The supervisor's machine owns reconnects: backoff with jitter, and a stop on a revoked
     // credential. MQTT.js's own reconnect has no jitter and retries forever.
     reconnectPeriod: 0,
-    // Never buffer QoS 0 while offline: unbounded memory (PLUG-POINTS §6).
+    // Never buffer QoS 0 while offline: unbounded memory (ARCHITECTURE.md §13).
     queueQoSZero: false,
     ...(username ? { username } : {}),
     ...(password ? { password } : {}),
@@ -161,7 +159,7 @@ function connectUpstreamMqttJs({
             closing = true
             ended = true
             // Graceful: wait for what is in flight, but never longer than 1 s.
-            const t = setTimeout(() => client.end(true, () => res()), 1_000)
+            const t = setTimeout(() => client.end(true, () => res()), CLOSE_GRACE_MS)
             client.end(false, () => {
               clearTimeout(t)
               res()

@@ -1,5 +1,5 @@
 /**
- * The forwarding window of one link (DESIGN §7, PLUG-POINTS §6): up to `size` QoS 1 publishes in
+ * The forwarding window of one link (ARCHITECTURE.md §4, §8, §13): up to `size` QoS 1 publishes in
  * flight upstream at once, and each local message acknowledged only once the upstream
  * acknowledged every copy of it, in the order the messages arrived. A crash anywhere therefore
  * loses nothing: what was not acknowledged locally is redelivered by the gateway's persistent

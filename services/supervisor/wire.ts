@@ -22,6 +22,53 @@ export interface WireHandlers {
 /** Largest packet accepted: the MQTT maximum remaining length [MQTT-2.2.3]. */
 const MAX_REMAINING = 268_435_455
 
+/**
+ * One whole packet, `b[p, end)` its variable header and payload: to its handler, or `fail` when
+ * it is malformed.
+ */
+function dispatch(
+  h: WireHandlers,
+  fail: (msg: string) => void,
+  b: Buffer,
+  type: number,
+  flags: number,
+  p: number,
+  end: number
+): void {
+  switch (type) {
+    case 3: {
+      // PUBLISH
+      if (end - p < 2) return fail('PUBLISH too short')
+      const topicLen = (b[p]! << 8) | b[p + 1]!
+      p += 2
+      const qos = (flags >> 1) & 3
+      if (qos === 3) return fail('PUBLISH with QoS 3')
+      if (p + topicLen + (qos ? 2 : 0) > end) return fail('PUBLISH topic past the end')
+      const topic = b.toString('utf8', p, p + topicLen)
+      p += topicLen
+      let id = 0
+      if (qos) {
+        id = (b[p]! << 8) | b[p + 1]!
+        p += 2
+      }
+      return h.publish(topic, b.subarray(p, end), qos, (flags & 1) === 1, id)
+    }
+    case 4: // PUBACK
+    case 9: // SUBACK
+    case 11: // UNSUBACK
+      if (end - p < 2) return fail('acknowledgement too short')
+      return h.ack(
+        type === 4 ? 'puback' : type === 9 ? 'suback' : 'unsuback',
+        (b[p]! << 8) | b[p + 1]!
+      )
+    case 2: // CONNACK
+      if (end - p < 2) return fail('CONNACK too short')
+      return h.connack((b[p]! & 1) === 1, b[p + 1]!)
+    default:
+      return // PINGRESP; nothing else is sent to a 3.1.1 client that only uses QoS 0 and 1
+  }
+}
+
 export function createWireReader(h: WireHandlers): (chunk: Buffer) => void {
   // A packet split across reads: the chunks so far, and how many bytes the packet needs (0 while
   // its length is not known yet). Joined once, when complete.
@@ -34,41 +81,6 @@ export function createWireReader(h: WireHandlers): (chunk: Buffer) => void {
     failed = true
     parts = []
     h.error(new Error(`malformed MQTT packet: ${msg}`))
-  }
-
-  function onPacket(b: Buffer, type: number, flags: number, p: number, end: number) {
-    switch (type) {
-      case 3: {
-        // PUBLISH
-        if (end - p < 2) return fail('PUBLISH too short')
-        const topicLen = (b[p]! << 8) | b[p + 1]!
-        p += 2
-        const qos = (flags >> 1) & 3
-        if (qos === 3) return fail('PUBLISH with QoS 3')
-        if (p + topicLen + (qos ? 2 : 0) > end) return fail('PUBLISH topic past the end')
-        const topic = b.toString('utf8', p, p + topicLen)
-        p += topicLen
-        let id = 0
-        if (qos) {
-          id = (b[p]! << 8) | b[p + 1]!
-          p += 2
-        }
-        return h.publish(topic, b.subarray(p, end), qos, (flags & 1) === 1, id)
-      }
-      case 4: // PUBACK
-      case 9: // SUBACK
-      case 11: // UNSUBACK
-        if (end - p < 2) return fail('acknowledgement too short')
-        return h.ack(
-          type === 4 ? 'puback' : type === 9 ? 'suback' : 'unsuback',
-          (b[p]! << 8) | b[p + 1]!
-        )
-      case 2: // CONNACK
-        if (end - p < 2) return fail('CONNACK too short')
-        return h.connack((b[p]! & 1) === 1, b[p + 1]!)
-      default:
-        return // PINGRESP; nothing else is sent to a 3.1.1 client that only uses QoS 0 and 1
-    }
   }
 
   /**
@@ -103,7 +115,7 @@ export function createWireReader(h: WireHandlers): (chunk: Buffer) => void {
         return o
       }
       const first = b[o]!
-      onPacket(b, first >> 4, first & 0x0f, i, i + len)
+      dispatch(h, fail, b, first >> 4, first & 0x0f, i, i + len)
       o = i + len
     }
     return o

@@ -1,12 +1,17 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
+import { tlsFetch } from '../../services/contracts/tls-fetch.ts'
 
 export interface Instance {
   httpUrl: string
   mqttUrl: string | null
+  /** `mqtts://127.0.0.1:<port>` when started with `tls`. */
+  mqttsUrl: string | null
+  /** fetch that trusts this instance's certificate (the global fetch when it has none). */
+  fetch: typeof globalThis.fetch
   instanceId: string
   adminToken: string
   dataDir: string
@@ -21,18 +26,30 @@ export interface Instance {
 
 /**
  * Start a real uns-bridge process on ephemeral loopback ports with its own data folder
- * (removed on stop unless the caller passed one).
+ * (removed on stop unless the caller passed one). With `tls`, it serves its HTTP API over https
+ * only and adds an MQTT-over-TLS listener, both with that certificate.
  */
 export async function startInstance({
   dataDir,
   args = [],
   env = {},
+  tls,
 }: {
   dataDir?: string
   args?: string[]
   env?: Record<string, string>
+  tls?: { cert: string; key: string }
 } = {}): Promise<Instance> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'ub-inst-'))
+  if (tls) {
+    writeFileSync(join(dir, 'tls-cert.pem'), tls.cert)
+    writeFileSync(join(dir, 'tls-key.pem'), tls.key, { mode: 0o600 })
+    args = [
+      ...['--http-tls', '--mqtt-tls-port', '0'],
+      ...['--tls-cert', join(dir, 'tls-cert.pem'), '--tls-key', join(dir, 'tls-key.pem')],
+      ...args,
+    ]
+  }
   const adminToken = env.UB_ADMIN_TOKEN ?? 'ubt_test_' + randomBytes(12).toString('hex')
   const launched = await launchProcess({
     args: [
@@ -53,6 +70,11 @@ export async function startInstance({
   return {
     httpUrl: launched.ready.http as string,
     mqttUrl: (launched.ready.mqtt as string | null) ?? null,
+    mqttsUrl:
+      ((launched.ready.endpoints as string[] | undefined) ?? [])
+        .find((e) => e.startsWith('mqtts '))
+        ?.slice('mqtts '.length) ?? null,
+    fetch: tls ? tlsFetch({ ca: tls.cert }) : globalThis.fetch,
     instanceId: launched.ready.instanceId as string,
     adminToken,
     dataDir: dir,
@@ -76,7 +98,7 @@ export async function apiRequest(
   path: string,
   body?: unknown
 ): Promise<{ status: number; body: any }> {
-  const res = await fetch(inst.httpUrl + path, {
+  const res = await inst.fetch(inst.httpUrl + path, {
     method,
     headers: { authorization: `Bearer ${inst.adminToken}`, 'content-type': 'application/json' },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),

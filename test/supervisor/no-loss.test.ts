@@ -9,7 +9,7 @@ import { spawnSupervisor, type SupervisorProcess } from './process.ts'
 
 /**
  * QoS 1 end to end across a SIGKILLed supervisor, a restart and a failover to another replica
- * (DESIGN §7): every message published locally reaches the upstream at least once.
+ * (ARCHITECTURE.md §8): every message published locally reaches the upstream at least once.
  */
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {

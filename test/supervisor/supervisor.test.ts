@@ -2,7 +2,7 @@ import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { decodeJson, type Bus } from '../../services/common/bus/bus.ts'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
-import { connectLocal } from '../../services/supervisor/mqtt-session.ts'
+import { connectMqttSession } from '../../services/supervisor/mqtt-session.ts'
 import { LINKS_BUCKET, localClientId, type LinkStatus } from '../../services/contracts/links.ts'
 import { startSupervisor, type Supervisor } from '../../services/supervisor/index.ts'
 import { collect, freePort, startAedes, waitFor } from './aedes.ts'
@@ -103,7 +103,7 @@ describe('bridge supervisor', () => {
     store.set('U2', { status: 'Deleted' })
     await waitFor(() => !sup.links().has('U2'), { what: 'stopped' })
     await new Promise((r) => setTimeout(r, 200))
-    const probe = await connectLocal({
+    const probe = await connectMqttSession({
       url: local.url,
       clientId: localClientId('U2'),
       clean: false,

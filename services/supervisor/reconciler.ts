@@ -1,0 +1,195 @@
+import type { Binding } from '../../machines/index.ts'
+import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
+import { UbError } from '../common/errors.ts'
+import type { Logger } from '../common/log.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
+import type { TransitionRecord, Upstream } from '../contracts/store.ts'
+import type { LinkRunner, RunningLink, RunningLinks } from './link-runner.ts'
+import type { LeaseManager } from './ownership.ts'
+import { sameBindings } from './remap.ts'
+
+const LIST_EVERY_MS = 10_000 // full reconcile from the store even when no event arrives
+const EVENT_DEBOUNCE_MS = 20 // a burst of transitions costs one reconcile
+
+/**
+ * The desired set (Active upstreams from the store, every transition event a hint) against the
+ * running links: start what this replica can claim, stop what is no longer Active, owned or
+ * reachable, retarget what moved, rebind what changed bindings, forget what was deleted.
+ */
+export interface Reconciler {
+  /** One pass now, or right after the one under way. */
+  reconcile(): Promise<void>
+  /** No more events or ticks; the passes under way go on (see `drain`). */
+  stop(): Promise<void>
+  /** Wait for the passes under way and queued. */
+  drain(): Promise<void>
+}
+
+export interface ReconcilerOptions {
+  bus: Bus
+  store: StoreClient
+  running: RunningLinks
+  runner: LinkRunner
+  leases: LeaseManager
+  /** A pass at least this often, ms. */
+  everyMs: number
+  isClosed: () => boolean
+  log: Logger
+}
+
+export async function startReconciler(options: ReconcilerOptions): Promise<Reconciler> {
+  const { bus, store, running, runner, leases, isClosed, log } = options
+  const deleted = new Set<string>()
+  let desired = new Map<string, Upstream>()
+  let listedAt = 0
+  let dirty = true
+
+  async function refreshDesired(): Promise<void> {
+    if (!dirty && Date.now() - listedAt < LIST_EVERY_MS) return
+    dirty = false
+    try {
+      const list = await store.call('upstream.list', { status: 'Active' })
+      desired = new Map(list.map((u) => [u.id, u]))
+      listedAt = Date.now()
+    } catch (err) {
+      // Keep forwarding what we forward: an unreachable store says nothing about the links.
+      log.warn({ err }, 'could not list Active upstreams; keeping the current links')
+    }
+  }
+
+  async function isGone(id: string): Promise<boolean> {
+    if (deleted.has(id)) return true
+    try {
+      return (await store.call('upstream.get', { id })).status === 'Deleted'
+    } catch (err) {
+      return err instanceof UbError && err.code === 'not_found'
+    }
+  }
+
+  async function reconcileRunning(): Promise<void> {
+    for (const [id, r] of running) {
+      const want = desired.get(id)
+      if (!want) {
+        await runner.stop(id, (await isGone(id)) ? 'forget' : 'stop')
+        continue
+      }
+      // Renewed by the lease renewal on its own timer; a lease it lost (or could not renew in
+      // time) already stopped the link, and is cleaned up here.
+      if (!leases.holds(id)) {
+        await runner.stop(id, 'lost')
+        continue
+      }
+      await update(r, want)
+    }
+  }
+
+  async function update(r: RunningLink, want: Upstream): Promise<void> {
+    if (targetChanged(r.upstream, want)) {
+      // Where to connect changed: a new link; the session (and its queue) carries over.
+      await r.link.stop('upstream changed')
+      await r.status.close()
+      runner.start(want)
+    } else if (!sameBindings(r.upstream.bindings, want.bindings)) {
+      r.upstream = want
+      if (!r.blocked) await r.link.setBindings(want.bindings as Binding[])
+    }
+  }
+
+  async function startMissing(): Promise<void> {
+    for (const [id, upstream] of desired) {
+      if (running.has(id) || isClosed()) continue
+      try {
+        if (await leases.acquire(id)) runner.start(upstream)
+      } catch (err) {
+        log.warn({ upstreamId: id, err }, 'could not claim the lease')
+      }
+    }
+  }
+
+  async function forgetDeleted(): Promise<void> {
+    for (const id of deleted) {
+      deleted.delete(id)
+      if (!running.has(id))
+        await runner.forgetOrphan(id).catch((err: unknown) => log.warn({ err }, 'forget'))
+    }
+  }
+
+  const passes = createPassQueue(
+    async () => {
+      await refreshDesired()
+      await reconcileRunning()
+      await startMissing()
+      await forgetDeleted()
+    },
+    { isClosed, log }
+  )
+
+  let debounce: NodeJS.Timeout | undefined
+  const events: Subscription = await bus.subscribe('evt.upstream.*.transition', (msg) => {
+    try {
+      const rec = decodeJson<TransitionRecord>(msg.data)
+      if (rec.to === 'Deleted') deleted.add(rec.machineId)
+    } catch (err) {
+      log.warn({ err, subject: msg.subject }, 'unreadable transition event')
+    }
+    dirty = true
+    clearTimeout(debounce)
+    debounce = setTimeout(() => void passes.run(), EVENT_DEBOUNCE_MS)
+  })
+  const tick = setInterval(() => void passes.run(), options.everyMs)
+
+  return {
+    reconcile: passes.run,
+    async stop() {
+      clearInterval(tick)
+      clearTimeout(debounce)
+      await events.unsubscribe().catch(() => {}) // the bus may already be closing
+    },
+    drain: passes.drain,
+  }
+}
+
+/** Where to connect: host, broker port, kind or TLS. */
+function targetChanged(u: Upstream, want: Upstream): boolean {
+  return (
+    u.host !== want.host ||
+    u.brokerPort !== want.brokerPort ||
+    u.kind !== want.kind ||
+    JSON.stringify(u.tls) !== JSON.stringify(want.tls)
+  )
+}
+
+/**
+ * One pass at a time; calls during a pass share exactly one more pass after it. A caller waits
+ * for a pass that started after its call, never for an open-ended loop: a store that keeps timing
+ * out must not hold up the start (each pass then takes a timeout).
+ */
+function createPassQueue(
+  onePass: () => Promise<void>,
+  { isClosed, log }: { isClosed: () => boolean; log: Logger }
+): { run(): Promise<void>; drain(): Promise<void> } {
+  let pass: Promise<void> | undefined
+  let queued: Promise<void> | undefined
+  function runPass(): Promise<void> {
+    const p: Promise<void> = onePass()
+      .catch((err: unknown) => log.error({ err }, 'reconcile failed'))
+      .finally(() => {
+        if (pass === p) pass = undefined
+      })
+    return p
+  }
+  return {
+    run(): Promise<void> {
+      if (isClosed()) return Promise.resolve()
+      if (!pass) return (pass = runPass())
+      return (queued ??= pass.then(() => {
+        queued = undefined
+        return isClosed() ? undefined : (pass = runPass())
+      }))
+    },
+    async drain() {
+      await queued
+      await pass
+    },
+  }
+}
