@@ -1,13 +1,13 @@
 import { getConnInfo } from '@hono/node-server/conninfo'
 import { readFileSync } from 'node:fs'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
-import { createApp } from './app.ts'
-import { startPoller } from './poller.ts'
+import { createApp } from './server/app.ts'
+import { startPoller } from './poller/poller.ts'
 import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 
-export { createApp, type AppOptions } from './app.ts'
+export { createApp, type AppOptions } from './server/app.ts'
 export { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
-export { startPoller, type Poller } from './poller.ts'
+export { startPoller, type Poller } from './poller/poller.ts'
 
 export interface HandshakeOptions {
   ready: () => Promise<{ ok: boolean; checks: Record<string, boolean> }>
@@ -60,7 +60,7 @@ export async function startHandshake(
     instanceId,
     remote,
     poller,
-    // Node's socket address; Deno and Bun serve through node:http in services/runtime, so it holds there too.
+    // Node's socket address; Deno and Bun serve through node:http in services/launch/runtime, so it holds there too.
     remoteAddress: (c) => getConnInfo(c).remote.address,
     trustProxy: config.trustProxy,
     adminTokenHash,

@@ -28,6 +28,8 @@ export interface Fabric {
 
 const STORE_WAIT_MS = 30_000 // a service started before the store waits this long for it
 
+type FetchHandler = (req: Request, env?: object) => Response | Promise<Response>
+
 /** Start the services named in the config in this process: the embedded default runs all four. */
 export async function startFabric({
   config,
@@ -38,41 +40,21 @@ export async function startFabric({
   explicit: ReadonlySet<string>
   log: Logger
 }): Promise<Fabric> {
-  const closers: Array<() => Promise<void>> = []
-  const close = async () => {
-    // Reverse start order: HTTP and bridges stop before the store and the bus they use.
-    for (const fn of closers.splice(0).reverse()) {
-      await fn().catch((err: unknown) => log.error({ err }, 'error while stopping'))
-    }
-  }
+  const stops = createStopList(log)
   try {
     const wants = new Set(config.services)
-    // PGlite and the in-process bus keep their state in the data folder.
-    const keepsState = !config.natsUrl || (wants.has('store') && !config.databaseUrl)
-    if (keepsState) {
-      const lock = lockDataDir(config.dataDir)
-      closers.push(async () => lock.release())
-    }
+    lockDataDirIfStateful(config, wants, stops)
     const bus = await createBus({
       natsUrl: config.natsUrl,
       prefix: config.busPrefix,
       log,
       dataDir: join(config.dataDir, 'bus'),
     })
-    closers.push(() => bus.close())
+    stops.add(() => bus.close())
     const metrics = new Registry()
     collectDefaultMetrics({ register: metrics })
+    if (wants.has('store')) await startStoreHere(config, bus, log, stops)
 
-    if (wants.has('store')) {
-      const { createDb } = await import('../../db/client.ts')
-      const { migrateDb } = await import('../../db/migrate.ts')
-      const { startStore } = await import('../store/index.ts')
-      const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
-      closers.push(() => db.close())
-      await migrateDb(db)
-      const store = await startStore({ bus, db, log })
-      closers.push(() => store.close())
-    }
     const store = createStoreClient({ bus })
     const admin = operatorToken(config)
     // The store keeps the token's hash too (the configured or file token replaces it), so the
@@ -88,41 +70,12 @@ export async function startFabric({
       metrics,
     }
     const services: RunningService[] = []
-    const started = async (svc: RunningService) => {
+    const started = (svc: RunningService) => {
       services.push(svc)
-      closers.push(() => svc.close())
-      return svc
+      stops.add(() => svc.close())
     }
-
-    let mqttPort: number | null = null
-    if (wants.has('gateway')) {
-      const { startGateway } = await import('../gateway/index.ts')
-      const gateway = await startGateway(ctx)
-      mqttPort = gateway.ports.mqtt
-      await started(gateway)
-    }
-    if (wants.has('supervisor')) {
-      const { startSupervisor } = await import('../supervisor/index.ts')
-      const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
-      await started(await startSupervisor(ctx, { localBrokerUrl }))
-    }
-
-    const ready = readiness(bus, store)
-    // `env` carries node-server's socket: the handshake API reads the caller's IP from it.
-    let fetch: (req: Request, env?: object) => Response | Promise<Response>
-    if (wants.has('handshake')) {
-      const { startHandshake } = await import('../handshake/index.ts')
-      const handshake = await startHandshake(ctx, { ready, adminTokenHash: admin!.hash })
-      await started(handshake)
-      fetch = (req, env) => handshake.app.fetch(req, env)
-    } else {
-      const ops = createOpsRoutes({
-        ready,
-        metrics,
-        verifyToken: async (token) => (await store.call('instance.verifyAdminToken', { token })).ok,
-      })
-      fetch = (req, env) => ops.fetch(req, env)
-    }
+    const mqttPort = await startBrokerAndBridges(ctx, wants, started)
+    const fetch = await startHttpApp(ctx, wants, started, admin)
     const httpTls = config.httpTls ? readTlsMaterial(config, 'httpTls') : undefined
     const http = await listenWithFallback({
       key: 'httpPort',
@@ -132,7 +85,7 @@ export async function startFabric({
       listen: (port) =>
         serveHttp({ fetch, port, hostname: config.httpHost, ...(httpTls ? { tls: httpTls } : {}) }),
     })
-    closers.push(() => http.close())
+    stops.add(() => http.close())
 
     const host = displayHost(config.httpHost)
     const httpUrl = `${httpTls ? 'https' : 'http'}://${host}:${http.port}`
@@ -141,7 +94,7 @@ export async function startFabric({
     const labelled = (url: string) => `${url.slice(0, url.indexOf(':'))} ${url}`
     const endpoints = [httpUrl, ...services.flatMap((s) => s.endpoints)].map(labelled)
     let closing: Promise<void> | undefined
-    const stop = () => (closing ??= close())
+    const stop = () => (closing ??= stops.stopAll())
     return {
       instanceId: instance.instanceId,
       adminToken: admin?.token ?? instance.adminToken ?? null,
@@ -153,9 +106,92 @@ export async function startFabric({
       [Symbol.asyncDispose]: stop,
     }
   } catch (err) {
-    await close()
+    await stops.stopAll()
     throw err
   }
+}
+
+/** What to stop, in start order; `stopAll` stops each once, last started first. */
+function createStopList(log: Logger) {
+  const stops: Array<() => Promise<void>> = []
+  return {
+    add(stop: () => Promise<void>): void {
+      stops.push(stop)
+    },
+    async stopAll(): Promise<void> {
+      // Reverse start order: HTTP and bridges stop before the store and the bus they use.
+      for (const fn of stops.splice(0).reverse()) {
+        await fn().catch((err: unknown) => log.error({ err }, 'error while stopping'))
+      }
+    },
+  }
+}
+
+type StopList = ReturnType<typeof createStopList>
+
+function lockDataDirIfStateful(config: Config, wants: Set<string>, stops: StopList): void {
+  // PGlite and the in-process bus keep their state in the data folder.
+  const keepsState = !config.natsUrl || (wants.has('store') && !config.databaseUrl)
+  if (!keepsState) return
+  const lock = lockDataDir(config.dataDir)
+  stops.add(async () => lock.release())
+}
+
+/** The binding store in this process, on its database migrated first. */
+async function startStoreHere(config: Config, bus: Bus, log: Logger, stops: StopList) {
+  const { createDb } = await import('../../db/client.ts')
+  const { migrateDb } = await import('../../db/migrate.ts')
+  const { startStore } = await import('../store/index.ts')
+  const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
+  stops.add(() => db.close())
+  await migrateDb(db)
+  const store = await startStore({ bus, db, log })
+  stops.add(() => store.close())
+}
+
+/** The gateway, then the supervisor, bridging into that gateway when it runs here. The MQTT port, or null. */
+async function startBrokerAndBridges(
+  ctx: ServiceContext,
+  wants: Set<string>,
+  started: (svc: RunningService) => void
+): Promise<number | null> {
+  let mqttPort: number | null = null
+  if (wants.has('gateway')) {
+    const { startGateway } = await import('../gateway/index.ts')
+    const gateway = await startGateway(ctx)
+    mqttPort = gateway.ports.mqtt
+    started(gateway)
+  }
+  if (wants.has('supervisor')) {
+    const { startSupervisor } = await import('../supervisor/index.ts')
+    const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
+    started(await startSupervisor(ctx, { localBrokerUrl }))
+  }
+  return mqttPort
+}
+
+/** What answers HTTP: the handshake API (ops routes included), or the ops routes alone. */
+async function startHttpApp(
+  ctx: ServiceContext,
+  wants: Set<string>,
+  started: (svc: RunningService) => void,
+  admin: AdminToken | null
+): Promise<FetchHandler> {
+  const { bus, store, metrics } = ctx
+  const ready = readiness(bus, store)
+  // `env` carries node-server's socket: the handshake API reads the caller's IP from it.
+  if (wants.has('handshake')) {
+    const { startHandshake } = await import('../handshake/index.ts')
+    const handshake = await startHandshake(ctx, { ready, adminTokenHash: admin!.hash })
+    started(handshake)
+    return (req, env) => handshake.app.fetch(req, env)
+  }
+  const ops = createOpsRoutes({
+    ready,
+    metrics,
+    verifyToken: async (token) => (await store.call('instance.verifyAdminToken', { token })).ok,
+  })
+  return (req, env) => ops.fetch(req, env)
 }
 
 function displayHost(host: string): string {

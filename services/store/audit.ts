@@ -10,25 +10,25 @@ import {
 } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
 import type { ReplayResult, VerifyResult } from '../contracts/store.ts'
-import { canonicalContent, canonicalJson, GENESIS_HASH, sha256Hex } from './hash.ts'
+import {
+  canonicalContent,
+  canonicalJson,
+  GENESIS_HASH,
+  sha256Hex,
+  type CanonicalParts,
+} from './hash.ts'
 import { MACHINE_TABLES } from './repo.ts'
 
 /** Rows per round trip: 100,000 rows are 20 queries, and memory stays flat. */
 export const AUDIT_PAGE_ROWS = 5_000
 
 /**
- * The JSON columns come as jsonb text, which Postgres prints the same way for the same value.
- * A long log repeats a handful of events and snapshots, so each distinct text is parsed and
- * canonicalized once (measured: parsing and re-serializing every row was most of the time).
+ * A log row as read: the hashed columns, the JSON ones still as jsonb text, which Postgres prints
+ * the same way for the same value. A long log repeats a handful of events and snapshots, so each
+ * distinct text is parsed and canonicalized once (measured: parsing and re-serializing every row
+ * was most of the time).
  */
-interface AuditRow {
-  seq: number
-  event: string
-  actor: string
-  from: string | null
-  to: string
-  snapshot: string
-  machineVersion: number
+interface AuditRow extends Omit<CanonicalParts, 'machine' | 'machineId' | 'at'> {
   /** Epoch milliseconds: cheaper for the database than to_char (PGlite spends 15% of a read on it). */
   atMs: number
   prevHash: string
@@ -98,27 +98,51 @@ interface Audit {
   matchesStored: boolean
 }
 
+/** Where one pass over a machine's log has got to. */
+interface Walk {
+  machine: MachineKind
+  id: string
+  /** The machine's row: its seq and snapshot are what the log must end at. */
+  head: { seq: number; snapshot: string }
+  to: number
+  canonical: (text: string) => string
+  replay: ReturnType<typeof replayer>
+  /** The first problem found; the rest of the pass only replays. */
+  verify: VerifyResult | null
+  rows: number
+  expectedSeq: number
+  prevHash: string
+  prevPrevHash: string | null
+  state: string | null
+  stateAt: string | null
+  seqAt: number
+}
+
+const flag = (w: Walk, v: VerifyResult) => (w.verify ??= v)
+
 /** One pass over a machine's log: walk the hash chain (verify) and fold the events (replay). */
 async function audit(db: Db, machine: MachineKind, id: string, to: number): Promise<Audit> {
-  const entry = MACHINES[machine]
   const [head] = await db.execute<{ seq: number; snapshot: string }>(
     sql`select seq, snapshot::text as snapshot from ${sql.identifier(MACHINE_TABLES[machine])}
         where id = ${id}`
   )
   if (!head) throw new NotFoundError(machine, id)
-  const canonical = canonicalCache()
-  const replay = replayer(entry)
-
-  let verify: VerifyResult | null = null
-  const flag = (v: VerifyResult) => (verify ??= v)
-  let rows = 0
-  let expectedSeq = 1
-  let prevHash = GENESIS_HASH
-  let prevPrevHash: string | null = null
-  let state: string | null = null
-  let stateAt: string | null = null
-  let seqAt = 0
-
+  const w: Walk = {
+    machine,
+    id,
+    head,
+    to,
+    canonical: canonicalCache(),
+    replay: replayer(MACHINES[machine]),
+    verify: null,
+    rows: 0,
+    expectedSeq: 1,
+    prevHash: GENESIS_HASH,
+    prevPrevHash: null,
+    state: null,
+    stateAt: null,
+    seqAt: 0,
+  }
   const fetchPage = (after: number) =>
     db.execute<AuditRow>(
       sql`select seq, event::text as event, actor::text as actor, from_state as "from",
@@ -133,94 +157,114 @@ async function audit(db: Db, machine: MachineKind, id: string, to: number): Prom
     const page: AuditRow[] = await pending
     pending = page.length === AUDIT_PAGE_ROWS ? fetchPage(page[page.length - 1]!.seq) : null
     for (const row of page) {
-      rows++
-      const event = canonical(row.event)
-      const snapshot = canonical(row.snapshot)
-      // Chain: position, then the link to the previous row, then the row's own content.
-      if (row.seq > head.seq) {
-        flag(
-          bad(rows, row.seq, 'inserted', `seq ${row.seq} is past the machine's version ${head.seq}`)
-        )
-      } else if (row.seq !== expectedSeq) {
-        flag(
-          bad(rows, expectedSeq, 'deleted', `seq ${expectedSeq} is missing (next is ${row.seq})`)
-        )
-      } else if (row.prevHash !== prevHash) {
-        flag(
-          row.prevHash === prevPrevHash
-            ? bad(
-                rows,
-                row.seq - 1,
-                'inserted',
-                `seq ${row.seq - 1} is not the row seq ${row.seq} chains to`
-              )
-            : bad(
-                rows,
-                row.seq - 1,
-                'changed',
-                `seq ${row.seq} chains to a different seq ${row.seq - 1}`
-              )
-        )
-      } else {
-        const content = canonicalContent({
-          machine,
-          machineId: id,
-          seq: row.seq,
-          event,
-          actor: canonical(row.actor),
-          from: row.from,
-          to: row.to,
-          snapshot,
-          machineVersion: row.machineVersion,
-          at: new Date(row.atMs).toISOString(),
-        })
-        if (sha256Hex(row.prevHash + content) !== row.hash) {
-          flag(bad(rows, row.seq, 'changed', `seq ${row.seq} does not match its hash`))
-        }
-      }
-      prevPrevHash = prevHash
-      prevHash = row.hash
-      expectedSeq = row.seq + 1
-
-      // Replay: the first row creates the machine from the input its event recorded.
-      let next: string
-      if (state === null) {
-        const creates =
-          row.from === null && (JSON.parse(event) as { type: string }).type.endsWith('.create')
-        next = creates ? replay.initial(event) : REFUSED
-      } else {
-        next = replay.step(state, event)
-      }
-      if (next === REFUSED) {
-        flag(
-          bad(
-            rows,
-            row.seq,
-            'snapshot_mismatch',
-            `the machine refuses the event logged at seq ${row.seq}`
-          )
-        )
-        next = state ?? snapshot
-      } else if (next !== snapshot) {
-        flag(
-          bad(
-            rows,
-            row.seq,
-            'snapshot_mismatch',
-            `replay differs from the snapshot logged at seq ${row.seq}`
-          )
-        )
-      }
-      state = next
-      if (row.seq <= to) {
-        stateAt = state
-        seqAt = row.seq
-      }
+      w.rows++
+      const event = w.canonical(row.event)
+      const snapshot = w.canonical(row.snapshot)
+      checkChain(w, row, event, snapshot)
+      replayRow(w, row, event, snapshot)
     }
   }
+  return finish(w)
+}
 
+/** Chain: position, then the link to the previous row, then the row's own content. */
+function checkChain(w: Walk, row: AuditRow, event: string, snapshot: string): void {
+  const { rows, head } = w
+  if (row.seq > head.seq) {
+    flag(
+      w,
+      bad(rows, row.seq, 'inserted', `seq ${row.seq} is past the machine's version ${head.seq}`)
+    )
+  } else if (row.seq !== w.expectedSeq) {
+    flag(
+      w,
+      bad(rows, w.expectedSeq, 'deleted', `seq ${w.expectedSeq} is missing (next is ${row.seq})`)
+    )
+  } else if (row.prevHash !== w.prevHash) {
+    flag(
+      w,
+      row.prevHash === w.prevPrevHash
+        ? bad(
+            rows,
+            row.seq - 1,
+            'inserted',
+            `seq ${row.seq - 1} is not the row seq ${row.seq} chains to`
+          )
+        : bad(
+            rows,
+            row.seq - 1,
+            'changed',
+            `seq ${row.seq} chains to a different seq ${row.seq - 1}`
+          )
+    )
+  } else {
+    const content = canonicalContent({
+      machine: w.machine,
+      machineId: w.id,
+      seq: row.seq,
+      event,
+      actor: w.canonical(row.actor),
+      from: row.from,
+      to: row.to,
+      snapshot,
+      machineVersion: row.machineVersion,
+      at: new Date(row.atMs).toISOString(),
+    })
+    if (sha256Hex(row.prevHash + content) !== row.hash) {
+      flag(w, bad(rows, row.seq, 'changed', `seq ${row.seq} does not match its hash`))
+    }
+  }
+  w.prevPrevHash = w.prevHash
+  w.prevHash = row.hash
+  w.expectedSeq = row.seq + 1
+}
+
+/** Replay: the first row creates the machine from the input its event recorded. */
+function replayRow(w: Walk, row: AuditRow, event: string, snapshot: string): void {
+  const { state, rows } = w
+  let next: string
+  if (state === null) {
+    const creates =
+      row.from === null && (JSON.parse(event) as { type: string }).type.endsWith('.create')
+    next = creates ? w.replay.initial(event) : REFUSED
+  } else {
+    next = w.replay.step(state, event)
+  }
+  if (next === REFUSED) {
+    flag(
+      w,
+      bad(
+        rows,
+        row.seq,
+        'snapshot_mismatch',
+        `the machine refuses the event logged at seq ${row.seq}`
+      )
+    )
+    next = state ?? snapshot
+  } else if (next !== snapshot) {
+    flag(
+      w,
+      bad(
+        rows,
+        row.seq,
+        'snapshot_mismatch',
+        `replay differs from the snapshot logged at seq ${row.seq}`
+      )
+    )
+  }
+  w.state = next
+  if (row.seq <= w.to) {
+    w.stateAt = next
+    w.seqAt = row.seq
+  }
+}
+
+/** After the last row: the log must reach the machine's seq and replay to its stored snapshot. */
+function finish(w: Walk): Audit {
+  const { rows, expectedSeq, head, state } = w
   if (rows === 0 || expectedSeq - 1 < head.seq) {
     flag(
+      w,
       bad(
         rows,
         expectedSeq,
@@ -232,6 +276,7 @@ async function audit(db: Db, machine: MachineKind, id: string, to: number): Prom
   const matchesStored = state !== null && state === canonicalJson(JSON.parse(head.snapshot))
   if (!matchesStored) {
     flag(
+      w,
       bad(
         rows,
         head.seq,
@@ -240,7 +285,12 @@ async function audit(db: Db, machine: MachineKind, id: string, to: number): Prom
       )
     )
   }
-  return { verify: verify ?? { ok: true, rows }, stateAt, seqAt, matchesStored }
+  return {
+    verify: w.verify ?? { ok: true, rows },
+    stateAt: w.stateAt,
+    seqAt: w.seqAt,
+    matchesStored,
+  }
 }
 
 /** The machine's state rebuilt from its log up to seq `to` (default: all of it), and the chain's verdict. */

@@ -58,7 +58,7 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
     try {
       bus.publish(transitionSubject(record.machine, record.machineId), encodeJson(record))
     } catch (err) {
-      // Committed but not announced: consumers reconcile from the store (DESIGN §2), so log only.
+      // Committed but not announced: consumers reconcile from the store (ARCHITECTURE.md §2), so log only.
       log.warn(
         { err, machine: record.machine, id: record.machineId, seq: record.seq },
         'transition not published'

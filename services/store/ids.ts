@@ -20,5 +20,5 @@ const ID_CHARS = 12 // 62^12 ≈ 3·10^21: collisions are not a practical concer
 
 export const newUpstreamId = (): string => `up_${randomBase62(ID_CHARS)}`
 export const newRequestId = (): string => `rq_${randomBase62(ID_CHARS)}`
-/** DESIGN §5: `UB_` and six base62 characters, e.g. `UB_ARJgkJ`. */
+/** `UB_` and six base62 characters, e.g. `UB_ARJgkJ` (ARCHITECTURE.md §11). */
 export const newInstanceId = (): string => `UB_${randomBase62(6)}`

@@ -3,7 +3,13 @@ import type { Db } from '../../db/client.ts'
 import { incomingRequests, upstreams } from '../../db/schema.ts'
 import type { Binding, MachineKind, UpstreamKind } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
-import type { IncomingRequest, Page, TransitionRecord, Upstream } from '../contracts/store.ts'
+import type {
+  IncomingRequest,
+  Page,
+  StoreInput,
+  TransitionRecord,
+  Upstream,
+} from '../contracts/store.ts'
 import { sameDigest, sha256Hex } from '../common/digest.ts'
 import { COMMIT_ORDER_LOCK_KEY, MACHINE_TABLES } from './repo.ts'
 
@@ -78,7 +84,7 @@ export async function listUpstreams(db: Db, status?: string): Promise<Upstream[]
 export async function patchUpstream(
   db: Db,
   id: string,
-  patch: { lastError?: string | null; remoteRequestId?: string | null; withdrawalOwed?: boolean }
+  patch: Omit<StoreInput<'upstream.patch'>, 'id'>
 ): Promise<Upstream> {
   const set: Partial<UpstreamRow> = {}
   if (patch.lastError !== undefined) set.lastError = patch.lastError

@@ -39,7 +39,7 @@ const level = fc
 const topic = fc.array(level, { minLength: 1, maxLength: 6 }).map((levels) => levels.join('/'))
 
 describe('MQTT topic ↔ NATS subject', () => {
-  it('matches nats-server for ordinary topics (PLUG-POINTS §2.4)', () => {
+  it('matches nats-server for ordinary topics (ARCHITECTURE.md §13)', () => {
     expect(
       ['a/b', '/a', 'a//b', 'a/', 'spBv1.0/x', 'a b/*/>', '%/x', ''].map(topicToSubject)
     ).toEqual(['a.b', '/.a', 'a./.b', 'a./', 'spBv1//0.x', 'a%20b.%2A.%3E', '%25.x', '/'])

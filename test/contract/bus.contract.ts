@@ -37,7 +37,7 @@ function entry(
   return { key, value: text(value), revision, operation }
 }
 
-/** One suite for every Bus implementation (DESIGN §3; drizzle `tests()`). */
+/** One suite for every Bus implementation (ARCHITECTURE.md §7; drizzle `tests()`). */
 export function busContract(name: string, makeBus: MakeBus): void {
   describe(`bus contract: ${name}`, () => {
     const open: Bus[] = []

@@ -1,43 +1,8 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt } from '../helpers/gateway.ts'
+import { bridge, until } from '../helpers/bridging.ts'
 import { api, startInstance, type Instance } from '../helpers/instance.ts'
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`)
-    await new Promise((r) => setTimeout(r, 150))
-  }
-}
-
-/** `from` asks `to` for a connection, `to` accepts, `from` binds `bindings` and activates. */
-async function bridge(from: Instance, to: Instance, bindings: unknown): Promise<string> {
-  const created = await api(from, 'POST', '/api/v1/upstreams', {
-    host: 'mqtt://127.0.0.1',
-    brokerPort: Number(new URL(to.mqttUrl!).port),
-    httpPort: Number(new URL(to.httpUrl).port),
-  })
-  const request = await until('the request to arrive', async () => {
-    const pending = (await api(to, 'GET', '/api/v1/requests?status=Pending')) as Array<{
-      id: string
-      instanceId: string
-    }>
-    return pending.find((r) => r.instanceId === from.instanceId)
-  })
-  await api(to, 'POST', `/api/v1/requests/${request.id}/accept`, {})
-  await until('Approved', async () => {
-    await api(from, 'POST', `/api/v1/upstreams/${created.id}/refresh`)
-    return (await api(from, 'GET', `/api/v1/upstreams/${created.id}`)).status === 'Approved'
-      ? true
-      : undefined
-  })
-  await api(from, 'PUT', `/api/v1/upstreams/${created.id}/bindings`, bindings)
-  await api(from, 'POST', `/api/v1/upstreams/${created.id}/activate`)
-  return created.id as string
-}
 
 /**
  * Issue 4, "no echo, no loop": two real instances bridged both ways on overlapping namespaces.
@@ -60,14 +25,18 @@ describe('two instances bridged both ways on overlapping namespaces', () => {
       [a, aToB, b],
       [b, bToA, a],
     ] as const) {
-      await until(`link ${id} forwarding with its peer known: ${id}`, async () => {
-        const detail = await api(inst, 'GET', `/api/v1/upstreams/${id}`)
-        const link = detail.link
-        if (process.env.DEBUG_TWO_WAY) console.log(JSON.stringify(detail))
-        return link?.state === 'Forwarding' && link.peerInstanceId === peer.instanceId
-          ? true
-          : undefined
-      })
+      await until(
+        `link ${id} forwarding with its peer known: ${id}`,
+        async () => {
+          const detail = await api(inst, 'GET', `/api/v1/upstreams/${id}`)
+          const link = detail.link
+          if (process.env.DEBUG_TWO_WAY) console.log(JSON.stringify(detail))
+          return link?.state === 'Forwarding' && link.peerInstanceId === peer.instanceId
+            ? true
+            : undefined
+        },
+        20_000
+      )
     }
   }, 120_000)
 

@@ -1,5 +1,5 @@
 /**
- * The bus: what the services share besides the binding store's API (DESIGN §3).
+ * The bus: what the services share besides the binding store's API (ARCHITECTURE.md §7).
  * Two implementations pass one contract suite: NATS (distributed) and in-process (embedded).
  *
  * Every subject given to a Bus is relative: the bus puts `<prefix>.` in front, and bucket names
@@ -119,6 +119,11 @@ export function encodeJson(value: unknown): Uint8Array {
 
 export function decodeJson<T = unknown>(data: Uint8Array): T {
   return JSON.parse(decoder.decode(data)) as T
+}
+
+/** Every call but `close` on a closed bus fails with this, on both buses. */
+export function checkOpen(closed: boolean): void {
+  if (closed) throw new UbError('bus_closed', 'the bus is closed')
 }
 
 /** Error replies carry these headers (as NATS services carry Nats-Service-Error-Code). */

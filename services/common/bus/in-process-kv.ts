@@ -8,6 +8,7 @@ import {
   type KvBucket,
   type KvEntry,
   type KvOptions,
+  type KvWatchOptions,
   type Subscription,
 } from './bus.ts'
 import { expired, openKvJournal, type JournalEntry, type KvJournal } from './kv-journal.ts'
@@ -48,148 +49,37 @@ export function openInProcessKv(
   bucket: string,
   { ttlMs }: KvOptions,
   tracked: Set<Subscription>,
-  {
-    log,
-    dataDir,
-    rewriteAtBytes,
-  }: {
-    log?: BusLogger | undefined
-    /** Keep the bucket in a journal in this folder, so it outlives the process. */
-    dataDir?: string | undefined
-    /** The journal's rewrite threshold (kv-journal.ts); tests lower it. */
-    rewriteAtBytes?: number | undefined
-  } = {}
+  options: StoreOptions = {}
 ): KvBucket {
   const name = bucketName(prefix, bucket)
-  let store = buckets.get(name)
-  if (!store) {
-    store = {
-      name,
-      ttlMs,
-      seq: 0,
-      entries: new Map(),
-      watchers: new Set(),
-      sweep: undefined,
-      destroyed: false,
-      journal: undefined,
-    }
-    if (dataDir !== undefined) {
-      const st = store
-      const opened = openKvJournal({
-        dir: dataDir,
-        name,
-        ttlMs,
-        live: () => ({ entries: st.entries, seq: st.seq }),
-        ...(log ? { log } : {}),
-        ...(rewriteAtBytes === undefined ? {} : { rewriteAtBytes }),
-      })
-      store.entries = opened.entries
-      store.seq = opened.seq
-      store.journal = opened.journal
-    }
-    if (ttlMs) {
-      const s = store
-      // Expiry is lazy (see `live`); the sweep only frees memory, so it must not hold the process.
-      store.sweep = setInterval(() => {
-        for (const key of s.entries.keys()) live(s, key)
-      }, ttlMs)
-      ;(store.sweep as { unref?: () => void }).unref?.()
-    }
-    buckets.set(name, store)
-  }
-  const s = store
-
-  function open(): InProcessKvStore {
-    if (s.destroyed) throw new NotFoundError('KV bucket', name)
-    return s
-  }
-
-  /** The stored entry, unless the bucket TTL has passed; expiry emits no watch event (NATS 2.9). */
-  function live(st: InProcessKvStore, key: string): Stored | undefined {
-    const e = st.entries.get(key)
-    if (e && expired(e, st.ttlMs, Date.now())) {
-      st.entries.delete(key)
-      return undefined
-    }
-    return e
-  }
-
-  /** Append a write; `expect` is the CAS revision (0 = key must have no message). */
-  function write(
-    key: string,
-    value: Uint8Array,
-    operation: Stored['operation'],
-    expect?: number
-  ): number {
-    const st = open()
-    validateKvKey(key)
-    const previous = live(st, key)
-    const current = previous?.revision ?? 0
-    if (expect !== undefined && expect !== current) {
-      throw new KvConflictError(name, key, `wrong last revision: ${current}, expected ${expect}`)
-    }
-    const stored: Stored = { value: value.slice(), revision: ++st.seq, operation, at: Date.now() }
-    if (st.journal) {
-      stored.bytes = st.journal.append(
-        operation,
-        key,
-        stored.revision,
-        stored.at,
-        stored.value,
-        previous?.bytes,
-        previous === undefined
-      )
-    }
-    st.entries.set(key, stored)
-    const tokens = key.split('.')
-    for (const w of st.watchers) {
-      if (!subjectMatches(w.tokens, tokens)) continue
-      const entry = toEntry(key, stored)
-      queueMicrotask(() => w.active && callSafely(log, `${name}.${key}`, () => w.onEntry(entry)))
-    }
-    return stored.revision
-  }
-
-  /** Live PUT entries matching `filter`, oldest revision first. */
-  function current(filter: string): Array<[string, Stored]> {
-    validateKvKey(filter, { wildcards: true })
-    const tokens = filter.split('.')
-    const st = open()
-    return [...st.entries.keys()]
-      .map((k): [string, Stored | undefined] => [k, live(st, k)])
-      .filter(
-        (p): p is [string, Stored] =>
-          p[1]?.operation === 'PUT' && subjectMatches(tokens, p[0].split('.'))
-      )
-      .sort((a, b) => a[1].revision - b[1].revision)
-  }
-
+  const s = buckets.get(name) ?? createStore(buckets, name, ttlMs, options)
+  const { log } = options
   return {
     name,
     async get(key) {
       validateKvKey(key)
-      const e = live(open(), key)
+      const e = live(usable(s), key)
       return e?.operation === 'PUT' ? toEntry(key, e) : null
     },
     async create(key, value) {
-      const e = live(open(), key)
+      const e = live(usable(s), key)
       if (e?.operation === 'PUT') throw new KvConflictError(name, key, 'key exists')
       // After a delete, create is a CAS on the delete marker, as in the NATS KV client.
-      return write(key, value, 'PUT', e?.revision ?? 0)
+      return write(s, log, key, value, 'PUT', e?.revision ?? 0)
     },
     async update(key, value, revision) {
       if (!(revision >= 1)) throw new ValidationError('revision must be a positive integer')
-      return write(key, value, 'PUT', revision)
+      return write(s, log, key, value, 'PUT', revision)
     },
     async put(key, value) {
-      return write(key, value, 'PUT')
+      return write(s, log, key, value, 'PUT')
     },
     async delete(key) {
-      write(key, new Uint8Array(0), 'DEL')
+      write(s, log, key, new Uint8Array(0), 'DEL')
     },
     async erase(key, revision) {
       validateKvKey(key)
-      const st = open()
+      const st = usable(s)
       const e = st.entries.get(key)
       if (e === undefined || (revision !== undefined && e.revision !== revision)) return
       st.entries.delete(key)
@@ -197,27 +87,10 @@ export function openInProcessKv(
       st.journal?.append('ERASE', key, st.seq, Date.now(), undefined, e.bytes)
     },
     async keys(filter = '>') {
-      return current(filter).map(([k]) => k)
+      return liveEntries(s, filter).map(([k]) => k)
     },
-    async watch(onEntry, { key = '>', includeCurrent = true } = {}) {
-      const w: Watcher = { tokens: key.split('.'), active: true, onEntry }
-      // Queued before any later write's notification, so history comes first and in order.
-      for (const [k, e] of includeCurrent
-        ? current(key)
-        : (validateKvKey(key, { wildcards: true }), [])) {
-        const entry = toEntry(k, e)
-        queueMicrotask(() => w.active && callSafely(log, `${name}.${k}`, () => onEntry(entry)))
-      }
-      open().watchers.add(w)
-      const sub: Subscription = {
-        async unsubscribe() {
-          w.active = false
-          s.watchers.delete(w)
-          tracked.delete(sub)
-        },
-      }
-      tracked.add(sub)
-      return sub
+    async watch(onEntry, watchOptions = {}) {
+      return watchBucket(s, tracked, log, onEntry, watchOptions)
     },
     async destroy() {
       s.destroyed = true
@@ -228,4 +101,148 @@ export function openInProcessKv(
       if (buckets.get(name) === s) buckets.delete(name)
     },
   }
+}
+
+interface StoreOptions {
+  log?: BusLogger | undefined
+  /** Keep the bucket in a journal in this folder, so it outlives the process. */
+  dataDir?: string | undefined
+  /** The journal's rewrite threshold (kv-journal.ts); tests lower it. */
+  rewriteAtBytes?: number | undefined
+}
+
+/** A new bucket on the hub: replayed from its journal when it has one, swept when it has a TTL. */
+function createStore(
+  buckets: Map<string, InProcessKvStore>,
+  name: string,
+  ttlMs: number | undefined,
+  { log, dataDir, rewriteAtBytes }: StoreOptions
+): InProcessKvStore {
+  const store: InProcessKvStore = {
+    name,
+    ttlMs,
+    seq: 0,
+    entries: new Map(),
+    watchers: new Set(),
+    sweep: undefined,
+    destroyed: false,
+    journal: undefined,
+  }
+  if (dataDir !== undefined) {
+    const opened = openKvJournal({
+      dir: dataDir,
+      name,
+      ttlMs,
+      live: () => ({ entries: store.entries, seq: store.seq }),
+      ...(log ? { log } : {}),
+      ...(rewriteAtBytes === undefined ? {} : { rewriteAtBytes }),
+    })
+    store.entries = opened.entries
+    store.seq = opened.seq
+    store.journal = opened.journal
+  }
+  if (ttlMs) {
+    // Expiry is lazy (see `live`); the sweep only frees memory, so it must not hold the process.
+    store.sweep = setInterval(() => {
+      for (const key of store.entries.keys()) live(store, key)
+    }, ttlMs)
+    ;(store.sweep as { unref?: () => void }).unref?.()
+  }
+  buckets.set(name, store)
+  return store
+}
+
+/** The bucket, unless it was destroyed. */
+function usable(s: InProcessKvStore): InProcessKvStore {
+  if (s.destroyed) throw new NotFoundError('KV bucket', s.name)
+  return s
+}
+
+/** The stored entry, unless the bucket TTL has passed; expiry emits no watch event (NATS 2.9). */
+function live(st: InProcessKvStore, key: string): Stored | undefined {
+  const e = st.entries.get(key)
+  if (e && expired(e, st.ttlMs, Date.now())) {
+    st.entries.delete(key)
+    return undefined
+  }
+  return e
+}
+
+/** Append a write; `expect` is the CAS revision (0 = key must have no message). */
+function write(
+  s: InProcessKvStore,
+  log: BusLogger | undefined,
+  key: string,
+  value: Uint8Array,
+  operation: Stored['operation'],
+  expect?: number
+): number {
+  const st = usable(s)
+  validateKvKey(key)
+  const previous = live(st, key)
+  const current = previous?.revision ?? 0
+  if (expect !== undefined && expect !== current) {
+    throw new KvConflictError(st.name, key, `wrong last revision: ${current}, expected ${expect}`)
+  }
+  const stored: Stored = { value: value.slice(), revision: ++st.seq, operation, at: Date.now() }
+  if (st.journal) {
+    stored.bytes = st.journal.append(
+      operation,
+      key,
+      stored.revision,
+      stored.at,
+      stored.value,
+      previous?.bytes,
+      previous === undefined
+    )
+  }
+  st.entries.set(key, stored)
+  const tokens = key.split('.')
+  for (const w of st.watchers) {
+    if (!subjectMatches(w.tokens, tokens)) continue
+    const entry = toEntry(key, stored)
+    queueMicrotask(() => w.active && callSafely(log, `${st.name}.${key}`, () => w.onEntry(entry)))
+  }
+  return stored.revision
+}
+
+/** Live PUT entries matching `filter`, oldest revision first. */
+function liveEntries(s: InProcessKvStore, filter: string): Array<[string, Stored]> {
+  validateKvKey(filter, { wildcards: true })
+  const tokens = filter.split('.')
+  const st = usable(s)
+  return [...st.entries.keys()]
+    .map((k): [string, Stored | undefined] => [k, live(st, k)])
+    .filter(
+      (p): p is [string, Stored] =>
+        p[1]?.operation === 'PUT' && subjectMatches(tokens, p[0].split('.'))
+    )
+    .sort((a, b) => a[1].revision - b[1].revision)
+}
+
+function watchBucket(
+  s: InProcessKvStore,
+  tracked: Set<Subscription>,
+  log: BusLogger | undefined,
+  onEntry: (entry: KvEntry) => void,
+  { key = '>', includeCurrent = true }: KvWatchOptions
+): Subscription {
+  const w: Watcher = { tokens: key.split('.'), active: true, onEntry }
+  // Queued before any later write's notification, so history comes first and in order.
+  for (const [k, e] of includeCurrent
+    ? liveEntries(s, key)
+    : (validateKvKey(key, { wildcards: true }), [])) {
+    const entry = toEntry(k, e)
+    queueMicrotask(() => w.active && callSafely(log, `${s.name}.${k}`, () => onEntry(entry)))
+  }
+  usable(s).watchers.add(w)
+  const sub: Subscription = {
+    async unsubscribe() {
+      w.active = false
+      s.watchers.delete(w)
+      tracked.delete(sub)
+    },
+  }
+  tracked.add(sub)
+  return sub
 }

@@ -1,41 +1,25 @@
-import { BusTimeoutError, NoRespondersError, UbError } from '../errors.ts'
 import {
   answerRequest,
   callSafely,
+  checkOpen,
   DEFAULT_REQUEST_TIMEOUT_MS,
-  subjectMatches,
-  throwIfErrorReply,
   validateSubject,
   type Bus,
   type BusLogger,
-  type BusMessage,
-  type Headers,
   type Subscription,
 } from './bus.ts'
-import { openInProcessKv, type InProcessKvStore } from './in-process-kv.ts'
+import {
+  addSubscription,
+  createInProcessHub,
+  removeSubscriptions,
+  requestOnHub,
+  route,
+  type InProcessHub,
+  type InProcessSub,
+} from './in-process-hub.ts'
+import { openInProcessKv } from './in-process-kv.ts'
 
-type ReplyFn = (reply: BusMessage) => void
-
-interface InProcessSub {
-  prefix: string
-  pattern: string
-  tokens: string[]
-  queue: string | undefined
-  active: boolean
-  deliver(msg: BusMessage, reply: ReplyFn | undefined): void
-}
-
-/** What buses built on one hub share, as buses on one NATS server do. */
-export interface InProcessHub {
-  subs: Set<InProcessSub>
-  /** Round-robin position per queue group (`pattern \0 queue`). */
-  cursors: Map<string, number>
-  buckets: Map<string, InProcessKvStore>
-}
-
-export function createInProcessHub(): InProcessHub {
-  return { subs: new Set(), cursors: new Map(), buckets: new Map() }
-}
+export { createInProcessHub, type InProcessHub } from './in-process-hub.ts'
 
 export interface InProcessBusOptions {
   prefix?: string
@@ -69,102 +53,30 @@ export function createInProcessBus({
   const watches = new Set<Subscription>()
   let closed = false
 
-  function checkOpen(): void {
-    if (closed) throw new UbError('bus_closed', 'the bus is closed')
-  }
-
-  /** Hand a message to every plain subscriber and one member of each queue group. */
-  function route(subject: string, data: Uint8Array, headers?: Headers, reply?: ReplyFn): number {
-    const tokens = `${prefix}.${subject}`.split('.')
-    const groups = new Map<string, InProcessSub[]>()
-    const targets: InProcessSub[] = []
-    for (const sub of world.subs) {
-      if (!subjectMatches(sub.tokens, tokens)) continue
-      if (sub.queue === undefined) targets.push(sub)
-      else {
-        const key = `${sub.pattern}\0${sub.queue}`
-        groups.set(key, [...(groups.get(key) ?? []), sub])
-      }
-    }
-    for (const [key, members] of groups) {
-      const at = world.cursors.get(key) ?? 0
-      world.cursors.set(key, at + 1)
-      targets.push(members[at % members.length]!)
-    }
-    for (const sub of targets) {
-      const msg: BusMessage = {
-        subject: tokens.slice(sub.prefix.split('.').length).join('.'),
-        data: data.slice(),
-      }
-      if (headers) msg.headers = { ...headers }
-      queueMicrotask(() => sub.active && sub.deliver(msg, reply))
-    }
-    return targets.length
-  }
-
   function add(
     subject: string,
     queue: string | undefined,
     deliver: InProcessSub['deliver']
   ): Subscription {
-    checkOpen()
-    validateSubject(subject, { wildcards: true })
-    const pattern = `${prefix}.${subject}`
-    const sub: InProcessSub = {
-      prefix,
-      pattern,
-      tokens: pattern.split('.'),
-      queue,
-      active: true,
-      deliver,
-    }
-    world.subs.add(sub)
-    mine.add(sub)
-    return {
-      async unsubscribe() {
-        sub.active = false
-        world.subs.delete(sub)
-        mine.delete(sub)
-      },
-    }
+    checkOpen(closed)
+    return addSubscription(world, mine, prefix, subject, queue, deliver)
   }
 
   const bus: Bus = {
     prefix,
     kind: 'memory',
     publish(subject, data, headers) {
-      checkOpen()
+      checkOpen(closed)
       validateSubject(subject)
-      route(subject, data, headers)
+      route(world, prefix, subject, data, headers)
     },
     async subscribe(subject, handler, { queue } = {}) {
       return add(subject, queue, (msg) => callSafely(log, msg.subject, () => handler(msg)))
     },
     request(subject, data, { timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, headers } = {}) {
-      checkOpen()
+      checkOpen(closed)
       validateSubject(subject)
-      return new Promise<BusMessage>((resolve, reject) => {
-        let done = false
-        const timer = setTimeout(() => {
-          done = true
-          reject(new BusTimeoutError(subject, timeoutMs))
-        }, timeoutMs)
-        const onReply: ReplyFn = (reply) => {
-          if (done) return // a late or second reply, as NATS drops it
-          done = true
-          clearTimeout(timer)
-          try {
-            resolve(throwIfErrorReply({ ...reply, subject, data: reply.data.slice() }))
-          } catch (err) {
-            reject(err)
-          }
-        }
-        // Like NATS no-responders: fail at once when no subscription matches.
-        if (route(subject, data, headers, onReply) === 0) {
-          clearTimeout(timer)
-          reject(new NoRespondersError(subject))
-        }
-      })
+      return requestOnHub(world, prefix, subject, data, timeoutMs, headers)
     },
     async serve(subject, handler, { queue } = {}) {
       return add(subject, queue, (msg, reply) => {
@@ -172,7 +84,7 @@ export function createInProcessBus({
       })
     },
     async kv(bucket, options = {}) {
-      checkOpen()
+      checkOpen(closed)
       return openInProcessKv(world.buckets, prefix, bucket, options, watches, {
         log,
         dataDir,
@@ -186,22 +98,21 @@ export function createInProcessBus({
     async close() {
       if (closed) return
       closed = true
-      for (const sub of mine) {
-        sub.active = false
-        world.subs.delete(sub)
-      }
-      mine.clear()
+      removeSubscriptions(world, mine)
       await Promise.all([...watches].map((w) => w.unsubscribe()))
-      if (ownsHub) {
-        for (const b of world.buckets.values()) {
-          clearInterval(b.sweep)
-          b.journal?.close()
-        }
-      }
+      if (ownsHub) closeBuckets(world)
     },
     [Symbol.asyncDispose]() {
       return bus.close()
     },
   }
   return bus
+}
+
+/** Stop a hub's bucket sweeps and write out their journals (the bus that made the hub closes). */
+function closeBuckets(hub: InProcessHub): void {
+  for (const b of hub.buckets.values()) {
+    clearInterval(b.sweep)
+    b.journal?.close()
+  }
 }

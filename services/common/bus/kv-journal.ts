@@ -192,25 +192,9 @@ export function openKvJournal({
 }): OpenedJournal {
   mkdirSync(dir, { recursive: true })
   const path = join(dir, `${name}.kv`)
-  let file: Buffer
-  try {
-    file = readFileSync(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    file = Buffer.alloc(0)
-  }
-  const { entries, seq, validBytes } = replay(file, ttlMs, Date.now())
-  let fd = openSync(path, 'a+')
-  if (validBytes < file.length) {
-    log?.warn(
-      { bucket: name, dropped: file.length - validBytes },
-      'KV journal ended in a partial record (a crash while writing); dropped it'
-    )
-    ftruncateSync(fd, validBytes)
-  }
-  let fileBytes = validBytes
-  let liveBytes = 0
-  for (const e of entries.values()) liveBytes += e.bytes ?? 0
+  const opened = openJournalFile(path, name, ttlMs, log)
+  const { entries, seq } = opened
+  let { fd, fileBytes, liveBytes } = opened
 
   // The batch; a cancelled PUT leaves null in its place.
   let pending: Array<JournalRecord | null> = []
@@ -221,37 +205,8 @@ export function openKvJournal({
   // After a failed append the file may lack records the bucket holds: rewrite it whole next time.
   let broken = false
 
-  function writeAll(target: number, data: Buffer): void {
-    for (let off = 0; off < data.length;) off += writeSync(target, data, off)
-  }
-
   function rewrite(): void {
-    const { entries: current, seq: last } = live()
-    const now = Date.now()
-    const records: JournalRecord[] = []
-    let bytes = 0
-    for (const [key, e] of current) {
-      if (expired(e, ttlMs, now)) continue
-      const rec = record(e.operation, key, e.revision, e.at, e.value)
-      e.bytes = rec.size
-      records.push(rec)
-      bytes += rec.size
-    }
-    const seqRecord = record('SEQ', '', last, now)
-    records.push(seqRecord)
-    const tmp = `${path}.tmp`
-    const out = openSync(tmp, 'w')
-    try {
-      writeAll(out, encode(records))
-      fsyncSync(out)
-    } finally {
-      closeSync(out)
-    }
-    renameSync(tmp, path)
-    closeSync(fd)
-    fd = openSync(path, 'a+')
-    fileBytes = bytes + seqRecord.size
-    liveBytes = bytes
+    ;({ fd, fileBytes, liveBytes } = rewriteJournal(path, fd, live(), ttlMs))
   }
 
   function flush(): void {
@@ -319,4 +274,80 @@ export function openKvJournal({
   }
 
   return { journal, entries, seq }
+}
+
+/**
+ * Replay the bucket's file (none yet: empty) and open it for appending, cut back to its last
+ * whole record. `fileBytes` is its length, `liveBytes` the part the live entries' records take.
+ */
+function openJournalFile(
+  path: string,
+  name: string,
+  ttlMs: number | undefined,
+  log: BusLogger | undefined
+): {
+  fd: number
+  entries: Map<string, JournalEntry>
+  seq: number
+  fileBytes: number
+  liveBytes: number
+} {
+  let file: Buffer
+  try {
+    file = readFileSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    file = Buffer.alloc(0)
+  }
+  const { entries, seq, validBytes } = replay(file, ttlMs, Date.now())
+  const fd = openSync(path, 'a+')
+  if (validBytes < file.length) {
+    log?.warn(
+      { bucket: name, dropped: file.length - validBytes },
+      'KV journal ended in a partial record (a crash while writing); dropped it'
+    )
+    ftruncateSync(fd, validBytes)
+  }
+  let liveBytes = 0
+  for (const e of entries.values()) liveBytes += e.bytes ?? 0
+  return { fd, entries, seq, fileBytes: validBytes, liveBytes }
+}
+
+function writeAll(target: number, data: Buffer): void {
+  for (let off = 0; off < data.length;) off += writeSync(target, data, off)
+}
+
+/**
+ * Write the live entries to a new file and put it in place of the old (fsynced first, so a crash
+ * leaves one whole file or the other). Returns the new append descriptor and the new sizes.
+ */
+function rewriteJournal(
+  path: string,
+  fd: number,
+  { entries: current, seq: last }: { entries: Map<string, JournalEntry>; seq: number },
+  ttlMs: number | undefined
+): { fd: number; fileBytes: number; liveBytes: number } {
+  const now = Date.now()
+  const records: JournalRecord[] = []
+  let bytes = 0
+  for (const [key, e] of current) {
+    if (expired(e, ttlMs, now)) continue
+    const rec = record(e.operation, key, e.revision, e.at, e.value)
+    e.bytes = rec.size
+    records.push(rec)
+    bytes += rec.size
+  }
+  const seqRecord = record('SEQ', '', last, now)
+  records.push(seqRecord)
+  const tmp = `${path}.tmp`
+  const out = openSync(tmp, 'w')
+  try {
+    writeAll(out, encode(records))
+    fsyncSync(out)
+  } finally {
+    closeSync(out)
+  }
+  renameSync(tmp, path)
+  closeSync(fd)
+  return { fd: openSync(path, 'a+'), fileBytes: bytes + seqRecord.size, liveBytes: bytes }
 }

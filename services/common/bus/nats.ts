@@ -15,6 +15,7 @@ import {
   answerRequest,
   bucketName,
   callSafely,
+  checkOpen,
   DEFAULT_REQUEST_TIMEOUT_MS,
   throwIfErrorReply,
   validateSubject,
@@ -22,6 +23,8 @@ import {
   type BusLogger,
   type BusMessage,
   type Headers,
+  type Reply,
+  type RequestOptions,
   type Subscription,
 } from './bus.ts'
 import { wrapNatsKv } from './nats-kv.ts'
@@ -34,7 +37,7 @@ export interface NatsBusOptions {
   log?: BusLogger
 }
 
-/** Oldest server the bus is verified on (PLUG-POINTS §2.3): KV, CAS, bucket TTL, direct get. */
+/** Oldest server the bus is verified on (ARCHITECTURE.md §13): KV, CAS, bucket TTL, direct get. */
 const MIN_SERVER = [2, 9] as const
 
 function toRecord(h: MsgHdrs | undefined): Headers | undefined {
@@ -93,116 +96,47 @@ export async function connectNatsBus({
   log,
 }: NatsBusOptions): Promise<Bus> {
   validateSubject(prefix)
-  let nc: NatsConnection
-  try {
-    nc = await connect({ servers, ...(name === undefined ? {} : { name }) })
-  } catch (err) {
-    throw new UbError('bus_unavailable', `cannot connect to NATS at ${String(servers)}`, {
-      cause: err,
-    })
-  }
-  try {
-    requireFeatures(nc)
-  } catch (err) {
-    await nc.close()
-    throw err
-  }
+  const nc = await openConnection(servers, name)
   const kvm = new Kvm(nc)
   const jsm = await jetstreamManager(nc)
-  const cut = prefix.length + 1
+  const link: NatsLink = { nc, prefix, cut: prefix.length + 1, log }
   let closing: Promise<void> | undefined
-
-  function checkOpen(): void {
-    if (closing) throw new UbError('bus_closed', 'the bus is closed')
-  }
-
-  function toBusMessage(m: Msg): BusMessage {
-    // A plain copy: NATS hands out Buffers that view its read buffer.
-    const msg: BusMessage = { subject: m.subject.slice(cut), data: new Uint8Array(m.data) }
-    const h = toRecord(m.headers)
-    if (h) msg.headers = h
-    return msg
-  }
-
-  async function sub(
-    subject: string,
-    queue: string | undefined,
-    onMsg: (m: Msg) => void
-  ): Promise<Subscription> {
-    checkOpen()
-    validateSubject(subject, { wildcards: true })
-    // Callbacks stay synchronous (NATS.js v3 rule); async work is started, not awaited.
-    const s = nc.subscribe(`${prefix}.${subject}`, {
-      ...(queue === undefined ? {} : { queue }),
-      callback: (err, m) => {
-        if (err) log?.warn({ err, subject }, 'subscription ended with an error')
-        else onMsg(m)
-      },
-    })
-    await nc.flush()
-    return {
-      async unsubscribe() {
-        if (!s.isClosed()) s.unsubscribe()
-      },
-    }
-  }
 
   const bus: Bus = {
     prefix,
     kind: 'nats',
     publish(subject, data, headers) {
-      checkOpen()
+      checkOpen(closing !== undefined)
       validateSubject(subject)
       const h = toNats(headers)
       // Copied: NATS.js queues the caller's array until the next write, so a later change would leak.
       nc.publish(`${prefix}.${subject}`, data.slice(), h ? { headers: h } : undefined)
     },
     subscribe(subject, handler, { queue } = {}) {
-      return sub(subject, queue, (m) => {
-        const msg = toBusMessage(m)
+      return openSubscription(link, closing !== undefined, subject, queue, (m) => {
+        const msg = toBusMessage(m, link.cut)
         callSafely(log, msg.subject, () => handler(msg))
       })
     },
-    async request(subject, data, { timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, headers } = {}) {
-      checkOpen()
-      validateSubject(subject)
-      const h = toNats(headers)
-      let m: Msg
-      try {
-        m = await nc.request(`${prefix}.${subject}`, data.slice(), {
-          timeout: timeoutMs,
-          ...(h ? { headers: h } : {}),
-        })
-      } catch (err) {
-        throw mapRequestError(err, subject, timeoutMs)
-      }
-      const reply: BusMessage = { subject, data: new Uint8Array(m.data) }
-      const rh = toRecord(m.headers)
-      if (rh) reply.headers = rh
-      return throwIfErrorReply(reply)
+    request(subject, data, options = {}) {
+      return sendRequest(link, closing !== undefined, subject, data, options)
     },
     serve(subject, handler, { queue } = {}) {
-      return sub(subject, queue, (m) => {
-        void answerRequest(handler, toBusMessage(m), log).then((r) => {
-          if (!m.reply) return // a plain publish: nobody to answer
-          const h = toNats(r.headers)
-          try {
-            m.respond(r.data, h ? { headers: h } : undefined)
-          } catch (err) {
-            log?.warn({ err, subject }, 'could not send a reply')
-          }
-        })
+      return openSubscription(link, closing !== undefined, subject, queue, (m) => {
+        void answerRequest(handler, toBusMessage(m, link.cut), log).then((r) =>
+          respond(m, r, subject, log)
+        )
       })
     },
     async kv(bucket, { ttlMs } = {}) {
-      checkOpen()
+      checkOpen(closing !== undefined)
       const name = bucketName(prefix, bucket)
       // `ttl` is in ms in v3 (KvLimits.ttl); 2.9 supports only this bucket-wide max_age.
       const kv = await kvm.create(name, { history: 1, ...(ttlMs ? { ttl: ttlMs } : {}) })
       return wrapNatsKv(kv, name, log, jsm)
     },
     async flush() {
-      checkOpen()
+      checkOpen(closing !== undefined)
       await nc.flush()
     },
     close() {
@@ -220,4 +154,104 @@ export async function connectNatsBus({
     },
   }
   return bus
+}
+
+/** Connect, and check the server can carry the bus; a server that cannot is let go. */
+async function openConnection(
+  servers: string | string[],
+  name: string | undefined
+): Promise<NatsConnection> {
+  let nc: NatsConnection
+  try {
+    nc = await connect({ servers, ...(name === undefined ? {} : { name }) })
+  } catch (err) {
+    throw new UbError('bus_unavailable', `cannot connect to NATS at ${String(servers)}`, {
+      cause: err,
+    })
+  }
+  try {
+    requireFeatures(nc)
+  } catch (err) {
+    await nc.close()
+    throw err
+  }
+  return nc
+}
+
+function toBusMessage(m: Msg, cut: number): BusMessage {
+  // A plain copy: NATS hands out Buffers that view its read buffer.
+  const msg: BusMessage = { subject: m.subject.slice(cut), data: new Uint8Array(m.data) }
+  const h = toRecord(m.headers)
+  if (h) msg.headers = h
+  return msg
+}
+
+/** What the bus's calls share: the connection and the subject prefix (cut off on the way in). */
+interface NatsLink {
+  nc: NatsConnection
+  prefix: string
+  cut: number
+  log: BusLogger | undefined
+}
+
+/** `closed`: the bus was closed when the call came, so it fails (a rejection, like the rest). */
+async function openSubscription(
+  { nc, prefix, log }: NatsLink,
+  closed: boolean,
+  subject: string,
+  queue: string | undefined,
+  onMsg: (m: Msg) => void
+): Promise<Subscription> {
+  checkOpen(closed)
+  validateSubject(subject, { wildcards: true })
+  // Callbacks stay synchronous (NATS.js v3 rule); async work is started, not awaited.
+  const s = nc.subscribe(`${prefix}.${subject}`, {
+    ...(queue === undefined ? {} : { queue }),
+    callback: (err, m) => {
+      if (err) log?.warn({ err, subject }, 'subscription ended with an error')
+      else onMsg(m)
+    },
+  })
+  await nc.flush()
+  return {
+    async unsubscribe() {
+      if (!s.isClosed()) s.unsubscribe()
+    },
+  }
+}
+
+async function sendRequest(
+  { nc, prefix }: NatsLink,
+  closed: boolean,
+  subject: string,
+  data: Uint8Array,
+  { timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, headers }: RequestOptions
+): Promise<BusMessage> {
+  checkOpen(closed)
+  validateSubject(subject)
+  const h = toNats(headers)
+  let m: Msg
+  try {
+    m = await nc.request(`${prefix}.${subject}`, data.slice(), {
+      timeout: timeoutMs,
+      ...(h ? { headers: h } : {}),
+    })
+  } catch (err) {
+    throw mapRequestError(err, subject, timeoutMs)
+  }
+  const reply: BusMessage = { subject, data: new Uint8Array(m.data) }
+  const rh = toRecord(m.headers)
+  if (rh) reply.headers = rh
+  return throwIfErrorReply(reply)
+}
+
+/** Send a request handler's answer back; a plain publish has nobody to answer. */
+function respond(m: Msg, r: Reply, subject: string, log: BusLogger | undefined): void {
+  if (!m.reply) return
+  const h = toNats(r.headers)
+  try {
+    m.respond(r.data, h ? { headers: h } : undefined)
+  } catch (err) {
+    log?.warn({ err, subject }, 'could not send a reply')
+  }
 }

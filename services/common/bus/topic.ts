@@ -1,5 +1,5 @@
 /**
- * MQTT topic ↔ NATS subject (PLUG-POINTS §2.4 "Our encoding"). It matches nats-server's own MQTT
+ * MQTT topic ↔ NATS subject (ARCHITECTURE.md §7, §13). It matches nats-server's own MQTT
  * mapping (`/`→`.`, an empty level → token `/`, `.`→`//` as in 2.10+, `+`→`*`, `#`→`>`) and is
  * bijective for every MQTT topic: `%` and whitespace are percent-escaped and a level that is
  * exactly `*` or `>` becomes `%2A`/`%3E`, so no topic turns into a wildcard.

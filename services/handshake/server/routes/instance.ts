@@ -1,6 +1,6 @@
 import { createRoute } from '@hono/zod-openapi'
-import type { Bus } from '../../common/bus/bus.ts'
-import { collectGatewayStats } from '../../gateway/index.ts'
+import type { Bus } from '../../../common/bus/bus.ts'
+import { collectGatewayStats } from '../../../gateway/index.ts'
 import { BEARER, createRouter } from '../deps.ts'
 import { InstanceSchema, errorResponses } from '../schemas.ts'
 

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import type { RequestEvent } from '../../../machines/index.ts'
+import type { RequestEvent } from '../../../../machines/index.ts'
 import { BEARER, createRouter, operatorActor, type RouteDeps } from '../deps.ts'
 import {
   AcceptBody,
@@ -7,14 +7,11 @@ import {
   IncomingRequestSchema,
   StatusQuery,
   errorResponses,
+  json,
 } from '../schemas.ts'
 
 /** The operator's view of incoming requests (upstream-server side). */
 const tags = ['requests']
-const json = <T>(schema: T, description: string) => ({
-  description,
-  content: { 'application/json': { schema } },
-})
 
 const list = createRoute({
   method: 'get',

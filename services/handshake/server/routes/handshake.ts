@@ -1,7 +1,6 @@
 import { createRoute } from '@hono/zod-openapi'
 import type { Context } from 'hono'
-import type { IncomingRequest } from '../../contracts/store.ts'
-import { bearerToken } from '../../common/bearer.ts'
+import type { IncomingRequest } from '../../../contracts/store.ts'
 import { clientIp } from '../client-ip.ts'
 import { createRouter, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
@@ -11,19 +10,17 @@ import {
   HandshakeStatus,
   RequestIdParam,
   errorResponses,
+  json,
 } from '../schemas.ts'
-import { matchesHash, sameDigest } from '../secret.ts'
+import { sameDigest } from '../../secret.ts'
+import { requireRequestSecret } from '../request-secret.ts'
 
 /**
- * The upstream server's handshake endpoints, called by downstream instances (DESIGN §5). No
- * admin token: a request proves nothing but its instance ID; status and withdrawal need the
- * secret whose hash came with the request.
+ * The upstream server's handshake endpoints, called by downstream instances (ARCHITECTURE.md
+ * §11). No admin token: a request proves nothing but its instance ID; status and withdrawal need
+ * the secret whose hash came with the request.
  */
 const tags = ['handshake']
-const json = <T>(schema: T, description: string) => ({
-  description,
-  content: { 'application/json': { schema } },
-})
 const SECRET = [{ handshakeSecret: [] }]
 
 const submit = createRoute({
@@ -67,21 +64,6 @@ export function handshakeRoutes(deps: RouteDeps) {
   const ipOf = (c: Context) =>
     clientIp(c, { remote: deps.remoteAddress, trustProxy: deps.trustProxy })
 
-  /** The request, if the caller holds its secret. An unknown id is a 404: the downstream then asks again. */
-  async function authorized(c: Context, requestId: string): Promise<IncomingRequest> {
-    const secret = bearerToken(c.req.header('authorization'))
-    if (!secret)
-      throw new ApiError(
-        401,
-        'unauthorized',
-        'send the request secret as Authorization: Bearer <secret>'
-      )
-    const { secretHash } = await store.call('request.secretHash', { id: requestId })
-    if (!matchesHash(secret, secretHash))
-      throw new ApiError(401, 'unauthorized', 'wrong secret for this request')
-    return store.call('request.get', { id: requestId })
-  }
-
   const view = (r: IncomingRequest) => ({
     requestId: r.id,
     status: r.status,
@@ -116,12 +98,12 @@ export function handshakeRoutes(deps: RouteDeps) {
   })
 
   app.openapi(status, async (c) => {
-    const request = await authorized(c, c.req.valid('param').requestId)
+    const request = await requireRequestSecret(c, store, c.req.valid('param').requestId)
     return c.json(view(request), 200)
   })
 
   app.openapi(withdraw, async (c) => {
-    const request = await authorized(c, c.req.valid('param').requestId)
+    const request = await requireRequestSecret(c, store, c.req.valid('param').requestId)
     await store.call('event', {
       machine: 'request',
       id: request.id,

@@ -2,10 +2,10 @@ import { OpenAPIHono } from '@hono/zod-openapi'
 import type { MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import type { Registry } from 'prom-client'
-import { createOpsRoutes } from '../common/ops-routes.ts'
-import { requireOperator } from '../common/operator-auth.ts'
+import { createOpsRoutes } from '../../common/ops-routes.ts'
+import { requireOperator } from '../../common/operator-auth.ts'
 import { clientIp } from './client-ip.ts'
-import { matchesHash } from './secret.ts'
+import { matchesHash } from '../secret.ts'
 import { createRouter, type RouteDeps } from './deps.ts'
 import { ApiError, createErrorHandler, notFound } from './errors.ts'
 import { createApiMetrics } from './metrics.ts'
@@ -43,7 +43,10 @@ const limitBody = (maxSize: number): MiddlewareHandler =>
     },
   })
 
-/** The HTTP face of the fabric (DESIGN §6): one hono app, its OpenAPI document made from the route schemas. */
+/**
+ * The HTTP face of the fabric (README.md, HTTP API): one hono app, its OpenAPI document made from
+ * the route schemas.
+ */
 export function createApp(options: AppOptions): OpenAPIHono {
   const { log, adminTokenHash, ready, metrics, rate, ssePingMs } = options
   const app = createRouter()

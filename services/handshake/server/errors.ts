@@ -1,8 +1,8 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { Logger } from '../common/log.ts'
-import { UbError } from '../common/errors.ts'
+import type { Logger } from '../../common/log.ts'
+import { UbError } from '../../common/errors.ts'
 
 /** An error the API answers with as `{error:{code,message}}` and its own status. */
 export class ApiError extends UbError {

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming'
-import { decodeJson } from '../../common/bus/bus.ts'
-import { ALL_TRANSITIONS, type TransitionRecord } from '../../contracts/store.ts'
+import { decodeJson } from '../../../common/bus/bus.ts'
+import { ALL_TRANSITIONS, type TransitionRecord } from '../../../contracts/store.ts'
 import { BEARER, createRouter, type RouteDeps } from '../deps.ts'
 import { errorResponses } from '../schemas.ts'
 
@@ -75,7 +75,7 @@ export function eventRoutes({
         const queue: GlobalRecord[] = []
         let wake: () => void = () => {}
         let aborted = false
-        // Wake the loop on disconnect: a loop parked in a sleep leaks until it ends (PLUG-POINTS §5).
+        // Wake the loop on disconnect: a loop parked in a sleep leaks until it ends (ARCHITECTURE.md §13).
         stream.onAbort(() => {
           aborted = true
           wake()

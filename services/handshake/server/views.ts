@@ -1,4 +1,4 @@
-import type { Upstream } from '../contracts/store.ts'
+import type { Upstream } from '../../contracts/store.ts'
 
 /** An upstream as the API shows it: everything but the TLS private key. */
 export function upstreamView(up: Upstream): Upstream {

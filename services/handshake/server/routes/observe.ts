@@ -1,5 +1,5 @@
 import { createRoute } from '@hono/zod-openapi'
-import type { MachineKind } from '../../../machines/index.ts'
+import type { MachineKind } from '../../../../machines/index.ts'
 import { BEARER, createRouter, type RouteDeps } from '../deps.ts'
 import {
   IdParam,
@@ -8,14 +8,10 @@ import {
   ReplaySchema,
   TransitionPage,
   errorResponses,
+  json,
 } from '../schemas.ts'
 
 /** The audit trail of each machine: its log, paged, and its state rebuilt from the log. */
-const json = <T>(schema: T, description: string) => ({
-  description,
-  content: { 'application/json': { schema } },
-})
-
 const RESOURCES: { machine: MachineKind; base: string; tag: string }[] = [
   { machine: 'upstream', base: '/api/v1/upstreams', tag: 'upstreams' },
   { machine: 'request', base: '/api/v1/requests', tag: 'requests' },

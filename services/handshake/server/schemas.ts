@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi'
-import * as contract from '../contracts/store.ts'
+import * as contract from '../../contracts/store.ts'
 
 /**
  * A contract schema, made again so that it has `.openapi()`. zod 4 copies methods onto each
@@ -24,6 +24,12 @@ export const ErrorSchema = z
     }),
   })
   .openapi('Error')
+
+/** A response with a JSON body of `schema`. */
+export const json = <T>(schema: T, description: string) => ({
+  description,
+  content: { 'application/json': { schema } },
+})
 
 export const errorResponses = (...statuses: number[]) =>
   Object.fromEntries(
@@ -100,8 +106,9 @@ export const CreateMqttUpstream = z
   .openapi('CreateMqttUpstream')
 
 /**
- * `kind` picks the shape; absent means `uns` (DESIGN §6 sends no kind). Filling it in first lets
- * a discriminated union name the offending field, where a plain union only says "Invalid input".
+ * `kind` picks the shape; absent means `uns` (README.md, HTTP API: its example sends no kind).
+ * Filling it in first lets a discriminated union name the offending field, where a plain union
+ * only says "Invalid input".
  */
 export const CreateUpstreamBody = z.preprocess(
   (v) =>
@@ -111,20 +118,13 @@ export const CreateUpstreamBody = z.preprocess(
   z.discriminatedUnion('kind', [CreateUnsUpstream, CreateMqttUpstream])
 )
 
+/** A path id: the store's `Id`, so the API refuses what the store would. */
 export const IdParam = z.object({
-  id: z
-    .string()
-    .min(1)
-    .max(128)
-    .openapi({ param: { name: 'id', in: 'path' } }),
+  id: documented(contract.Id).openapi({ param: { name: 'id', in: 'path' } }),
 })
 
 export const RequestIdParam = z.object({
-  requestId: z
-    .string()
-    .min(1)
-    .max(128)
-    .openapi({ param: { name: 'requestId', in: 'path' } }),
+  requestId: documented(contract.Id).openapi({ param: { name: 'requestId', in: 'path' } }),
 })
 
 export const StatusQuery = z.object({

@@ -1,21 +1,20 @@
 import { createRoute } from '@hono/zod-openapi'
-import { encodeJson } from '../../common/bus/bus.ts'
+import { encodeJson } from '../../../common/bus/bus.ts'
 import {
   openTopologyDb,
   TOPOLOGY_HEARD_BUCKET,
   TopologyExchangeSchema,
   type TopologyDb,
-} from '../../common/topology-db.ts'
-import { bearerToken } from '../../common/bearer.ts'
+} from '../../../common/topology-db.ts'
 import { createRouter, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
 import { RequestIdParam, errorResponses } from '../schemas.ts'
-import { matchesHash } from '../secret.ts'
+import { requireRequestSecret } from '../request-secret.ts'
 
 /**
- * The mesh's link-state exchange, upstream-server side (DESIGN §7): a downstream whose bridge
- * link to us is Active posts its topology database and gets ours back; both sides merge, so
- * adverts flood both ways over every bridge edge. Only the holder of an Accepted request's
+ * The mesh's link-state exchange, upstream-server side (ARCHITECTURE.md §9): a downstream whose
+ * bridge link to us is Active posts its topology database and gets ours back; both sides merge,
+ * so adverts flood both ways over every bridge edge. Only the holder of an Accepted request's
  * secret may call it.
  */
 const exchange = createRoute({
@@ -45,17 +44,7 @@ export function topologyRoutes(deps: RouteDeps) {
 
   app.openapi(exchange, async (c) => {
     const { requestId } = c.req.valid('param')
-    const secret = bearerToken(c.req.header('authorization'))
-    if (!secret)
-      throw new ApiError(
-        401,
-        'unauthorized',
-        'send the request secret as Authorization: Bearer <secret>'
-      )
-    const { secretHash } = await store.call('request.secretHash', { id: requestId })
-    if (!matchesHash(secret, secretHash))
-      throw new ApiError(401, 'unauthorized', 'wrong secret for this request')
-    const request = await store.call('request.get', { id: requestId })
+    const request = await requireRequestSecret(c, store, requestId)
     if (request.status !== 'Accepted')
       throw new ApiError(409, 'not_accepted', `the request is ${request.status}, not Accepted`)
 
