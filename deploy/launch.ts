@@ -25,11 +25,15 @@ export async function launchProcess({
   env?: Record<string, string>
   startTimeoutMs?: number
 }): Promise<LaunchedProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'services/launch/cli.ts', 'start', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, UB_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'services/launch/cli.ts', 'start', ...args],
+    {
+      cwd: ROOT,
+      env: { ...process.env, UB_LOG_LEVEL: 'info', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }
+  )
   const lines: string[] = []
   child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()))
   const exited = new Promise<number | null>((resolve) =>

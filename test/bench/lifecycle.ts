@@ -222,8 +222,8 @@ export async function runLifecycleBench(): Promise<object> {
   const runs: Array<[DbKind, Figures]> = [
     ['postgres', await benchOne('postgres', 'nats')],
     // The same database behind the in-process bus: what the bus itself costs.
-    ['postgres', await benchOne('postgres', 'memory')],
-    ['pglite', await benchOne('pglite', 'memory')],
+    ['postgres', await benchOne('postgres', 'in-process')],
+    ['pglite', await benchOne('pglite', 'in-process')],
   ]
   const round = (n: number) => Math.round(n)
   const cell = (n: number, width: number) => String(round(n)).padStart(width)

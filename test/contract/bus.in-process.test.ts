@@ -5,6 +5,6 @@ import { busContract } from './bus.contract.ts'
 // One hub per file: buses with different prefixes share it, as they would share a NATS server.
 const hub = createInProcessHub()
 
-busContract('memory', async ({ prefix = uniquePrefix('mem') } = {}) =>
+busContract('in-process', async ({ prefix = uniquePrefix('mem') } = {}) =>
   createInProcessBus({ prefix, hub })
 )

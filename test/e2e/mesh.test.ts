@@ -169,11 +169,12 @@ describe.each(TRANSPORTS)(
       await sendAndCount('r', 30)
     }, 180_000)
 
-    it.runIf(secure)('sent nothing to an https-only handshake API in the clear', () => {
-      for (const sniffer of sniffers.values()) {
-        expect(sniffer.tlsConnections()).toBeGreaterThan(0)
-        expect(sniffer.plaintext()).toBe('')
-      }
-    })
+    if (secure)
+      it('sent nothing to an https-only handshake API in the clear', () => {
+        for (const sniffer of sniffers.values()) {
+          expect(sniffer.tlsConnections()).toBeGreaterThan(0)
+          expect(sniffer.plaintext()).toBe('')
+        }
+      })
   }
 )

@@ -86,7 +86,7 @@ export interface KvBucket {
 
 export interface Bus {
   readonly prefix: string
-  readonly kind: 'memory' | 'nats'
+  readonly kind: 'in-process' | 'nats'
   publish(subject: string, data: Uint8Array, headers?: Headers): void
   /** Resolves once the server knows the interest, so a publish right after is seen. */
   subscribe(

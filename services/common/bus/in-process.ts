@@ -64,7 +64,7 @@ export function createInProcessBus({
 
   const bus: Bus = {
     prefix,
-    kind: 'memory',
+    kind: 'in-process',
     publish(subject, data, headers) {
       checkOpen(closed)
       validateSubject(subject)

@@ -116,7 +116,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     info: {
       title: 'uns-bridge',
       version: options.version,
-      description: 'Handshake and operator API (DESIGN §6)',
+      description: 'Handshake and operator API (README.md, HTTP API)',
     },
     security: [{ bearerAuth: [] }],
   })
