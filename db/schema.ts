@@ -26,6 +26,17 @@ const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode
  */
 const headHash = () => text('head_hash')
 
+/** The columns of a row that holds a persisted machine: its snapshot, state and version. */
+const machineRow = () => ({
+  snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
+  state: text('state').notNull(),
+  /** Version: the seq of the machine's last transition; every write checks it. */
+  seq: integer('seq').notNull(),
+  headHash: headHash(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+})
+
 /** This instance: exactly one row, made at first start (ARCHITECTURE.md §11). */
 export const instance = pgTable(
   'instance',
@@ -57,13 +68,7 @@ export const upstreams = pgTable('upstreams', {
   lastError: text('last_error'),
   /** Deleted while its server could not be reached: the poller withdraws the request later. */
   withdrawalOwed: boolean('withdrawal_owed').notNull().default(false),
-  snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
-  state: text('state').notNull(),
-  /** Version: the seq of the machine's last transition; every write checks it. */
-  seq: integer('seq').notNull(),
-  headHash: headHash(),
-  createdAt: timestamptz('created_at').notNull().defaultNow(),
-  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  ...machineRow(),
 })
 
 /** Requests other instances sent us (upstream-server side). */
@@ -75,12 +80,7 @@ export const incomingRequests = pgTable(
     sourceIp: text('source_ip').notNull(),
     /** sha-256 hex of the downstream's secret, as the downstream sent it. */
     secretHash: text('secret_hash').notNull(),
-    snapshot: jsonb('snapshot').$type<PersistedSnapshot>().notNull(),
-    state: text('state').notNull(),
-    seq: integer('seq').notNull(),
-    headHash: headHash(),
-    createdAt: timestamptz('created_at').notNull().defaultNow(),
-    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+    ...machineRow(),
   },
   (t) => [
     // One live request per instance: a repeated request.create finds it instead of adding one.

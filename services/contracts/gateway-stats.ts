@@ -1,27 +1,31 @@
 import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
 import { decodeJson, encodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 
 /** Per-gateway numbers, kept as plain counters so `gateway.stats` can answer without prom-client. */
-export interface GatewayCounters {
-  messagesIn: number
-  messagesOut: number
-  bytesIn: number
-  bytesOut: number
-  publishDenied: number
-  subscribeDenied: number
-  authFailures: number
-}
+export const GatewayCountersSchema = z.object({
+  messagesIn: z.number().int(),
+  messagesOut: z.number().int(),
+  bytesIn: z.number().int().describe('PUBLISH payload bytes received'),
+  bytesOut: z.number().int().describe('PUBLISH payload bytes sent'),
+  publishDenied: z.number().int(),
+  subscribeDenied: z.number().int(),
+  authFailures: z.number().int(),
+})
+export type GatewayCounters = z.infer<typeof GatewayCountersSchema>
 
-export interface GatewayStats extends GatewayCounters {
-  gatewayId: string
-  brokerId: string
-  clients: number
-  retained: number
+export const GatewayStatsSchema = z.object({
+  gatewayId: z.string(),
+  brokerId: z.string(),
+  clients: z.number().int(),
+  retained: z.number().int(),
+  ...GatewayCountersSchema.shape,
   /** Messages from other gateways waiting for a local dispatch slot. */
-  mqQueued: number
-  ports: Record<string, number>
-  uptimeMs: number
-}
+  mqQueued: z.number().int(),
+  ports: z.record(z.string(), z.number().int()),
+  uptimeMs: z.number(),
+})
+export type GatewayStats = z.infer<typeof GatewayStatsSchema>
 
 /**
  * Stats on the bus. Every gateway subscribes (no queue group) to `gateway.stats`; a caller

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { UbError } from '../common/errors.ts'
 import { TopologyExchangeSchema, type TopologyExchange } from '../common/topology-db.ts'
-import type { TlsOptions } from './store.ts'
+import { InstanceId, SecretHash, type TlsOptions } from './values.ts'
 import { tlsFetch } from './tls-fetch.ts'
 
 /**
@@ -13,7 +13,7 @@ import { tlsFetch } from './tls-fetch.ts'
 export interface RemoteClient {
   sendRequest(
     target: RemoteTarget,
-    body: { instanceId: string; secretHash: string }
+    body: z.input<typeof HandshakeRequestSchema>
   ): Promise<RemoteAccepted>
   getStatus(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
   withdraw(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
@@ -35,16 +35,30 @@ export interface RemoteTarget {
   tls?: TlsOptions | null
 }
 
-const Accepted = z.object({
-  requestId: z.string(),
-  status: z.string(),
-  instanceId: z.string().optional(),
+/** The downstream's request: its instance id and the sha-256 of the secret it keeps. */
+export const HandshakeRequestSchema = z.strictObject({
+  instanceId: InstanceId,
+  secretHash: SecretHash,
 })
-const Status = z.object({
+/** The server's answer to a request: recorded (or the live request it already had). */
+export const HandshakeAcceptedSchema = z.object({
   requestId: z.string(),
   status: z.string(),
+  instanceId: z.string().describe("the upstream server's instance ID"),
+  created: z.boolean(),
+})
+/** A request's status and grants, for its downstream (who proves the secret). */
+export const HandshakeStatusSchema = z.object({
+  requestId: z.string(),
+  status: z.string(),
+  grants: z.array(z.string()),
+  instanceId: z.string().describe("the upstream server's instance ID"),
+})
+
+// What this client accepts: the same answers, lenient where an older server sent less.
+const Accepted = HandshakeAcceptedSchema.partial({ instanceId: true, created: true })
+const Status = HandshakeStatusSchema.partial({ instanceId: true }).extend({
   grants: z.array(z.string()).default([]),
-  instanceId: z.string().optional(),
 })
 export type RemoteAccepted = z.infer<typeof Accepted>
 export type RemoteStatus = z.infer<typeof Status>

@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import { BUCKETS } from './buckets.ts'
 
 /**
@@ -7,20 +8,21 @@ import { BUCKETS } from './buckets.ts'
  */
 
 /** What `GET /api/v1/upstreams/:id` shows about a link: bucket `links`, key = upstream id. */
-export interface LinkStatus {
+export const LinkStatusSchema = z.object({
   /** The bridge machine's state, or `Blocked`: connected, but off the mesh spanning tree. */
-  state: string
-  lastError: string | null
-  forwarded: number
-  waiting: number
-  lagMs: number
-  owner: string
-  updatedAt: string
+  state: z.string(),
+  lastError: z.string().nullable(),
+  forwarded: z.number().describe('messages forwarded and acknowledged upstream'),
+  waiting: z.number().describe("messages in the link's window"),
+  lagMs: z.number(),
+  owner: z.string().describe('the supervisor replica that runs the link'),
+  updatedAt: z.string(),
   /** The upstream server's instance id, when known: gateways use it for split horizon. */
-  peerInstanceId: string | null
+  peerInstanceId: z.string().nullable(),
   /** Dropped by the duplicate guard (a loop between bridges). */
-  duplicatesDropped: number
-}
+  duplicatesDropped: z.number(),
+})
+export type LinkStatus = z.infer<typeof LinkStatusSchema>
 
 export const LINKS_BUCKET = BUCKETS.links
 export const LEASES_BUCKET = BUCKETS.leases

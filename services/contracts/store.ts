@@ -9,14 +9,21 @@
  * `globalSeq` (SSE uses it as the event id and to dedupe replay against live events).
  */
 import { z } from 'zod'
+import { MACHINES, type MachineKind } from '../../machines/index.ts'
 import {
-  GRANT_ALL,
-  MACHINES,
-  namespaceProblem,
-  type Binding,
-  type MachineKind,
-  type PersistedSnapshot,
-} from '../../machines/index.ts'
+  ActorSchema,
+  dropNull,
+  Grant,
+  Id,
+  InstanceId,
+  BindingsSchema,
+  HostUrl,
+  Port,
+  SecretHash,
+  TlsSchema,
+} from './values.ts'
+
+export * from './values.ts'
 
 export const STORE_QUEUE = 'binding-store'
 export const storeSubject = (verb: StoreVerb): string => `store.${verb}`
@@ -25,114 +32,7 @@ export const transitionSubject = (machine: MachineKind | '*', id: string): strin
 /** All transitions of all machines: what SSE and the supervisor listen to. */
 export const ALL_TRANSITIONS = 'evt.*.*.transition'
 
-export const MAX_BINDINGS = 1_000 // an upstream with more is a mistake, and each is a subscription
-export const MAX_ID_CHARS = 128
-export const HOST_PROTOCOLS = ['mqtt:', 'mqtts:', 'ws:', 'wss:'] as const
 const MAX_EVENT_BYTES = 64 * 1_024 // 64 KiB: an event is a few bindings, not a payload
-const MAX_PEM_CHARS = 64 * 1_024 // 64 KiB: a certificate chain
-
-// ---- the pieces -------------------------------------------------------------------------------
-
-/** A topic prefix: no wildcards, no empty level, no leading or trailing `/`, not starting with `$`. */
-export const Namespace = z
-  .string()
-  .superRefine((ns, ctx) => {
-    const problem = namespaceProblem(ns)
-    if (problem) ctx.addIssue({ code: 'custom', message: `namespace ${problem}` })
-  })
-  .describe('topic prefix: no wildcards, no empty level, no leading or trailing /, no leading $')
-
-/** A grant is a namespace or `#` alone (everything but `$` topics). */
-export const Grant = z.string().superRefine((g, ctx) => {
-  if (g === GRANT_ALL) return
-  const problem = namespaceProblem(g)
-  if (problem) ctx.addIssue({ code: 'custom', message: `grant ${problem} (or be '#' alone)` })
-})
-
-export const BindingSchema = z.strictObject({ source: Namespace, target: Namespace })
-
-/** At most MAX_BINDINGS, each source bound once; `element` lets the HTTP API name the item schema. */
-export const bindingsOf = (element: z.ZodType<Binding> = BindingSchema) =>
-  z
-    .array(element)
-    .max(MAX_BINDINGS)
-    .superRefine((bindings, ctx) => {
-      const seen = new Set<string>()
-      bindings.forEach((b, i) => {
-        if (seen.has(b.source))
-          ctx.addIssue({
-            code: 'custom',
-            path: [i, 'source'],
-            message: `source '${b.source}' is bound twice`,
-          })
-        seen.add(b.source)
-      })
-    })
-export const BindingsSchema = bindingsOf()
-
-export const Id = z.string().min(1).max(MAX_ID_CHARS)
-export const Port = z.number().int().min(1).max(65_535)
-
-/** Why `value` is not an upstream host (`mqtt://host` …: scheme and host name only), or null. */
-export function hostProblem(value: string): string | null {
-  let url: URL
-  try {
-    url = new URL(value)
-  } catch {
-    return 'must be a URL such as mqtt://broker.example'
-  }
-  if (!(HOST_PROTOCOLS as readonly string[]).includes(url.protocol))
-    return 'protocol must be one of mqtt, mqtts, ws, wss'
-  if (!url.hostname) return 'must name a host'
-  if (url.port) return 'must not carry a port: use brokerPort and httpPort'
-  if (url.username || url.password) return 'must not carry credentials'
-  if ((url.pathname && url.pathname !== '/') || url.search || url.hash)
-    return 'must be a scheme and a host only'
-  return null
-}
-
-/** `mqtt://host`, `mqtts://host`, `ws://host` or `wss://host`, normalized to scheme and host name. */
-export const HostUrl = z
-  .string()
-  .max(300)
-  .superRefine((value, ctx) => {
-    const problem = hostProblem(value)
-    if (problem) ctx.addIssue({ code: 'custom', message: problem })
-  })
-  .transform((value) => {
-    const url = new URL(value)
-    return `${url.protocol}//${url.hostname}`
-  })
-
-export const TlsSchema = z.strictObject({
-  ca: z.string().max(MAX_PEM_CHARS).optional(),
-  cert: z.string().max(MAX_PEM_CHARS).optional(),
-  key: z.string().max(MAX_PEM_CHARS).optional(),
-  servername: z.string().max(255).optional(),
-  rejectUnauthorized: z.boolean().optional(),
-})
-export type TlsOptions = z.infer<typeof TlsSchema>
-
-/** Instance IDs look like `UB_ARJgkJ`; any short token is accepted, so older or foreign IDs work. */
-export const InstanceId = z
-  .string()
-  .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 letters, digits, _ or -')
-export const SecretHash = z
-  .string()
-  .regex(/^[0-9a-f]{64}$/, 'must be sha-256 hex (64 lowercase hex digits)')
-
-/** Who sent an event: recorded in the log for audit. */
-export const ActorSchema = z.object({
-  kind: z.enum(['operator', 'remote', 'system']),
-  id: z.string().max(MAX_ID_CHARS).optional(),
-  ip: z.string().max(MAX_ID_CHARS).optional(),
-})
-export type EventActor = z.infer<typeof ActorSchema>
-export type ActorKind = EventActor['kind']
-
-function dropNull<T>(v: T | null | undefined): T | undefined {
-  return v ?? undefined
-}
 
 const MachineKindSchema = z.enum(Object.keys(MACHINES) as [MachineKind, ...MachineKind[]])
 const OptionalText = (max = 4_096) =>
@@ -223,91 +123,112 @@ const MachineRef = z.object({ machine: MachineKindSchema, id: Id })
 
 // ---- outputs ----------------------------------------------------------------------------------
 
-export interface Upstream {
-  id: string
-  kind: 'uns' | 'mqtt'
-  /** `mqtt://host`, `mqtts://host`, `ws://host`, `wss://host` */
-  host: string
-  brokerPort: number
-  httpPort: number
-  status: string
-  active: boolean
-  bindings: Binding[]
-  grants: string[]
-  /** The request id the upstream server gave us (handshake upstreams). */
-  remoteRequestId: string | null
-  lastError: string | null
-  /** Deleted while its server could not be reached: its request is still to be withdrawn. */
-  withdrawalOwed: boolean
-  username: string | null
-  tls: TlsOptions | null
-  seq: number
-  createdAt: string
-  updatedAt: string
-}
+/** A machine's persisted state: what `transition()` resumes from. */
+export const SnapshotSchema = z.object({
+  value: z.string(),
+  context: z.record(z.string(), z.unknown()),
+  status: z.enum(['active', 'done']),
+})
 
-export interface IncomingRequest {
-  id: string
-  instanceId: string
-  sourceIp: string
-  status: string
-  grants: string[]
-  seq: number
-  createdAt: string
-  updatedAt: string
-}
+const Timestamp = z.string().describe('ISO 8601')
 
-export interface TransitionRecord {
-  machine: MachineKind
-  machineId: string
-  seq: number
-  event: { type: string } & Record<string, unknown>
-  actor: EventActor
-  from: string | null
-  to: string
-  snapshot: PersistedSnapshot
-  machineVersion: number
-  at: string
-  prevHash: string
-  hash: string
+export const UpstreamSchema = z.object({
+  id: z.string(),
+  kind: z.enum(['uns', 'mqtt']),
+  host: z.string().describe('mqtt://host, mqtts://host, ws://host or wss://host'),
+  brokerPort: z.number(),
+  httpPort: z.number(),
+  status: z.string(),
+  active: z.boolean(),
+  bindings: z.array(z.object({ source: z.string(), target: z.string() })),
+  grants: z.array(z.string()),
+  remoteRequestId: z
+    .string()
+    .nullable()
+    .describe('the request id the upstream server gave us (handshake upstreams)'),
+  lastError: z.string().nullable(),
+  withdrawalOwed: z
+    .boolean()
+    .describe(
+      'deleted while its server could not be reached: the request is withdrawn as soon as it answers'
+    ),
+  username: z.string().nullable(),
+  tls: TlsSchema.nullable(),
+  seq: z.number(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+})
+export type Upstream = z.infer<typeof UpstreamSchema>
+
+export const IncomingRequestSchema = z.object({
+  id: z.string(),
+  instanceId: z.string(),
+  sourceIp: z.string(),
+  status: z.string(),
+  grants: z.array(z.string()),
+  seq: z.number(),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+})
+export type IncomingRequest = z.infer<typeof IncomingRequestSchema>
+
+export const TransitionRecordSchema = z.object({
+  machine: MachineKindSchema,
+  machineId: z.string(),
+  seq: z.number(),
   /** Position in the global commit order (what SSE sends as the event id). Set by the store. */
-  globalSeq?: number
-}
+  globalSeq: z.number().optional(),
+  event: z.looseObject({ type: z.string() }),
+  actor: ActorSchema,
+  from: z.string().nullable(),
+  to: z.string(),
+  snapshot: SnapshotSchema,
+  machineVersion: z.number(),
+  at: z.string(),
+  prevHash: z.string(),
+  hash: z.string(),
+})
+export type TransitionRecord = z.infer<typeof TransitionRecordSchema>
 
+/** One page of `items`; pass `next` as `after` to get the next page (null at the end). */
+export const pageOf = <T extends z.ZodType>(item: T) =>
+  z.object({ items: z.array(item), next: z.number().nullable() })
 export interface Page<T> {
   items: T[]
-  /** Pass as `after` to get the next page; null at the end. */
   next: number | null
 }
 
-export interface VerifyResult {
-  ok: boolean
-  rows: number
+export const VerifyResultSchema = z.object({
+  ok: z.boolean(),
+  rows: z.number(),
   /** The first row that was changed, inserted or deleted. */
-  firstBadSeq?: number
-  problem?: 'changed' | 'inserted' | 'deleted' | 'snapshot_mismatch'
-  message?: string
-}
+  firstBadSeq: z.number().optional(),
+  problem: z.enum(['changed', 'inserted', 'deleted', 'snapshot_mismatch']).optional(),
+  message: z.string().optional(),
+})
+export type VerifyResult = z.infer<typeof VerifyResultSchema>
 
-export interface ReplayResult {
-  machine: MachineKind
-  machineId: string
-  to: number
-  snapshot: PersistedSnapshot
+export const ReplayResultSchema = z.object({
+  machine: MachineKindSchema,
+  machineId: z.string(),
+  to: z.number(),
+  snapshot: SnapshotSchema,
   /** True when replaying the whole log reproduced the stored snapshot. */
-  matchesStored: boolean | null
-  verify: VerifyResult
-}
+  matchesStored: z.boolean().nullable(),
+  verify: VerifyResultSchema,
+})
+export type ReplayResult = z.infer<typeof ReplayResultSchema>
 
-export interface InstanceInfo {
-  instanceId: string
-  createdAt: string
+export const InstanceInfoSchema = z.object({
+  instanceId: z.string(),
+  createdAt: z.string(),
   /**
    * The operator token in plain text: only in the answer that created the instance with a
    * generated token, so the launcher can print it once. The store keeps only its sha-256.
    */
-  adminToken?: string
-}
+  adminToken: z.string().optional(),
+})
+export type InstanceInfo = z.infer<typeof InstanceInfoSchema>
 
 // ---- the verbs --------------------------------------------------------------------------------
 
@@ -351,30 +272,42 @@ export const STORE_INPUTS = {
   verify: MachineRef,
 } satisfies Record<string, z.ZodType>
 
-interface StoreOutputs {
-  'instance.get': InstanceInfo
-  'instance.verifyAdminToken': { ok: boolean }
-  'upstream.create': Upstream
-  'upstream.patch': Upstream
-  'upstream.get': Upstream
-  'upstream.list': Upstream[]
-  'upstream.credentials': { username: string | null; password: string | null }
-  'request.create': { request: IncomingRequest; created: boolean }
-  'request.get': IncomingRequest
-  'request.list': IncomingRequest[]
-  'request.secretHash': { secretHash: string }
-  'request.authenticate': { ok: boolean; requestId?: string; grants?: string[] }
-  event: TransitionRecord
-  log: Page<TransitionRecord>
-  'log.global': Page<TransitionRecord & { globalSeq: number }>
-  replay: ReplayResult
-  verify: VerifyResult
-}
+/** Each verb's output: typed by these schemas (the store's answers are not parsed again). */
+export const STORE_OUTPUTS = {
+  'instance.get': InstanceInfoSchema,
+  'instance.verifyAdminToken': z.object({ ok: z.boolean() }),
+  'upstream.create': UpstreamSchema,
+  'upstream.patch': UpstreamSchema,
+  'upstream.get': UpstreamSchema,
+  'upstream.list': z.array(UpstreamSchema),
+  'upstream.credentials': z.object({
+    username: z.string().nullable(),
+    password: z.string().nullable(),
+  }),
+  'request.create': z.object({ request: IncomingRequestSchema, created: z.boolean() }),
+  'request.get': IncomingRequestSchema,
+  'request.list': z.array(IncomingRequestSchema),
+  'request.secretHash': z.object({ secretHash: z.string() }),
+  'request.authenticate': z.object({
+    ok: z.boolean(),
+    requestId: z.string().optional(),
+    grants: z.array(z.string()).optional(),
+  }),
+  event: TransitionRecordSchema,
+  log: pageOf(TransitionRecordSchema),
+  'log.global': pageOf(TransitionRecordSchema.required({ globalSeq: true })),
+  replay: ReplayResultSchema,
+  verify: VerifyResultSchema,
+} satisfies Record<StoreVerbName, z.ZodType>
 
-export type StoreVerb = keyof typeof STORE_INPUTS
+type StoreVerbName = keyof typeof STORE_INPUTS
+export type StoreVerb = StoreVerbName
 /** Request/response pairs, by verb: `in` is what a caller sends, `out` what it gets back. */
 export type StoreApi = {
-  [V in StoreVerb]: { in: z.input<(typeof STORE_INPUTS)[V]>; out: StoreOutputs[V] }
+  [V in StoreVerb]: {
+    in: z.input<(typeof STORE_INPUTS)[V]>
+    out: z.output<(typeof STORE_OUTPUTS)[V]>
+  }
 }
 /** What a handler receives: the input after its schema parsed it (defaults filled, values normalized). */
 export type StoreInput<V extends StoreVerb> = z.output<(typeof STORE_INPUTS)[V]>

@@ -3,7 +3,7 @@ import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 import { UbError } from '../common/errors.ts'
 import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
-import type { TransitionRecord, Upstream } from '../contracts/store.ts'
+import { transitionSubject, type TransitionRecord, type Upstream } from '../contracts/store.ts'
 import type { LinkRunner, RunningLink, RunningLinks } from './link-runner.ts'
 import type { LeaseManager } from './ownership.ts'
 import { sameBindings } from './remap.ts'
@@ -125,7 +125,7 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
   )
 
   let debounce: NodeJS.Timeout | undefined
-  const events: Subscription = await bus.subscribe('evt.upstream.*.transition', (msg) => {
+  const events: Subscription = await bus.subscribe(transitionSubject('upstream', '*'), (msg) => {
     try {
       const rec = decodeJson<TransitionRecord>(msg.data)
       if (rec.to === 'Deleted') deleted.add(rec.machineId)

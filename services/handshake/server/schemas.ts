@@ -1,4 +1,7 @@
 import { z } from '@hono/zod-openapi'
+import { GatewayStatsSchema as GatewayStatsContract } from '../../contracts/gateway-stats.ts'
+import * as handshake from '../../contracts/handshake-client.ts'
+import * as links from '../../contracts/links.ts'
 import * as contract from '../../contracts/store.ts'
 
 /**
@@ -159,96 +162,26 @@ export const ReplayQuery = z.object({
   }),
 })
 
-const Actor = contract.ActorSchema
+export const TransitionSchema = documented(contract.TransitionRecordSchema).openapi('Transition')
 
-const Snapshot = z.object({
-  value: z.string(),
-  context: z.record(z.string(), z.unknown()),
-  status: z.enum(['active', 'done']),
-})
+export const TransitionPage = documented(contract.pageOf(TransitionSchema)).openapi(
+  'TransitionPage'
+)
 
-export const TransitionSchema = z
-  .object({
-    machine: z.enum(['upstream', 'request']),
-    machineId: z.string(),
-    seq: z.number(),
-    globalSeq: z.number().optional(),
-    event: z.looseObject({ type: z.string() }),
-    actor: Actor,
-    from: z.string().nullable(),
-    to: z.string(),
-    snapshot: Snapshot,
-    machineVersion: z.number(),
-    at: z.string(),
-    prevHash: z.string(),
-    hash: z.string(),
-  })
-  .openapi('Transition')
+export const ReplaySchema = documented(
+  contract.ReplayResultSchema.extend({ state: z.string() })
+).openapi('Replay')
 
-export const TransitionPage = z
-  .object({ items: z.array(TransitionSchema), next: z.number().nullable() })
-  .openapi('TransitionPage')
+/** A link status as the supervisor last wrote it; every field may be missing from an older writer. */
+export const LinkSchema = documented(links.LinkStatusSchema.partial().loose()).openapi('Link')
 
-export const ReplaySchema = z
-  .object({
-    machine: z.enum(['upstream', 'request']),
-    machineId: z.string(),
-    to: z.number(),
-    state: z.string(),
-    snapshot: Snapshot,
-    matchesStored: z.boolean().nullable(),
-    verify: z.object({
-      ok: z.boolean(),
-      rows: z.number(),
-      firstBadSeq: z.number().optional(),
-      problem: z.enum(['changed', 'inserted', 'deleted', 'snapshot_mismatch']).optional(),
-      message: z.string().optional(),
-    }),
-  })
-  .openapi('Replay')
-
-export const LinkSchema = z
-  .looseObject({
-    state: z.string().optional(),
-    lastError: z.string().nullable().optional(),
-    forwarded: z.number().optional(),
-    waiting: z.number().optional(),
-    lagMs: z.number().nullable().optional(),
-  })
-  .openapi('Link')
-
-export const UpstreamSchema = z
-  .object({
-    id: z.string(),
-    kind: z.enum(['uns', 'mqtt']),
-    host: z.string(),
-    brokerPort: z.number(),
-    httpPort: z.number(),
-    status: z.string(),
-    active: z.boolean(),
-    bindings: z.array(z.object({ source: z.string(), target: z.string() })),
-    grants: z.array(z.string()),
-    remoteRequestId: z.string().nullable(),
-    lastError: z.string().nullable(),
-    withdrawalOwed: z.boolean().openapi({
-      description:
-        'deleted while its server could not be reached: the request is withdrawn as soon as it answers',
-    }),
-    username: z.string().nullable(),
-    tls: z
-      .object({
-        ca: z.string().optional(),
-        cert: z.string().optional(),
-        servername: z.string().optional(),
-        rejectUnauthorized: z.boolean().optional(),
-      })
+export const UpstreamSchema = documented(
+  contract.UpstreamSchema.extend({
+    tls: contract.TlsSchema.omit({ key: true })
       .nullable()
-      .openapi({ description: 'TLS options; the private key is never shown' }),
-    seq: z.number(),
-    createdAt: z.string(),
-    updatedAt: z.string(),
+      .describe('TLS options; the private key is never shown'),
   })
-  .openapi('Upstream')
+).openapi('Upstream')
 
 export const UpstreamDetailSchema = UpstreamSchema.extend({
   link: LinkSchema.nullable().openapi({
@@ -263,18 +196,9 @@ export const DeletedUpstreamSchema = UpstreamSchema.extend({
   }),
 }).openapi('DeletedUpstream')
 
-export const IncomingRequestSchema = z
-  .object({
-    id: z.string(),
-    instanceId: z.string(),
-    sourceIp: z.string(),
-    status: z.string(),
-    grants: z.array(z.string()),
-    seq: z.number(),
-    createdAt: z.string(),
-    updatedAt: z.string(),
-  })
-  .openapi('IncomingRequest')
+export const IncomingRequestSchema = documented(contract.IncomingRequestSchema).openapi(
+  'IncomingRequest'
+)
 
 export const AcceptBody = z
   .strictObject({
@@ -290,49 +214,19 @@ export const AcceptBody = z
 /** Instance IDs look like `UB_ARJgkJ`; accept any short token so older or foreign IDs still work. */
 export const InstanceIdSchema = contract.InstanceId
 
-export const HandshakeRequestBody = z
-  .strictObject({
-    instanceId: InstanceIdSchema,
-    secretHash: contract.SecretHash,
-  })
-  .openapi('HandshakeRequest')
+export const HandshakeRequestBody = documented(handshake.HandshakeRequestSchema).openapi(
+  'HandshakeRequest'
+)
 
-export const HandshakeAccepted = z
-  .object({
-    requestId: z.string(),
-    status: z.string(),
-    instanceId: z.string().openapi({ description: "the upstream server's instance ID" }),
-    created: z.boolean(),
-  })
-  .openapi('HandshakeAccepted')
+export const HandshakeAccepted = documented(handshake.HandshakeAcceptedSchema).openapi(
+  'HandshakeAccepted'
+)
 
-export const HandshakeStatus = z
-  .object({
-    requestId: z.string(),
-    status: z.string(),
-    grants: z.array(z.string()),
-    instanceId: z.string().openapi({ description: "the upstream server's instance ID" }),
-  })
-  .openapi('HandshakeStatus')
+export const HandshakeStatus = documented(handshake.HandshakeStatusSchema).openapi(
+  'HandshakeStatus'
+)
 
-const GatewayStatsSchema = z
-  .object({
-    gatewayId: z.string(),
-    brokerId: z.string(),
-    clients: z.number().int(),
-    retained: z.number().int(),
-    messagesIn: z.number().int(),
-    messagesOut: z.number().int(),
-    bytesIn: z.number().int().describe('PUBLISH payload bytes received'),
-    bytesOut: z.number().int().describe('PUBLISH payload bytes sent'),
-    publishDenied: z.number().int(),
-    subscribeDenied: z.number().int(),
-    authFailures: z.number().int(),
-    mqQueued: z.number().int(),
-    ports: z.record(z.string(), z.number().int()),
-    uptimeMs: z.number(),
-  })
-  .openapi('GatewayStats')
+const GatewayStatsSchema = documented(GatewayStatsContract).openapi('GatewayStats')
 
 export const InstanceSchema = z
   .object({
