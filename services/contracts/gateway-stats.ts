@@ -10,6 +10,10 @@ export const GatewayCountersSchema = z.object({
   bytesOut: z.number().int().describe('PUBLISH payload bytes sent'),
   publishDenied: z.number().int(),
   subscribeDenied: z.number().int(),
+  deliveryDenied: z
+    .number()
+    .int()
+    .describe('deliveries held back from a bridge because the topic lies outside its grants'),
   authFailures: z.number().int(),
 })
 export type GatewayCounters = z.infer<typeof GatewayCountersSchema>

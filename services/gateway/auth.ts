@@ -133,6 +133,15 @@ export function mayPublish(principal: Principal, topic: string): boolean {
 }
 
 /**
+ * May this principal receive a message on `topic`? Checked on every delivery, whatever path the
+ * message took (live, a resumed session's queue, a retained message, a will): a subscription
+ * that was stored or restored is never a right by itself.
+ */
+export function mayReceive(principal: Principal, topic: string): boolean {
+  return principal.kind !== 'bridge' || isWithinAny(topic, principal.grants)
+}
+
+/**
  * May this principal subscribe to `filter`? For a namespace without wildcards, every topic a
  * filter matches lies inside it exactly when the filter's text does (`a/#`, `a/+/b` inside `a`),
  * so the topic check applies to filters too; `#` as a grant excludes `$` filters.

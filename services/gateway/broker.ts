@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream'
 import { Aedes, type Client } from 'aedes'
 import type { Logger } from '../common/log.ts'
 import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
-import type { Authenticator, Principal } from './auth.ts'
+import { maySubscribe, type Authenticator, type Principal } from './auth.ts'
 import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -70,6 +70,7 @@ export async function createBroker({
     refusals: new WeakMap(),
     denied: new WeakSet(),
   }
+  storeOnlyGrantedSubscriptions(persistence, ctx.principals)
   const connackGate = createConnackGate()
   const aedes = await Aedes.createBroker({
     id,
@@ -81,6 +82,24 @@ export async function createBroker({
   dropDeniedPublishes(aedes, ctx.denied)
   watchEvents(aedes, connackGate, log)
   return asBroker({ aedes, persistence, limits, connackGate, ctx })
+}
+
+/**
+ * aedes stores a client's whole SUBSCRIBE once any one filter in it is allowed, refused filters
+ * included, and restores them all on reconnect; only the filters the client may hold are stored.
+ * (Delivery re-checks the grants as well: `authorizeForward`.)
+ */
+function storeOnlyGrantedSubscriptions(
+  persistence: BusPersistence,
+  principals: WeakMap<Client, Principal>
+): void {
+  const addSubscriptions = persistence.addSubscriptions.bind(persistence)
+  persistence.addSubscriptions = (client, subs) => {
+    // aedes' persistence types its client narrower than its broker does: the same object.
+    const principal = principals.get(client as unknown as Client)
+    const granted = principal ? subs.filter((s) => maySubscribe(principal, s.topic)) : subs
+    return granted.length ? addSubscriptions(client, granted) : Promise.resolve()
+  }
 }
 
 /** aedes' publish, made to skip the packets `authorizePublish` acknowledged and refused. */

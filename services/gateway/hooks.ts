@@ -9,6 +9,7 @@ import type { Logger } from '../common/log.ts'
 import {
   ConnackError,
   mayPublish,
+  mayReceive,
   maySubscribe,
   type Authenticator,
   type Principal,
@@ -183,7 +184,7 @@ function authorizeSubscribe({
   }
 }
 
-/** Runs on every delivery: loops stopped, and the outbound counters. */
+/** Runs on every delivery, queued or live: grants re-checked, loops stopped, and the counters. */
 function authorizeForward({
   counters,
   isEcho,
@@ -192,6 +193,12 @@ function authorizeForward({
   return (client, packet) => {
     const principal = principals.get(client)
     const origin = (packet as { clientId?: string }).clientId
+    if (principal?.kind === 'bridge' && !mayReceive(principal, packet.topic)) {
+      // Only a stored or restored subscription can lead here (a live SUBSCRIBE outside the
+      // grants was refused); the queue entry is erased by aedes when this returns null.
+      counters.deliveryDenied++
+      return null
+    }
     if (principal?.kind === 'internal' || principal?.kind === 'bridge') {
       // No-local for bridge links (ARCHITECTURE.md §9): a bridge never gets back what it
       // published.

@@ -74,6 +74,11 @@ export function registerGatewayMetrics({
     'subscriptions refused by the ACL (SUBACK 0x80)',
     'subscribeDenied'
   )
+  counter(
+    'ub_gateway_delivery_denied_total',
+    'deliveries to a bridge held back because the topic lies outside its grants',
+    'deliveryDenied'
+  )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
 }
 
@@ -85,6 +90,7 @@ export function createCounters(): GatewayCounters {
     bytesOut: 0,
     publishDenied: 0,
     subscribeDenied: 0,
+    deliveryDenied: 0,
     authFailures: 0,
   }
 }

@@ -1,0 +1,173 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
+import type { Bus } from '../../services/common/bus/bus.ts'
+import { silentLogger } from '../../services/common/log.ts'
+import { createStoreClient, startStore, type Store } from '../../services/store/index.ts'
+import { collectGatewayStats } from '../../services/gateway/index.ts'
+import { connectMqtt, sleep, startTestGateway, type TestGateway } from '../helpers/gateway.ts'
+import { createTestDb, type TestDb } from '../helpers/db.ts'
+import { uniquePrefix } from '../helpers/nats.ts'
+
+type Got = Array<{ topic: string; payload: string }>
+
+/** SUBSCRIBE and the granted QoS per filter (MQTT.js reports any 0x80 as an error, §13). */
+function subscribeGranted(client: MqttClient, filters: Record<string, { qos: 0 | 1 }>) {
+  return new Promise<number[]>((resolve, reject) =>
+    client.subscribe(filters, (err, granted) => {
+      const refused = (err as unknown as { packet?: { granted: number[] } } | null)?.packet
+      if (refused) return resolve(refused.granted)
+      if (err) return reject(err)
+      resolve((granted ?? []).map((g) => g.qos))
+    })
+  )
+}
+
+/**
+ * A downstream's bridge gets exactly its grants on every path a message takes to it: live, a
+ * resumed session's queue (on the same gateway or another), and retained messages. aedes stores a
+ * whole SUBSCRIBE once any one of its filters is allowed, so a refused `#` in it came back on
+ * reconnect and carried every topic; this is the reproduction from the trust-boundary review.
+ */
+describe('a bridge is confined to its grants', () => {
+  const hub = createInProcessHub()
+  const prefix = uniquePrefix('gwconf')
+  let busA: Bus, busB: Bus, testDb: TestDb, store: Store
+  let a: TestGateway, b: TestGateway
+  const clients: MqttClient[] = []
+
+  async function acceptedBridge(grants: string[]) {
+    const instanceId = `UB_${randomBytes(4).toString('hex')}`
+    const secret = randomBytes(16).toString('base64url')
+    const call = createStoreClient({ bus: busA }).call
+    const { request } = await call('request.create', {
+      instanceId,
+      secretHash: createHash('sha256').update(secret).digest('hex'),
+      sourceIp: '127.0.0.1',
+      actor: { kind: 'remote' },
+    })
+    await call('event', {
+      machine: 'request',
+      id: request.id,
+      event: { type: 'request.accept', grants },
+      actor: { kind: 'operator' },
+    })
+    return { instanceId, secret }
+  }
+
+  /** Connect with a listener in place before the CONNACK, so a resumed queue is seen whole. */
+  async function connectCollecting(gw: TestGateway, options: Parameters<typeof connectMqtt>[1]) {
+    const got: Got = []
+    const c = await connectMqtt(gw.url, options, (client) =>
+      client.on('message', (topic, payload) => got.push({ topic, payload: payload.toString() }))
+    )
+    clients.push(c)
+    return { c, got }
+  }
+
+  beforeAll(async () => {
+    busA = createInProcessBus({ prefix, hub })
+    busB = createInProcessBus({ prefix, hub })
+    testDb = await createTestDb('pglite')
+    store = await startStore({ bus: busA, db: testDb.db, log: silentLogger() })
+    a = await startTestGateway({ bus: busA, gatewayId: 'a' })
+    b = await startTestGateway({ bus: busB, gatewayId: 'b' })
+  })
+  afterAll(async () => {
+    for (const c of clients) c.end(true)
+    await Promise.all([a?.close(), b?.close()])
+    await store?.close()
+    await testDb?.close()
+    await busB?.close()
+    await busA?.close()
+  })
+
+  it.each([
+    ['the same gateway', () => a],
+    ['another gateway', () => b],
+  ])(
+    'keeps a refused filter out of a persistent session resumed on %s',
+    async (_where, resumeOn) => {
+      const { instanceId, secret } = await acceptedBridge(['acme/plant1'])
+      const login = { username: instanceId, password: secret, clientId: `${instanceId}-s` }
+      const first = await connectCollecting(a, { ...login, clean: false })
+      const granted = await subscribeGranted(first.c, {
+        'acme/plant1/x': { qos: 1 },
+        '#': { qos: 1 },
+      })
+      expect(granted).toEqual([1, 128])
+      await first.c.endAsync()
+
+      const publisher = await connectMqtt(a.url)
+      clients.push(publisher)
+      await publisher.publishAsync('other/tenant/secret', 'queued-outside', { qos: 1 })
+      await publisher.publishAsync('acme/plant1/x', 'queued-inside', { qos: 1 })
+
+      const denied = async () =>
+        (await collectGatewayStats(busA)).reduce((n, g) => n + g.deliveryDenied, 0)
+      const deniedBefore = await denied()
+      const resumed = await connectCollecting(resumeOn(), { ...login, clean: false })
+      await publisher.publishAsync('other/tenant/secret', 'live-outside', { qos: 1 })
+      await publisher.publishAsync('acme/plant1/x', 'live-inside', { qos: 1 })
+      await sleep(700)
+      expect(resumed.got).toEqual([
+        { topic: 'acme/plant1/x', payload: 'queued-inside' },
+        { topic: 'acme/plant1/x', payload: 'live-inside' },
+      ])
+      // The refused `#` was never stored, so nothing outside had to be held back on delivery.
+      expect((await denied()) - deniedBefore).toBe(0)
+    }
+  )
+
+  it('re-checks the grants on delivery when a bridge resumes a session another principal stored', async () => {
+    const { instanceId, secret } = await acceptedBridge(['acme/plant1'])
+    const clientId = `plant-client-${randomBytes(3).toString('hex')}`
+    // A plant client (anonymous from loopback: every right) holds a persistent session on `#`.
+    const plant = await connectCollecting(a, { clientId, clean: false })
+    await subscribeGranted(plant.c, { '#': { qos: 1 } })
+    await plant.c.endAsync()
+    const publisher = await connectMqtt(a.url)
+    clients.push(publisher)
+    await publisher.publishAsync('other/tenant/secret', 'queued-outside', { qos: 1 })
+    await publisher.publishAsync('acme/plant1/y', 'queued-inside', { qos: 1 })
+    const before = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
+    // The bridge credential with that client id: whatever it resumes, it gets its grants only.
+    const bridge = await connectCollecting(a, {
+      clientId,
+      clean: false,
+      username: instanceId,
+      password: secret,
+    })
+    await publisher.publishAsync('other/tenant/secret', 'live-outside', { qos: 1 })
+    await sleep(700)
+    expect(bridge.got).toEqual([{ topic: 'acme/plant1/y', payload: 'queued-inside' }])
+    const after = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
+    // The queued copy was held back on delivery; the live one never matched, since a restored
+    // subscription is authorized again and `#` is refused to this bridge.
+    expect(after.deliveryDenied - before.deliveryDenied).toBe(1)
+  })
+
+  it('delivers no retained message outside the grants, and counts what it held back', async () => {
+    const { instanceId, secret } = await acceptedBridge(['acme/plant1'])
+    const publisher = await connectMqtt(a.url)
+    clients.push(publisher)
+    await publisher.publishAsync('other/retained', 'r-outside', { qos: 1, retain: true })
+    await publisher.publishAsync('acme/plant1/r', 'r-inside', { qos: 1, retain: true })
+    const before = (await collectGatewayStats(busA)).find((s) => s.gatewayId === 'a')!
+    const bridge = await connectCollecting(a, {
+      username: instanceId,
+      password: secret,
+      clientId: `${instanceId}-r`,
+    })
+    const granted = await subscribeGranted(bridge.c, {
+      'acme/plant1/#': { qos: 1 },
+      'other/#': { qos: 1 },
+    })
+    expect(granted).toEqual([1, 128])
+    await sleep(500)
+    expect(bridge.got).toEqual([{ topic: 'acme/plant1/r', payload: 'r-inside' }])
+    const after = (await collectGatewayStats(busA)).find((s) => s.gatewayId === 'a')!
+    expect(after.subscribeDenied - before.subscribeDenied).toBe(1)
+  })
+})
