@@ -1,6 +1,7 @@
 import { sameSecret, sha256Base64 } from '../common/digest.ts'
 import { isWithinAny } from '../../machines/namespace.ts'
 import { INTERNAL_USERNAME } from '../common/internal-credential.ts'
+import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
 import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import { verifyPassword } from './passwords.ts'
@@ -130,6 +131,30 @@ export type Authenticator = ReturnType<typeof createAuthenticator>
 export function mayPublish(principal: Principal, topic: string): boolean {
   if (topic.startsWith('$') || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return false
   return principal.kind !== 'bridge' || isWithinAny(topic, principal.grants)
+}
+
+/**
+ * Why `principal` may not use `clientId`, or null. A principal's client ids live in its own
+ * namespace, so no one can resume, drain or kick another principal's session: a bridge uses its
+ * instance id or `<instance id>-…` (what our bridges send), and `ub-bridge-…` is the fabric's own
+ * bridge sessions, where a backlog waits. An id the broker made up (empty in the CONNECT) is
+ * unique and always fine.
+ */
+export function clientIdProblem(
+  principal: Principal,
+  clientId: string,
+  madeUp: boolean
+): string | null {
+  if (madeUp || principal.kind === 'internal') return null
+  if (principal.kind === 'bridge') {
+    const own = principal.username
+    return clientId === own || clientId.startsWith(own + '-')
+      ? null
+      : `a bridge's client id must be its instance id or start with '${own}-'`
+  }
+  return clientId.startsWith(BRIDGE_CLIENT_PREFIX)
+    ? `client ids starting with '${BRIDGE_CLIENT_PREFIX}' are the fabric's bridge sessions`
+    : null
 }
 
 /**

@@ -68,6 +68,7 @@ export async function createBroker({
     principals: new WeakMap(),
     overLimit: new WeakSet(),
     refusals: new WeakMap(),
+    madeUpIds: new WeakSet(),
     denied: new WeakSet(),
   }
   storeOnlyGrantedSubscriptions(persistence, ctx.principals)

@@ -8,6 +8,7 @@ import type { AedesOptions, AuthenticateError, Client } from 'aedes'
 import type { Logger } from '../common/log.ts'
 import {
   ConnackError,
+  clientIdProblem,
   mayPublish,
   mayReceive,
   maySubscribe,
@@ -39,6 +40,8 @@ export interface HookContext {
   overLimit: WeakSet<Duplex>
   /** CONNECTs `preConnect` found wrong; `authenticate` refuses them with this CONNACK. */
   refusals: WeakMap<Client, ConnackError>
+  /** Clients that sent an empty client id: the one aedes made up is unique, so in no namespace. */
+  madeUpIds: WeakSet<Client>
   // Packets refused by authorizePublish: acknowledged as usual and then dropped, so only the
   // offending publish is lost and the bridge keeps its link (see `authorizePublish`).
   denied: WeakSet<object>
@@ -67,10 +70,11 @@ function adapt<A extends unknown[], R>(
 }
 
 /** CONNECT fields the gateway refuses (decided in `authenticate`) or adjusts. */
-function preConnect({ limits, refusals }: HookContext): Hooks['preConnect'] {
+function preConnect({ limits, refusals, madeUpIds }: HookContext): Hooks['preConnect'] {
   return (client, packet, callback) => {
     const keepalive = packet.keepalive ?? 0
     // [MQTT-3.1.3-8]: a zero-byte ClientId needs CleanSession=1; aedes would make one up.
+    if (packet.clientId === '') madeUpIds.add(client)
     if (packet.clientId === '' && !packet.clean) {
       refusals.set(
         client,
@@ -96,6 +100,7 @@ function authenticate({
   principals,
   overLimit,
   refusals,
+  madeUpIds,
 }: HookContext): Hooks['authenticate'] {
   return (client, username, password, done) => {
     const internals = client as unknown as ClientInternals
@@ -112,6 +117,8 @@ function authenticate({
         password,
         remoteAddress: internals.conn.remoteAddress ?? internals.req?.socket?.remoteAddress,
       })
+      const idProblem = clientIdProblem(principal, client.id, madeUpIds.has(client))
+      if (idProblem) throw new ConnackError(2, `identifier rejected: ${idProblem}`)
       const will = internals._will
       if (will && !mayPublish(principal, will.topic)) {
         throw new ConnackError(

@@ -37,9 +37,13 @@ describe('a bridge is confined to its grants', () => {
   let a: TestGateway, b: TestGateway
   const clients: MqttClient[] = []
 
-  async function acceptedBridge(grants: string[]) {
-    const instanceId = `UB_${randomBytes(4).toString('hex')}`
-    const secret = randomBytes(16).toString('base64url')
+  async function acceptedBridge(
+    grants: string[],
+    {
+      instanceId = `UB_${randomBytes(4).toString('hex')}`,
+      secret = randomBytes(16).toString('base64url'),
+    } = {}
+  ) {
     const call = createStoreClient({ bus: busA }).call
     const { request } = await call('request.create', {
       instanceId,
@@ -53,7 +57,7 @@ describe('a bridge is confined to its grants', () => {
       event: { type: 'request.accept', grants },
       actor: { kind: 'operator' },
     })
-    return { instanceId, secret }
+    return { instanceId, secret, requestId: request.id }
   }
 
   /** Connect with a listener in place before the CONNACK, so a resumed queue is seen whole. */
@@ -120,32 +124,80 @@ describe('a bridge is confined to its grants', () => {
     }
   )
 
-  it('re-checks the grants on delivery when a bridge resumes a session another principal stored', async () => {
+  it('re-checks the grants on delivery when a bridge resumes a session stored under wider grants', async () => {
+    // Accepted for `acme`, the bridge holds a persistent session on `acme/#`; the operator then
+    // narrows it (revoke, and accept its new request for `acme/plant1` only).
+    const { instanceId, secret, requestId } = await acceptedBridge(['acme'])
+    const login = { username: instanceId, password: secret, clientId: `${instanceId}-w` }
+    const first = await connectCollecting(a, { ...login, clean: false })
+    expect(await subscribeGranted(first.c, { 'acme/#': { qos: 1 } })).toEqual([1])
+    await first.c.endAsync()
+    const call = createStoreClient({ bus: busA }).call
+    const operator = { kind: 'operator' as const }
+    await call('event', {
+      machine: 'request',
+      id: requestId,
+      event: { type: 'request.revoke' },
+      actor: operator,
+    })
+    await acceptedBridge(['acme/plant1'], { instanceId, secret })
+
+    const publisher = await connectMqtt(a.url)
+    clients.push(publisher)
+    await publisher.publishAsync('acme/plant2/z', 'queued-outside', { qos: 1 })
+    await publisher.publishAsync('acme/plant1/z', 'queued-inside', { qos: 1 })
+    const before = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
+    const resumed = await connectCollecting(a, { ...login, clean: false })
+    await publisher.publishAsync('acme/plant2/z', 'live-outside', { qos: 1 })
+    await sleep(700)
+    expect(resumed.got).toEqual([{ topic: 'acme/plant1/z', payload: 'queued-inside' }])
+    // The queued copy was held back on delivery; the live one never matched: a restored
+    // subscription is authorized again, and `acme/#` is now refused to this bridge.
+    const after = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
+    expect(after.deliveryDenied - before.deliveryDenied).toBe(1)
+  })
+
+  it("refuses a bridge that presents a plant client's id, and the plant client loses nothing", async () => {
     const { instanceId, secret } = await acceptedBridge(['acme/plant1'])
     const clientId = `plant-client-${randomBytes(3).toString('hex')}`
-    // A plant client (anonymous from loopback: every right) holds a persistent session on `#`.
     const plant = await connectCollecting(a, { clientId, clean: false })
-    await subscribeGranted(plant.c, { '#': { qos: 1 } })
+    await subscribeGranted(plant.c, { 'acme/plant1/#': { qos: 1 } })
     await plant.c.endAsync()
     const publisher = await connectMqtt(a.url)
     clients.push(publisher)
-    await publisher.publishAsync('other/tenant/secret', 'queued-outside', { qos: 1 })
-    await publisher.publishAsync('acme/plant1/y', 'queued-inside', { qos: 1 })
-    const before = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
-    // The bridge credential with that client id: whatever it resumes, it gets its grants only.
-    const bridge = await connectCollecting(a, {
-      clientId,
-      clean: false,
-      username: instanceId,
-      password: secret,
-    })
-    await publisher.publishAsync('other/tenant/secret', 'live-outside', { qos: 1 })
-    await sleep(700)
-    expect(bridge.got).toEqual([{ topic: 'acme/plant1/y', payload: 'queued-inside' }])
-    const after = (await collectGatewayStats(busA)).find((g) => g.gatewayId === 'a')!
-    // The queued copy was held back on delivery; the live one never matched, since a restored
-    // subscription is authorized again and `#` is refused to this bridge.
-    expect(after.deliveryDenied - before.deliveryDenied).toBe(1)
+    await publisher.publishAsync('acme/plant1/q', 'for-the-plant', { qos: 1 })
+
+    for (const gw of [a, b]) {
+      const refused = await connectMqtt(gw.url, {
+        clientId,
+        clean: false,
+        username: instanceId,
+        password: secret,
+      }).then(
+        () => null,
+        (err: { code?: number }) => err.code
+      )
+      expect(refused).toBe(2) // CONNACK 2: identifier rejected
+    }
+    const back = await connectCollecting(a, { clientId, clean: false })
+    await sleep(500)
+    expect(back.got).toEqual([{ topic: 'acme/plant1/q', payload: 'for-the-plant' }])
+    // And a connected client is not kicked by the attempt.
+    const kicked = connectMqtt(a.url, { clientId, username: instanceId, password: secret })
+    await expect(kicked).rejects.toMatchObject({ code: 2 })
+    await sleep(200)
+    expect(back.c.connected).toBe(true)
+  })
+
+  it("refuses a local client that presents a bridge session's id, so a bridge's backlog stays its own", async () => {
+    const refused = await connectMqtt(a.url, { clientId: 'ub-bridge-UP1', clean: false }).then(
+      () => null,
+      (err: { code?: number }) => err.code
+    )
+    expect(refused).toBe(2)
+    const ok = await connectMqtt(a.url, { clientId: '' })
+    clients.push(ok)
+    expect(ok.connected).toBe(true)
   })
 
   it('delivers no retained message outside the grants, and counts what it held back', async () => {
