@@ -34,7 +34,7 @@ export function resolveAdminToken({
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  mkdirSync(dataDir, { recursive: true })
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   const token = 'ubt_' + randomBytes(24).toString('base64url')
   writeFileSync(file, token + '\n', { mode: 0o600, flag: 'wx' })
   return { token, hash: hashToken(token), created: true, file }

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError } from '../common/errors.ts'
 
@@ -12,7 +12,9 @@ export interface DataLock {
  * that is gone (killed, power cut) is taken over.
  */
 export function lockDataDir(dataDir: string): DataLock {
-  mkdirSync(dataDir, { recursive: true })
+  // The data folder holds the database, the bus journal and the admin token: owner only.
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  chmodSync(dataDir, 0o700) // a folder made by hand or by an older version may be 0755
   const file = join(dataDir, 'uns-bridge.pid')
   for (let attempt = 0; ; attempt++) {
     try {

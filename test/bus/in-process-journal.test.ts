@@ -1,4 +1,14 @@
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import {
+  appendFileSync,
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -148,6 +158,24 @@ describe('in-process KV kept on disk', () => {
     expect(await again.keys()).toEqual(['kept', 'after'])
     expect(text((await again.get('kept'))?.value)).toBe(Buffer.alloc(100, 7).toString())
     expect(await again.put('later', Buffer.from('b'))).toBeGreaterThan(revision)
+  })
+
+  it('keeps its folder and files private to the owner, also those an older version left open', async () => {
+    const fresh = join(folder(), 'bus')
+    const kv = await open(fresh).kv('secrets')
+    await kv.put('will', Buffer.from('payload'))
+    await new Promise((r) => setTimeout(r, FLUSH_DELAY_MS * 3))
+    expect(statSync(fresh).mode & 0o777).toBe(0o700)
+    expect(statSync(journalFile(fresh)).mode & 0o777).toBe(0o600)
+
+    const old = join(folder(), 'bus')
+    mkdirSync(old, { mode: 0o755 })
+    chmodSync(old, 0o755)
+    writeFileSync(join(old, 'j_old.kv'), '', { mode: 0o644 })
+    chmodSync(join(old, 'j_old.kv'), 0o644)
+    await open(old).kv('old')
+    expect(statSync(old).mode & 0o777).toBe(0o700)
+    expect(statSync(join(old, 'j_old.kv')).mode & 0o777).toBe(0o600)
   })
 
   it('removes the file with the bucket', async () => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -19,12 +19,16 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
 
   it('makes an instance ID and an admin token at first start and keeps both across restarts', async () => {
     // An empty UB_ADMIN_TOKEN means "not configured": the instance must make its own.
+    chmodSync(dataDir, 0o755) // as a folder made by hand would be
     const first = await startInstance({ dataDir, env: { UB_ADMIN_TOKEN: '' } })
     const tokenFile = join(dataDir, 'admin-token')
     const token = readFileSync(tokenFile, 'utf8').trim()
     expect(first.instanceId).toMatch(/^UB_[A-Za-z0-9]{6}$/)
     expect(token).toMatch(/^ubt_/)
     expect(statSync(tokenFile).mode & 0o077).toBe(0) // owner-only, like an SSH key
+    // The database, the bus journal and the token: other local users read none of them.
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700)
+    expect(statSync(join(dataDir, 'bus')).mode & 0o777).toBe(0o700)
     expect(first.output()).toContain(`admin token: ${token}`)
 
     const health = await fetch(`${first.httpUrl}/healthz`)

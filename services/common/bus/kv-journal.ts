@@ -1,4 +1,6 @@
 import {
+  chmodSync,
+  fchmodSync,
   closeSync,
   fsyncSync,
   ftruncateSync,
@@ -11,6 +13,9 @@ import {
 } from 'node:fs'
 import { join } from 'node:path'
 import type { BusLogger } from './bus.ts'
+
+const PRIVATE_DIR = 0o700 // owner only: other local users must not read the bus state
+const PRIVATE_FILE = 0o600
 
 /**
  * The on-disk log of one in-process KV bucket, so the embedded default keeps what a NATS server
@@ -190,7 +195,9 @@ export function openKvJournal({
   /** Rewrite once the file is past this size and mostly dead records. */
   rewriteAtBytes?: number
 }): OpenedJournal {
-  mkdirSync(dir, { recursive: true })
+  // Private: the journal holds retained messages, queued payloads and wills.
+  mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR })
+  chmodSync(dir, PRIVATE_DIR) // a folder made by an older version was 0755
   const path = join(dir, `${name}.kv`)
   const opened = openJournalFile(path, name, ttlMs, log)
   const { entries, seq } = opened
@@ -300,7 +307,8 @@ function openJournalFile(
     file = Buffer.alloc(0)
   }
   const { entries, seq, validBytes } = replay(file, ttlMs, Date.now())
-  const fd = openSync(path, 'a+')
+  const fd = openSync(path, 'a+', PRIVATE_FILE)
+  fchmodSync(fd, PRIVATE_FILE) // likewise a file made by an older version
   if (validBytes < file.length) {
     log?.warn(
       { bucket: name, dropped: file.length - validBytes },
@@ -340,7 +348,7 @@ function rewriteJournal(
   const seqRecord = record('SEQ', '', last, now)
   records.push(seqRecord)
   const tmp = `${path}.tmp`
-  const out = openSync(tmp, 'w')
+  const out = openSync(tmp, 'w', PRIVATE_FILE)
   try {
     writeAll(out, encode(records))
     fsyncSync(out)
@@ -349,5 +357,9 @@ function rewriteJournal(
   }
   renameSync(tmp, path)
   closeSync(fd)
-  return { fd: openSync(path, 'a+'), fileBytes: bytes + seqRecord.size, liveBytes: bytes }
+  return {
+    fd: openSync(path, 'a+', PRIVATE_FILE),
+    fileBytes: bytes + seqRecord.size,
+    liveBytes: bytes,
+  }
 }
