@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
@@ -9,20 +9,10 @@ import { collectGatewayStats } from '../../services/gateway/index.ts'
 import { connectMqtt, sleep, startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
+import * as bridgePrincipal from './bridge-principal.ts'
+import { subscribeGranted } from './bridge-principal.ts'
 
 type Got = Array<{ topic: string; payload: string }>
-
-/** SUBSCRIBE and the granted QoS per filter (MQTT.js reports any 0x80 as an error, §13). */
-function subscribeGranted(client: MqttClient, filters: Record<string, { qos: 0 | 1 }>) {
-  return new Promise<number[]>((resolve, reject) =>
-    client.subscribe(filters, (err, granted) => {
-      const refused = (err as unknown as { packet?: { granted: number[] } } | null)?.packet
-      if (refused) return resolve(refused.granted)
-      if (err) return reject(err)
-      resolve((granted ?? []).map((g) => g.qos))
-    })
-  )
-}
 
 /**
  * A downstream's bridge gets exactly its grants on every path a message takes to it: live, a
@@ -37,28 +27,8 @@ describe('a bridge is confined to its grants', () => {
   let a: TestGateway, b: TestGateway
   const clients: MqttClient[] = []
 
-  async function acceptedBridge(
-    grants: string[],
-    {
-      instanceId = `UB_${randomBytes(4).toString('hex')}`,
-      secret = randomBytes(16).toString('base64url'),
-    } = {}
-  ) {
-    const call = createStoreClient({ bus: busA }).call
-    const { request } = await call('request.create', {
-      instanceId,
-      secretHash: createHash('sha256').update(secret).digest('hex'),
-      sourceIp: '127.0.0.1',
-      actor: { kind: 'remote' },
-    })
-    await call('event', {
-      machine: 'request',
-      id: request.id,
-      event: { type: 'request.accept', grants },
-      actor: { kind: 'operator' },
-    })
-    return { instanceId, secret, requestId: request.id }
-  }
+  const acceptedBridge = (grants: string[], identity?: { instanceId: string; secret: string }) =>
+    bridgePrincipal.acceptedBridge(busA, grants, identity)
 
   /** Connect with a listener in place before the CONNACK, so a resumed queue is seen whole. */
   async function connectCollecting(gw: TestGateway, options: Parameters<typeof connectMqtt>[1]) {
