@@ -2,6 +2,9 @@ import { sameSecret, sha256Base64 } from '../common/digest.ts'
 import { isWithinAny } from '../../machines/namespace.ts'
 import { INTERNAL_USERNAME } from '../common/internal-credential.ts'
 import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
+import { filterToSubjects } from '../common/bus/topic.ts'
+import { topicKey } from './codec.ts'
+import { subjectOfTopic } from './subject.ts'
 import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import { verifyPassword } from './passwords.ts'
@@ -124,12 +127,39 @@ export function createAuthenticator({
 
 export type Authenticator = ReturnType<typeof createAuthenticator>
 
+// A topic is judged by what NATS will see: its subject (escapes make up to 3 bytes of one) and its
+// retained message's KV key (a base64 token per level, 2 bytes or more per 1-byte level). Past
+// NATS's 4 KB control line the server closes the gateway's whole bus connection, so each must
+// stay under MAX_TOPIC_BYTES; a topic of at most CERTAINLY_FITS_BYTES always does (×3 at worst).
+const CERTAINLY_FITS_BYTES = 1_000
+
+/** Does `topic` stay within MAX_TOPIC_BYTES as a bus subject and as a KV key? */
+export function fitsTheBus(topic: string): boolean {
+  const bytes = Buffer.byteLength(topic)
+  if (bytes <= CERTAINLY_FITS_BYTES) return true
+  if (bytes > MAX_TOPIC_BYTES) return false
+  return (
+    Buffer.byteLength(subjectOfTopic(topic)) <= MAX_TOPIC_BYTES &&
+    topicKey(topic).length <= MAX_TOPIC_BYTES
+  )
+}
+
+function filterFitsTheBus(filter: string): boolean {
+  const bytes = Buffer.byteLength(filter)
+  if (bytes <= CERTAINLY_FITS_BYTES) return true
+  if (bytes > MAX_TOPIC_BYTES) return false
+  return filterToSubjects(filter).every((s) => Buffer.byteLength(s) <= MAX_TOPIC_BYTES)
+}
+
+/** A client id becomes a KV key token (base64, 4/3 its size) in several buckets' keys. */
+export const MAX_CLIENT_ID_BYTES = 1_024
+
 /**
  * May this principal publish to `topic`? `$` topics are the server's [MQTT-4.7.2-1]; a bridge
  * stays inside its granted namespaces.
  */
 export function mayPublish(principal: Principal, topic: string): boolean {
-  if (topic.startsWith('$') || Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return false
+  if (topic.startsWith('$') || !fitsTheBus(topic)) return false
   return principal.kind !== 'bridge' || isWithinAny(topic, principal.grants)
 }
 
@@ -145,6 +175,8 @@ export function clientIdProblem(
   clientId: string,
   madeUp: boolean
 ): string | null {
+  if (Buffer.byteLength(clientId) > MAX_CLIENT_ID_BYTES)
+    return `a client id must be at most ${MAX_CLIENT_ID_BYTES} bytes`
   if (madeUp || principal.kind === 'internal') return null
   if (principal.kind === 'bridge') {
     const own = principal.username
@@ -172,7 +204,7 @@ export function mayReceive(principal: Principal, topic: string): boolean {
  * so the topic check applies to filters too; `#` as a grant excludes `$` filters.
  */
 export function maySubscribe(principal: Principal, filter: string): boolean {
-  if (Buffer.byteLength(filter) > MAX_TOPIC_BYTES) return false
+  if (!filterFitsTheBus(filter)) return false
   if (principal.kind !== 'bridge') return true
   return !filter.startsWith('$') && isWithinAny(filter, principal.grants)
 }
