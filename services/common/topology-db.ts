@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { decodeJson, encodeJson, type Bus, type KvBucket } from './bus/bus.ts'
 import { KvConflictError } from './errors.ts'
+import { INSTANCE_ID_PATTERN } from './instance-id.ts'
 import { fromWire, supersedes, toWire, type StoredAdvert, type WireAdvert } from './topology.ts'
 
 /**
@@ -16,7 +17,7 @@ export const MAX_ADVERTS = 1_000 // a mesh of up to a thousand instances
 const MAX_NEIGHBOURS = 1_000
 const MAX_TRIES = 5 // compare-and-set retries against concurrent merges of the same origin
 
-const InstanceId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)
+const InstanceId = z.string().regex(INSTANCE_ID_PATTERN)
 export const WireAdvertSchema = z.strictObject({
   origin: InstanceId,
   version: z.number().int().nonnegative(),

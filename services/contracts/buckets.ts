@@ -23,5 +23,3 @@ export const BUCKETS = {
   gatewayOutgoing: 'gw_outgoing',
   gatewayWills: 'gw_wills',
 } as const
-
-export type BucketName = (typeof BUCKETS)[keyof typeof BUCKETS]

@@ -82,23 +82,27 @@ async function readCapped(res: Response, maxBytes: number): Promise<string> {
   const reader = res.body.getReader()
   const chunks: Uint8Array[] = []
   let size = 0
+  let tooLarge = false
   try {
     for (;;) {
       const { done, value } = await reader.read()
       if (done) break
       size += value.length
       if (size > maxBytes) {
-        await reader.cancel()
-        throw new RemoteError(
-          `${res.url || 'the server'} answered more than ${maxBytes} bytes`,
-          res.status
-        )
+        tooLarge = true
+        break
       }
       chunks.push(value)
     }
-  } catch (err) {
-    if (err instanceof RemoteError) throw err
+  } catch {
     // The connection broke mid-body: judge by what arrived (usually nothing parseable).
+  }
+  if (tooLarge) {
+    await reader.cancel()
+    throw new RemoteError(
+      `${res.url || 'the server'} answered more than ${maxBytes} bytes`,
+      res.status
+    )
   }
   const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
   let at = 0

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { GRANT_ALL, namespaceProblem, type Binding } from '../../machines/index.ts'
+import { INSTANCE_ID_PATTERN } from '../common/instance-id.ts'
 
 export const MAX_BINDINGS = 1_000 // an upstream with more is a mistake, and each is a subscription
 export const MAX_ID_CHARS = 128
@@ -93,7 +94,7 @@ export type TlsOptions = z.infer<typeof TlsSchema>
 /** Instance IDs look like `UB_ARJgkJ`; any short token is accepted, so older or foreign IDs work. */
 export const InstanceId = z
   .string()
-  .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 letters, digits, _ or -')
+  .regex(INSTANCE_ID_PATTERN, 'must be 1–64 letters, digits, _ or -')
 export const SecretHash = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'must be sha-256 hex (64 lowercase hex digits)')

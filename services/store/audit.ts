@@ -10,13 +10,8 @@ import {
 } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
 import type { ReplayResult, VerifyResult } from '../contracts/store.ts'
-import {
-  canonicalContent,
-  canonicalJson,
-  GENESIS_HASH,
-  sha256Hex,
-  type CanonicalParts,
-} from './hash.ts'
+import { sha256Hex } from '../common/digest.ts'
+import { canonicalContent, canonicalJson, GENESIS_HASH, type CanonicalParts } from './hash.ts'
 import { MACHINE_TABLES } from './repo.ts'
 
 /** Rows per round trip: 100,000 rows are 20 queries, and memory stays flat. */

@@ -66,8 +66,6 @@ export function canonicalContent(p: CanonicalParts): string {
   )
 }
 
-export { sha256Hex }
-
 export function transitionHash(prevHash: string, row: HashedFields): string {
   return sha256Hex(
     prevHash +

@@ -1,11 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { MqttClient } from 'mqtt'
-import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { internalCredential, INTERNAL_USERNAME } from '../../services/common/internal-credential.ts'
-import { silentLogger } from '../../services/common/log.ts'
-import { startStore, createStoreClient, type Store } from '../../services/store/index.ts'
+import { createStoreClient } from '../../services/store/index.ts'
 import { collectGatewayStats, hashPassword } from '../../services/gateway/index.ts'
 import {
   collect,
@@ -15,16 +13,15 @@ import {
   startTestGateway,
   type TestGateway,
 } from '../helpers/gateway.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
+import { acceptedBridge as acceptBridge, startGatewayPair, type GatewayPair } from './fixture.ts'
 import { connectPacket, rawClient } from './raw.ts'
 
 const actor = { kind: 'operator' as const }
 
 describe('gateway authentication and namespace ACL', () => {
-  const hub = createInProcessHub()
-  const prefix = uniquePrefix('gwauth')
-  let busA: Bus, busB: Bus, testDb: TestDb, store: Store
+  let pair: GatewayPair
+  let busA: Bus
   let a: TestGateway, b: TestGateway
   const clients: MqttClient[] = []
   const open = async (gw: TestGateway, opts: Parameters<typeof connectMqtt>[1] = {}) => {
@@ -33,42 +30,23 @@ describe('gateway authentication and namespace ACL', () => {
     return c
   }
 
-  /** A downstream's request, accepted with `grants`; returns its MQTT credentials. */
-  async function acceptedBridge(grants: string[]) {
-    const instanceId = `UB_${randomBytes(4).toString('hex')}`
-    const secret = randomBytes(16).toString('base64url')
-    const call = createStoreClient({ bus: busA }).call
-    const { request } = await call('request.create', {
-      instanceId,
-      secretHash: createHash('sha256').update(secret).digest('hex'),
-      sourceIp: '127.0.0.1',
-      actor: { kind: 'remote' },
-    })
-    await call('event', {
-      machine: 'request',
-      id: request.id,
-      event: { type: 'request.accept', grants },
-      actor,
-    })
-    return { instanceId, secret, requestId: request.id, call }
-  }
+  /** A downstream's request, accepted with `grants`: its MQTT login, request id and a store client. */
+  const acceptedBridge = async (grants: string[]) => ({
+    ...(await acceptBridge(busA, grants)),
+    call: createStoreClient({ bus: busA }).call,
+  })
 
   beforeAll(async () => {
-    busA = createInProcessBus({ prefix, hub })
-    busB = createInProcessBus({ prefix, hub })
-    testDb = await createTestDb('pglite')
-    store = await startStore({ bus: busA, db: testDb.db, log: silentLogger() })
     const users = [{ username: 'alice', passwordHash: await hashPassword('wonderland') }]
-    a = await startTestGateway({ bus: busA, gatewayId: 'a', users })
-    b = await startTestGateway({ bus: busB, gatewayId: 'b', users, anonymous: 'never' })
+    pair = await startGatewayPair('gwauth', {
+      a: { users },
+      b: { users, anonymous: 'never' },
+    })
+    ;({ busA, a, b } = pair)
   })
   afterAll(async () => {
     for (const c of clients) c.end(true)
-    await Promise.all([a?.close(), b?.close()])
-    await store?.close()
-    await testDb?.close()
-    await busB?.close()
-    await busA?.close()
+    await pair?.close()
   })
 
   it('drops a bridge publish outside its grant, refuses such a subscription, and the others carry on', async () => {

@@ -2,14 +2,9 @@ import fc from 'fast-check'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { isWithinAny } from '../../machines/namespace.ts'
-import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
-import { silentLogger } from '../../services/common/log.ts'
-import { startStore, type Store } from '../../services/store/index.ts'
-import { connectMqtt, sleep, startTestGateway, type TestGateway } from '../helpers/gateway.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { uniquePrefix } from '../helpers/nats.ts'
-import { acceptedBridge, subscribeGranted } from './bridge-principal.ts'
+import { connectMqtt, sleep, type TestGateway } from '../helpers/gateway.ts'
+import { acceptedBridge, startGatewayPair, subscribeGranted, type GatewayPair } from './fixture.ts'
 
 const GRANTS = ['acme/plant1', 'acme/plant3/line']
 const TOPICS = [
@@ -74,30 +69,20 @@ const command: fc.Arbitrary<Command> = fc.oneof(
  * retained), and an id outside its namespace is refused with CONNACK 2.
  */
 describe('confinement to grants, property-based', () => {
-  const hub = createInProcessHub()
-  const prefix = uniquePrefix('gwprop')
-  let busA: Bus, busB: Bus, testDb: TestDb, store: Store
+  let pair: GatewayPair
+  let busA: Bus
   let gateways: TestGateway[] = []
   const publishers: MqttClient[] = []
 
   beforeAll(async () => {
-    busA = createInProcessBus({ prefix, hub })
-    busB = createInProcessBus({ prefix, hub })
-    testDb = await createTestDb('pglite')
-    store = await startStore({ bus: busA, db: testDb.db, log: silentLogger() })
-    gateways = [
-      await startTestGateway({ bus: busA, gatewayId: 'a' }),
-      await startTestGateway({ bus: busB, gatewayId: 'b' }),
-    ]
+    pair = await startGatewayPair('gwprop')
+    busA = pair.busA
+    gateways = [pair.a, pair.b]
     for (const gw of gateways) publishers.push(await connectMqtt(gw.url))
   })
   afterAll(async () => {
     for (const p of publishers) p.end(true)
-    await Promise.all(gateways.map((g) => g.close()))
-    await store?.close()
-    await testDb?.close()
-    await busB?.close()
-    await busA?.close()
+    await pair?.close()
   })
 
   it('never lets a message outside the grants reach the bridge', async () => {

@@ -1,16 +1,16 @@
 import { randomBytes } from 'node:crypto'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
-import { silentLogger } from '../../services/common/log.ts'
-import { createStoreClient, startStore, type Store } from '../../services/store/index.ts'
+import { createStoreClient } from '../../services/store/index.ts'
 import { collectGatewayStats } from '../../services/gateway/index.ts'
-import { connectMqtt, sleep, startTestGateway, type TestGateway } from '../helpers/gateway.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
-import { uniquePrefix } from '../helpers/nats.ts'
-import * as bridgePrincipal from './bridge-principal.ts'
-import { subscribeGranted } from './bridge-principal.ts'
+import { connectMqtt, sleep, type TestGateway } from '../helpers/gateway.ts'
+import {
+  acceptedBridge as acceptBridge,
+  startGatewayPair,
+  subscribeGranted,
+  type GatewayPair,
+} from './fixture.ts'
 
 type Got = Array<{ topic: string; payload: string }>
 
@@ -21,14 +21,13 @@ type Got = Array<{ topic: string; payload: string }>
  * reconnect and carried every topic; this is the reproduction from the trust-boundary review.
  */
 describe('a bridge is confined to its grants', () => {
-  const hub = createInProcessHub()
-  const prefix = uniquePrefix('gwconf')
-  let busA: Bus, busB: Bus, testDb: TestDb, store: Store
+  let pair: GatewayPair
+  let busA: Bus
   let a: TestGateway, b: TestGateway
   const clients: MqttClient[] = []
 
   const acceptedBridge = (grants: string[], identity?: { instanceId: string; secret: string }) =>
-    bridgePrincipal.acceptedBridge(busA, grants, identity)
+    acceptBridge(busA, grants, identity)
 
   /** Connect with a listener in place before the CONNACK, so a resumed queue is seen whole. */
   async function connectCollecting(gw: TestGateway, options: Parameters<typeof connectMqtt>[1]) {
@@ -41,20 +40,12 @@ describe('a bridge is confined to its grants', () => {
   }
 
   beforeAll(async () => {
-    busA = createInProcessBus({ prefix, hub })
-    busB = createInProcessBus({ prefix, hub })
-    testDb = await createTestDb('pglite')
-    store = await startStore({ bus: busA, db: testDb.db, log: silentLogger() })
-    a = await startTestGateway({ bus: busA, gatewayId: 'a' })
-    b = await startTestGateway({ bus: busB, gatewayId: 'b' })
+    pair = await startGatewayPair('gwconf')
+    ;({ busA, a, b } = pair)
   })
   afterAll(async () => {
     for (const c of clients) c.end(true)
-    await Promise.all([a?.close(), b?.close()])
-    await store?.close()
-    await testDb?.close()
-    await busB?.close()
-    await busA?.close()
+    await pair?.close()
   })
 
   it.each([
