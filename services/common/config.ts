@@ -84,6 +84,61 @@ export const configSchema = z.object({
     .min(1)
     .default(10_000)
     .describe('MQTT clients per gateway; more get CONNACK 3'),
+  maxPendingMessages: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(10_000)
+    .describe(
+      'deliveries one connection may have waiting for its socket; past it the client is cut as a slow consumer'
+    ),
+  maxPendingBytes: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(16 * 1_048_576)
+    .describe('payload bytes one connection may have waiting for its socket (16 MiB)'),
+  sessionMaxQueued: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(10_000)
+    .describe(
+      "QoS 1/2 messages a client's persistent session may have queued, across gateways; more are not queued (counted)"
+    ),
+  bridgeMaxQueued: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(1_000_000)
+    .describe(
+      "QoS 1 messages a bridge's local session may have queued (its backlog while the upstream is down); more are not queued"
+    ),
+  maxRetainedMessages: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100_000)
+    .describe(
+      'retained topics, cluster-wide (each gateway holds all in memory); past it a new one is not kept'
+    ),
+  maxRetainedBytes: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(256 * 1_048_576)
+    .describe(
+      'topic and payload bytes of all retained messages (256 MiB); past it a new one is not kept'
+    ),
+  maxInboundQos2: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(65_535)
+    .default(100)
+    .describe(
+      'QoS 2 PUBLISHes a client may have awaiting PUBREL (kept with payloads); one more closes its connection'
+    ),
   keepAliveMin: z.coerce
     .number()
     .int()

@@ -14,7 +14,41 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('deliveries held back from a bridge because the topic lies outside its grants'),
+  inboundQos2Exceeded: z
+    .number()
+    .int()
+    .describe('connections cut for holding more QoS 2 PUBLISHes awaiting PUBREL than the bound'),
+  queueFull: z
+    .number()
+    .int()
+    .describe('QoS > 0 messages not queued for a persistent session whose queue was full'),
+  retainedRefused: z
+    .number()
+    .int()
+    .describe('retained messages not kept because the retained bound was reached'),
+  slowConsumers: z
+    .number()
+    .int()
+    .describe('connections cut because their pending deliveries passed the bound'),
   authFailures: z.number().int(),
+  // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
+  authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),
+  authCacheEvictions: z
+    .number()
+    .int()
+    .describe('cached answers dropped because the cache was full'),
+  authBusy: z.number().int().describe('CONNECTs refused (CONNACK 3): the check queue was full'),
+  scryptChecks: z.number().int().describe('local-user password verifications run'),
+  storeAuthChecks: z.number().int().describe('bridge credential checks sent to the store'),
+  connectRateLimited: z
+    .number()
+    .int()
+    .describe('CONNECTs refused (CONNACK 3) by the per-source budget'),
+  proxyRefused: z.number().int().describe('connections closed for a bad or late PROXY header'),
+  revokedDisconnects: z
+    .number()
+    .int()
+    .describe('bridges disconnected because their request is no longer Accepted'),
 })
 export type GatewayCounters = z.infer<typeof GatewayCountersSchema>
 

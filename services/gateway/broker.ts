@@ -8,6 +8,7 @@ import { createConnackGate, type ConnackGate, type GatedClient } from './connack
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
+import { createOutboundLimiter, type OutboundLimiter, type Pending } from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 
 export interface BrokerLimits {
@@ -19,6 +20,12 @@ export interface BrokerLimits {
   keepAliveMin: number
   /** Seconds, 0 = none; a larger or zero keep-alive gets CONNACK 2 (mosquitto max_keepalive). */
   keepAliveMax: number
+  /** Deliveries a connection may have waiting for its socket; past it, it is cut (outbound.ts). */
+  maxPendingMessages: number
+  /** Payload bytes of those deliveries. */
+  maxPendingBytes: number
+  /** QoS 2 PUBLISHes awaiting PUBREL per client (aedes `maxInflightInbound`); one more: cut. */
+  maxInboundQos2: number
 }
 
 export interface BrokerOptions {
@@ -72,17 +79,27 @@ export async function createBroker({
     denied: new WeakSet(),
   }
   storeOnlyGrantedSubscriptions(persistence, ctx.principals)
-  const connackGate = createConnackGate()
+  const slowConsumer = (client: { id?: string | null; conn?: Duplex }, pending: Pending) => {
+    counters.slowConsumers++
+    log.warn(
+      { clientId: client.id, ...pending },
+      'client cut as a slow consumer: its pending deliveries passed the bound'
+    )
+    client.conn?.destroy()
+  }
+  const outbound = createOutboundLimiter(limits, slowConsumer)
+  const connackGate = createConnackGate({ limits, onOverflow: slowConsumer })
   const aedes = await Aedes.createBroker({
     id,
     mq,
     persistence,
     heartbeatInterval: heartbeatMs,
+    maxInflightInbound: limits.maxInboundQos2,
     ...createHooks(ctx),
   })
   dropDeniedPublishes(aedes, ctx.denied)
-  watchEvents(aedes, connackGate, log)
-  return asBroker({ aedes, persistence, limits, connackGate, ctx })
+  watchEvents(aedes, connackGate, counters, log)
+  return asBroker({ aedes, persistence, limits, connackGate, outbound, ctx })
 }
 
 /**
@@ -116,13 +133,19 @@ function dropDeniedPublishes(aedes: Aedes, denied: WeakSet<object>): void {
   }
 }
 
-function watchEvents(aedes: Aedes, connackGate: ConnackGate, log: Logger): void {
+function watchEvents(
+  aedes: Aedes,
+  connackGate: ConnackGate,
+  counters: GatewayCounters,
+  log: Logger
+): void {
   // After the CONNACK and the resumed session's queue: live deliveries for restored
   // subscriptions then come after the older queued messages, in order [MQTT-4.6.0-6].
   aedes.on('clientReady', (client) => connackGate.release(client as unknown as GatedClient))
-  aedes.on('clientError', (client, err) =>
+  aedes.on('clientError', (client, err) => {
+    if (err.message.startsWith('maxInflightInbound exceeded')) counters.inboundQos2Exceeded++
     log.debug({ clientId: client.id, err: err.message }, 'client error; connection closed')
-  )
+  })
   aedes.on('connectionError', (_client, err) =>
     log.debug({ err: err.message }, 'connection error before CONNECT completed')
   )
@@ -152,12 +175,14 @@ function asBroker({
   persistence,
   limits,
   connackGate,
+  outbound,
   ctx: { principals, overLimit },
 }: {
   aedes: Aedes
   persistence: BusPersistence
   limits: BrokerLimits
   connackGate: ConnackGate
+  outbound: OutboundLimiter
   ctx: HookContext
 }): Broker {
   let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
@@ -171,6 +196,7 @@ function asBroker({
       conn.once('close', () => openSockets--)
       const client = aedes.handle(conn, req)
       enforcePacketSize(client, limits)
+      outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
       connackGate.hold(client as unknown as GatedClient)
     },
     principal: (client) => principals.get(client),

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { payloadBytes, type OutboundLimits } from './outbound.ts'
 
 type Deliver = (packet: unknown, cb: () => void) => void
 
@@ -28,25 +29,46 @@ export interface GatedClient {
  * already carried it (the persistence records what the drain handed out).
  *
  * Call `hold(client)` before aedes reads the CONNECT, and `release(client)` once the connect
- * finished (aedes' `clientReady` event). Held deliveries keep their callbacks, so mqemitter's
- * backpressure still counts them; if the connection closes first they are dropped and their
- * callbacks run (a persistent session still has its QoS > 0 copies in the queue).
+ * finished (aedes' `clientReady` event). If the connection closes first, held deliveries are
+ * dropped and their callbacks run (a persistent session still has its QoS > 0 copies in the
+ * queue). What is held counts against the connection's outbound bound (outbound.ts): a session
+ * that resumes a backlog and does not read while live messages keep coming is cut as a slow
+ * consumer, not left to grow.
  */
-export function createConnackGate() {
+export function createConnackGate({
+  limits,
+  onOverflow,
+}: {
+  limits: OutboundLimits
+  onOverflow: (client: GatedClient, held: { messages: number; bytes: number }) => void
+}) {
   // Client → how to end its hold: deliver what was held (CONNACK sent) or drop it (closed).
   const holds = new WeakMap<GatedClient, (deliver: boolean) => void>()
 
   function hold(client: GatedClient): void {
     const { deliver0, deliverQoS } = client
     const held: Array<{ deliver: Deliver; packet: unknown; cb: () => void }> = []
+    let heldBytes = 0
     let holding = true
+    let overflowed = false
     const gate =
       (deliver: Deliver): Deliver =>
       (packet, cb) => {
         // Subscriptions restored before CONNACK keep this wrapper, which only forwards once
         // released; subscriptions made later get the original functions back.
-        if (holding) held.push({ deliver, packet, cb })
-        else deliver(packet, cb)
+        if (!holding) return deliver(packet, cb)
+        const bytes = payloadBytes(packet)
+        if (
+          overflowed ||
+          held.length + 1 > limits.maxPendingMessages ||
+          heldBytes + bytes > limits.maxPendingBytes
+        ) {
+          if (!overflowed) onOverflow(client, { messages: held.length, bytes: heldBytes })
+          overflowed = true
+          return cb()
+        }
+        heldBytes += bytes
+        held.push({ deliver, packet, cb })
       }
     client.deliver0 = gate(deliver0)
     client.deliverQoS = gate(deliverQoS)

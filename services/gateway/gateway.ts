@@ -15,7 +15,7 @@ import { createBroker, type Broker, type BrokerLimits } from './broker.ts'
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
 import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
 import { createBusMq } from './mq.ts'
-import { createBusPersistence } from './persistence.ts'
+import { createBusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 
@@ -35,6 +35,8 @@ export interface GatewayOptions {
   wssPort?: number
   tls?: TlsMaterial
   limits?: Partial<BrokerLimits>
+  /** Bounds on the shared state: session queues, retained messages (README, Bounds). */
+  storeLimits?: Partial<StoreLimits>
   anonymous?: AnonymousPolicy
   users?: readonly LocalUser[]
   heartbeatMs?: number
@@ -60,6 +62,9 @@ export const DEFAULT_LIMITS: BrokerLimits = {
   maxConnections: 10_000,
   keepAliveMin: 0,
   keepAliveMax: 0,
+  maxPendingMessages: 10_000,
+  maxPendingBytes: 16 * 1_048_576, // 16 MiB
+  maxInboundQos2: 100,
 }
 export const DEFAULT_HEARTBEAT_MS = 5_000 // 5 s: a dead gateway's wills fire within 15–35 s
 const CLOSING_STATES = new Set(['Revoked', 'Withdrawn'])
@@ -79,6 +84,7 @@ export async function createGateway({
   wssPort,
   tls,
   limits = {},
+  storeLimits = {},
   anonymous = 'loopback',
   users = [],
   heartbeatMs = DEFAULT_HEARTBEAT_MS,
@@ -95,7 +101,7 @@ export async function createGateway({
     internalSecret: cachedInternalSecret(bus),
     ...(authCacheMs === undefined ? {} : { cacheMs: authCacheMs }),
   })
-  const persistence = await createBusPersistence({ bus, log })
+  const persistence = await createBusPersistence({ bus, log, limits: storeLimits, counters })
   // Peer instance ids of this fabric's bridge links, written by the supervisor (split horizon).
   const peers = await watchPeers(bus)
   const mq = createBusMq({ bus, brokerId: () => brokerId, log })

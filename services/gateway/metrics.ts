@@ -79,7 +79,28 @@ export function registerGatewayMetrics({
     'deliveries to a bridge held back because the topic lies outside its grants',
     'deliveryDenied'
   )
+  counter(
+    'ub_gateway_slow_consumers_total',
+    'connections cut because their pending deliveries passed maxPendingMessages/maxPendingBytes',
+    'slowConsumers'
+  )
+  counter(
+    'ub_gateway_queue_full_total',
+    'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
+    'queueFull'
+  )
+  counter(
+    'ub_gateway_retained_refused_total',
+    'retained messages not kept because maxRetainedMessages or maxRetainedBytes was reached',
+    'retainedRefused'
+  )
+  counter(
+    'ub_gateway_inbound_qos2_exceeded_total',
+    'connections cut for holding more than maxInboundQos2 QoS 2 PUBLISHes awaiting PUBREL',
+    'inboundQos2Exceeded'
+  )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
+  registerFrontDoorMetrics(counter)
 }
 
 export function createCounters(): GatewayCounters {
@@ -91,6 +112,56 @@ export function createCounters(): GatewayCounters {
     publishDenied: 0,
     subscribeDenied: 0,
     deliveryDenied: 0,
+    slowConsumers: 0,
+    queueFull: 0,
+    inboundQos2Exceeded: 0,
+    retainedRefused: 0,
     authFailures: 0,
+    authCacheHits: 0,
+    authCacheEvictions: 0,
+    authBusy: 0,
+    scryptChecks: 0,
+    storeAuthChecks: 0,
+    connectRateLimited: 0,
+    proxyRefused: 0,
+    revokedDisconnects: 0,
   }
+}
+
+/** The CONNECT front door's counters: cache, semaphores, per-source budget, PROXY, revocation. */
+function registerFrontDoorMetrics(
+  counter: (name: string, help: string, key: keyof GatewayCounters) => unknown
+): void {
+  counter('ub_gateway_auth_cache_hits_total', 'CONNECTs answered from the cache', 'authCacheHits')
+  counter(
+    'ub_gateway_auth_cache_evictions_total',
+    'cached authentication answers dropped because authCacheMaxEntries was reached',
+    'authCacheEvictions'
+  )
+  counter(
+    'ub_gateway_auth_busy_total',
+    'CONNECTs refused with CONNACK 3 because authQueueMax checks were already waiting',
+    'authBusy'
+  )
+  counter('ub_gateway_scrypt_checks_total', 'local-user password verifications run', 'scryptChecks')
+  counter(
+    'ub_gateway_store_auth_checks_total',
+    'bridge credential checks sent to the binding store',
+    'storeAuthChecks'
+  )
+  counter(
+    'ub_gateway_connect_rate_limited_total',
+    'CONNECTs refused with CONNACK 3 by the per-source (IPv4 address, IPv6 /64) budget',
+    'connectRateLimited'
+  )
+  counter(
+    'ub_gateway_proxy_refused_total',
+    'connections closed for a malformed or missing-in-time PROXY protocol header',
+    'proxyRefused'
+  )
+  counter(
+    'ub_gateway_revoked_disconnects_total',
+    'bridges disconnected because their request was revoked or withdrawn',
+    'revokedDisconnects'
+  )
 }

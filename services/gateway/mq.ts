@@ -51,6 +51,11 @@ const MAX_RUN_BYTES = 65_536
  * emit at once (with aedes' backpressure); copies from other gateways are dispatched as they
  * arrive. aedes' cluster control ($SYS birth, heartbeat, new/clients) rides on the same path.
  *
+ * A local listener's dispatch slot is released as soon as the message is handed to it: aedes'
+ * listeners are client deliveries, and a client that does not read would otherwise hold its
+ * slots until its socket drains, stopping delivery to everyone once 100 are held. What a client
+ * has not yet taken is bounded per connection instead (outbound.ts).
+ *
  * Consecutive emits on one topic go out as one frame (frame.ts), sent when the topic changes,
  * when the run is large, or on the next turn of the event loop (setImmediate). Sending a run
  * whenever the topic changes keeps the bus messages in emit order, so each origin's order holds
@@ -70,6 +75,20 @@ export function createBusMq({
   // but not from its $SYS listeners.
   const seen = new Set<string>()
   let closed = false
+  // aedes' listener → the same listener, its slot released at hand-out (one per function, so
+  // removeListener finds what `on` added for any topic).
+  const released = new WeakMap<Listener, Listener>()
+  const releasing = (listener: Listener): Listener => {
+    let wrapped = released.get(listener)
+    if (!wrapped) {
+      wrapped = (packet, done) => {
+        listener(packet, noop)
+        done()
+      }
+      released.set(listener, wrapped)
+    }
+    return wrapped
+  }
 
   function firstSighting(key: string): boolean {
     if (seen.has(key)) return false
@@ -134,7 +153,7 @@ export function createBusMq({
 
   return {
     on(topic, listener, done) {
-      local.on(topic, listener)
+      local.on(topic, releasing(listener))
       // SUBACK only once the bus knows the interest, so a publish right after it is seen.
       filters.add(topic).then(
         () => done?.(),
@@ -146,7 +165,7 @@ export function createBusMq({
       return this
     },
     removeListener(topic, listener, done) {
-      local.removeListener(topic, listener)
+      local.removeListener(topic, releasing(listener))
       filters.remove(topic)
       if (done) setImmediate(done)
       return this
@@ -174,6 +193,8 @@ export function createBusMq({
     },
   }
 }
+
+function noop(): void {}
 
 /** One ref-counted bus subscription per distinct MQTT filter, shared by its local listeners. */
 function createFilterSubscriptions({

@@ -2,9 +2,10 @@ import { BUCKETS } from '../contracts/buckets.ts'
 import type { Bus, Subscription } from '../common/bus/bus.ts'
 import type { Logger } from '../common/log.ts'
 import { createIncomingStore } from './persistence/incoming.ts'
+import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
 import type { Broker } from './persistence/kv.ts'
 import { createOutgoingQueue, DEFAULT_QUEUE_LIST_MS } from './persistence/outgoing.ts'
-import { createRetainedStore } from './persistence/retained.ts'
+import { createRetainedStore, type RetainedLimits } from './persistence/retained.ts'
 import { createSubscriptionStore } from './persistence/subscriptions.ts'
 import { createWillStore } from './persistence/wills.ts'
 
@@ -28,6 +29,24 @@ export interface BusPersistenceOptions {
   queueTtlMs?: number
   /** First deadline for listing a session's queue in KV; doubled on each of 3 retries. */
   queueListMs?: number
+  limits?: Partial<StoreLimits>
+  /** Counted when a bound refuses something. */
+  counters?: { queueFull: number; retainedRefused: number }
+}
+
+/** What the shared state may hold (README, Bounds); each holds across gateways. */
+export interface StoreLimits extends RetainedLimits {
+  /** Messages a client's persistent session may have queued. */
+  sessionMaxQueued: number
+  /** Messages a bridge's local session (`ub-bridge-…`: its backlog while its upstream is down). */
+  bridgeMaxQueued: number
+}
+
+export const DEFAULT_STORE_LIMITS: StoreLimits = {
+  sessionMaxQueued: 10_000,
+  bridgeMaxQueued: 1_000_000,
+  maxRetainedMessages: 100_000,
+  maxRetainedBytes: 256 * 1_048_576, // 256 MiB
 }
 
 export const DEFAULT_QUEUE_TTL_MS = 7 * 24 * 3_600_000 // 7 days
@@ -37,7 +56,10 @@ export async function createBusPersistence({
   log,
   queueTtlMs = DEFAULT_QUEUE_TTL_MS,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
+  limits: limitsGiven = {},
+  counters = { queueFull: 0, retainedRefused: 0 },
 }: BusPersistenceOptions) {
+  const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
   const [retainedKv, subsKv, outKv, willsKv] = await Promise.all([
     bus.kv(BUCKETS.gatewayRetained),
     bus.kv(BUCKETS.gatewaySubscriptions),
@@ -46,9 +68,20 @@ export async function createBusPersistence({
   ])
   let broker: Broker | undefined
   const watches: Subscription[] = []
-  const retained = createRetainedStore({ kv: retainedKv })
+  const retained = createRetainedStore({
+    kv: retainedKv,
+    limits,
+    onRefused: () => counters.retainedRefused++,
+  })
   const subs = createSubscriptionStore({ kv: subsKv })
-  const outgoing = createOutgoingQueue({ kv: outKv, log, queueListMs })
+  const outgoing = createOutgoingQueue({
+    kv: outKv,
+    log,
+    queueListMs,
+    maxQueued: (clientId) =>
+      clientId.startsWith(BRIDGE_CLIENT_PREFIX) ? limits.bridgeMaxQueued : limits.sessionMaxQueued,
+    onQueueFull: () => counters.queueFull++,
+  })
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })
 

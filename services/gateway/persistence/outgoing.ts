@@ -8,6 +8,7 @@ import type { KvBucket } from '../../common/bus/bus.ts'
 import type { Logger } from '../../common/log.ts'
 import { decodePacket, encodePacket, keyToken, type WirePacket } from '../codec.ts'
 import type { Client } from './kv.ts'
+import { createQueueDepth } from './queue-depth.ts'
 
 // A listing takes milliseconds, but a NATS KV keys() over keys that are being written and deleted
 // at the same time can fail to end (seen on reconnect, while live messages for the same client
@@ -20,7 +21,14 @@ export interface OutgoingQueueOptions {
   log: Logger
   /** First deadline for listing a session's queue in KV; doubled on each of 3 retries. */
   queueListMs?: number
+  /** Messages a session's queue may hold; a message past it is not queued (Mosquitto's policy). */
+  maxQueued?: (clientId: string) => number
+  /** A message was not queued for a session because its queue was full. */
+  onQueueFull?: (clientId: string) => void
 }
+
+// A queue longer than this is read in two passes, so its payloads are never all in memory.
+const QUEUE_PAGE = 512
 
 /** What aedes sends once a QoS 2 PUBLISH was PUBRECed. */
 interface PubrelPacket {
@@ -55,16 +63,23 @@ export function createOutgoingQueue({
   kv,
   log,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
+  maxQueued = () => Infinity,
+  onQueueFull = () => {},
 }: OutgoingQueueOptions) {
   // clientId → messageId → the queued message it stands for; PUBACKs and PUBCOMPs arrive where
   // the client is connected, which is the gateway that assigned the messageId in `outgoingUpdate`.
   const inflight = new Map<string, Map<number, InflightEntry>>()
   const reader: QueueReader = { kv, log, queueListMs }
+  const depth = createQueueDepth({
+    count: async (clientId) => (await listQueue(reader, clientId)).length,
+    maxFor: maxQueued,
+  })
 
-  function enqueue(clientId: string, p: WirePacket): Promise<number> {
+  async function enqueue(clientId: string, p: WirePacket): Promise<void> {
+    if (!(await depth.admit(clientId))) return onQueueFull(clientId)
     const packet: WirePacket = { ...p, cmd: 'publish' }
     delete packet.messageId
-    return kv.put(outKey(clientId, packet), encodePacket(packet, { at: Date.now() }))
+    await kv.put(outKey(clientId, packet), encodePacket(packet, { at: Date.now() }))
   }
 
   return {
@@ -130,7 +145,7 @@ export function createOutgoingQueue({
 export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
 
 /** What reading a session's queue on reconnect needs. */
-type QueueReader = Required<OutgoingQueueOptions>
+type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>>
 
 /** `kv.keys` with a deadline and retries: a fresh listing ends where a stuck one did not. */
 async function listQueue(
@@ -165,17 +180,7 @@ async function* clientQueue(
   delivered?: Record<string, number>
 ): AsyncGenerator<WirePacket | PubrelPacket> {
   const keys = await listQueue(reader, clientId)
-  const entries = await Promise.all(keys.map((k) => reader.kv.get(k)))
-  const queued = entries
-    .filter((e) => e !== null)
-    .map((e) => decodePacket(e.value))
-    // Arrival order across publishers; per-publisher order by its counter [MQTT-4.6.0-6].
-    .sort(
-      (a, b) =>
-        (a.extra?.at as number) - (b.extra?.at as number) ||
-        (a.packet.brokerCounter ?? 0) - (b.packet.brokerCounter ?? 0)
-    )
-  for (const q of queued) {
+  for await (const q of inOrder(reader.kv, keys)) {
     // A QoS 2 message the client already received (PUBREC): what is owed is its PUBREL,
     // with the packet id the client knows [MQTT-4.4.0-1].
     if (q.extra?.pubrel === true) yield pubrelOf(q.packet)
@@ -186,4 +191,51 @@ async function* clientQueue(
       yield q.packet
     }
   }
+}
+
+type Queued = ReturnType<typeof decodePacket>
+
+/** Arrival order across publishers; per-publisher order by its counter [MQTT-4.6.0-6]. */
+const arrival = (a: { at: number; counter: number }, b: { at: number; counter: number }): number =>
+  a.at - b.at || a.counter - b.counter
+
+const orderOf = (q: Queued) => ({
+  at: q.extra?.at as number,
+  counter: q.packet.brokerCounter ?? 0,
+})
+
+/**
+ * A session's queued entries in arrival order. A short queue is read and sorted at once; a long
+ * one (a bridge's backlog after an outage) in two passes, a page at a time: first only each
+ * entry's order is kept, then the entries are read again in that order as the client takes them,
+ * so memory holds keys and one page, never the whole backlog.
+ */
+async function* inOrder(kv: KvBucket, keys: string[]): AsyncGenerator<Queued> {
+  if (keys.length <= QUEUE_PAGE) {
+    const read = await readPage(kv, keys)
+    yield* read.map((r) => r.q).sort((a, b) => arrival(orderOf(a), orderOf(b)))
+    return
+  }
+  const order: Array<{ key: string; at: number; counter: number }> = []
+  for (let i = 0; i < keys.length; i += QUEUE_PAGE) {
+    for (const { key, q } of await readPage(kv, keys.slice(i, i + QUEUE_PAGE)))
+      order.push({ key, ...orderOf(q) })
+  }
+  order.sort(arrival)
+  for (let i = 0; i < order.length; i += QUEUE_PAGE) {
+    const page = await readPage(
+      kv,
+      order.slice(i, i + QUEUE_PAGE).map((o) => o.key)
+    )
+    yield* page.map((r) => r.q) // erased meanwhile (acknowledged elsewhere): skipped
+  }
+}
+
+async function readPage(kv: KvBucket, keys: string[]): Promise<Array<{ key: string; q: Queued }>> {
+  const entries = await Promise.all(keys.map((k) => kv.get(k)))
+  const out: Array<{ key: string; q: Queued }> = []
+  entries.forEach((e, i) => {
+    if (e !== null) out.push({ key: keys[i]!, q: decodePacket(e.value) })
+  })
+  return out
 }

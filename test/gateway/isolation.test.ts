@@ -1,0 +1,119 @@
+import type { MqttClient } from 'mqtt'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Bus } from '../../services/common/bus/bus.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
+import {
+  collect,
+  connectMqtt,
+  eventually,
+  startTestGateway,
+  type TestGateway,
+} from '../helpers/gateway.ts'
+import { uniquePrefix } from '../helpers/nats.ts'
+import { connectPacket, rawClient, type RawClient } from './raw.ts'
+
+/**
+ * One client that stops reading must not stop delivery to the others (ARCHITECTURE.md §10):
+ * a subscriber whose socket is full, and a persistent session that resumes a backlog and never
+ * reads. Each is cut as a slow consumer once its connection's pending deliveries pass the bound,
+ * and its persistent session keeps every QoS 1 message for its next connection.
+ */
+describe('a client that stops reading', () => {
+  const closers: Array<() => Promise<unknown> | unknown> = []
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close()
+  })
+
+  const PAYLOAD = Buffer.alloc(32 * 1024, 0x61) // 32 KiB: a few hundred fill any socket buffer
+  const COUNT = 400
+
+  async function setUp(limits = { maxPendingMessages: 100, maxPendingBytes: 1 << 30 }) {
+    const bus: Bus = createInProcessBus({ prefix: uniquePrefix('iso') })
+    const gw: TestGateway = await startTestGateway({ bus, limits })
+    closers.push(
+      () => bus.close(),
+      () => gw.close()
+    )
+    const healthy = await connectMqtt(gw.url, { clientId: 'healthy' })
+    const publisher = await connectMqtt(gw.url, { clientId: 'publisher' })
+    closers.push(
+      () => healthy.end(true),
+      () => publisher.end(true)
+    )
+    await healthy.subscribeAsync('t/#', { qos: 1 })
+    return { gw, healthy, publisher, got: collect(healthy) }
+  }
+
+  /** A persistent session on `t/#` from a bare socket, so the test decides when it reads. */
+  async function stalledSubscriber(gw: TestGateway, clientId: string): Promise<RawClient> {
+    const raw = await rawClient(gw.ports.mqtt)
+    closers.push(() => raw.end())
+    raw.send(connectPacket({ clientId, clean: false, keepalive: 0 }))
+    await raw.next('connack')
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 1 }] })
+    await raw.next('suback')
+    return raw
+  }
+
+  function publishAll(publisher: MqttClient, from: number, count: number) {
+    return Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        publisher.publishAsync(`t/${from + i}`, PAYLOAD, { qos: 1 })
+      )
+    )
+  }
+
+  it('does not stall the others while subscribed, and keeps its queue for the next connection', async () => {
+    const { gw, publisher, got } = await setUp()
+    const stalled = await stalledSubscriber(gw, 'stalled-live')
+    stalled.socket.pause() // never reads again: its receive window fills
+
+    const sent = publishAll(publisher, 0, COUNT)
+    // Without the bound, 100 deliveries waiting for the stalled socket held every dispatch slot
+    // and the healthy subscriber got nothing more until aedes' 60 s drain timeout.
+    await got.waitFor(COUNT, 15_000)
+    await sent
+    // Cut as a slow consumer (its paused socket does not see the close: the gateway's count does).
+    await eventually(() => gw.stats().slowConsumers === 1, 5_000)
+    stalled.end()
+
+    // Its persistent session kept every QoS 1 message.
+    const back = await reconnect(gw, 'stalled-live')
+    await back.waitFor(COUNT, 15_000)
+    expect(new Set(back.messages.map((m) => m.topic)).size).toBe(COUNT)
+  }, 40_000)
+
+  it('does not stall the others while it resumes a backlog it never reads', async () => {
+    const { gw, publisher, got } = await setUp()
+    const stalled = await stalledSubscriber(gw, 'stalled-resume')
+    stalled.end()
+    await publishAll(publisher, 0, COUNT) // its backlog
+    await got.waitFor(COUNT, 15_000)
+
+    const again = await rawClient(gw.ports.mqtt)
+    closers.push(() => again.end())
+    again.send(connectPacket({ clientId: 'stalled-resume', clean: false, keepalive: 0 }))
+    again.socket.pause() // resumes its session and never reads the backlog
+    await eventually(() => gw.stats().clients >= 3, 5_000)
+
+    // Live messages for the resuming session wait behind its backlog; they must not hold
+    // anyone else's deliveries.
+    const sent = publishAll(publisher, COUNT, COUNT)
+    await got.waitFor(2 * COUNT, 15_000)
+    await sent
+    await eventually(() => gw.stats().slowConsumers === 1, 5_000)
+    again.end()
+
+    const back = await reconnect(gw, 'stalled-resume')
+    await back.waitFor(2 * COUNT, 20_000)
+    expect(new Set(back.messages.map((m) => m.topic)).size).toBe(2 * COUNT)
+  }, 40_000)
+
+  /** Reconnect a persistent session, collecting from before its CONNACK (the queue follows it). */
+  async function reconnect(gw: TestGateway, clientId: string) {
+    let got: ReturnType<typeof collect> | undefined
+    const client = await connectMqtt(gw.url, { clientId, clean: false }, (c) => (got = collect(c)))
+    closers.push(() => client.end(true))
+    return got!
+  }
+})
