@@ -130,6 +130,14 @@ export const configSchema = z.object({
     .describe(
       'topic and payload bytes of all retained messages (256 MiB); past it a new one is not kept'
     ),
+  sessionExpirySec: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(604_800)
+    .describe(
+      'seconds a persistent session may go unseen before its subscriptions and queue are erased (7 days); 0 = never; bridges exempt'
+    ),
   maxInboundQos2: z.coerce
     .number()
     .int()

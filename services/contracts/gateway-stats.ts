@@ -18,6 +18,10 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('connections cut for holding more QoS 2 PUBLISHes awaiting PUBREL than the bound'),
+  sessionsExpired: z
+    .number()
+    .int()
+    .describe('persistent sessions ended after being unseen for sessionExpirySec'),
   queueFull: z
     .number()
     .int()

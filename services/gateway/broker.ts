@@ -8,6 +8,7 @@ import { createConnackGate, type ConnackGate, type GatedClient } from './connack
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
+import { startSessionExpiry } from './persistence/expiry.ts'
 import { createOutboundLimiter, type OutboundLimiter, type Pending } from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 
@@ -26,6 +27,8 @@ export interface BrokerLimits {
   maxPendingBytes: number
   /** QoS 2 PUBLISHes awaiting PUBREL per client (aedes `maxInflightInbound`); one more: cut. */
   maxInboundQos2: number
+  /** A persistent session unseen this long ends (persistence/expiry.ts); 0 = never. */
+  sessionExpiryMs: number
 }
 
 export interface BrokerOptions {
@@ -99,7 +102,8 @@ export async function createBroker({
   })
   dropDeniedPublishes(aedes, ctx.denied)
   watchEvents(aedes, connackGate, counters, log)
-  return asBroker({ aedes, persistence, limits, connackGate, outbound, ctx })
+  const expiry = expireSessions(aedes, persistence, limits, counters, log)
+  return asBroker({ aedes, persistence, limits, connackGate, outbound, expiry, ctx })
 }
 
 /**
@@ -131,6 +135,36 @@ function dropDeniedPublishes(aedes: Aedes, denied: WeakSet<object>): void {
     }
     publish(packet, client, done)
   }
+}
+
+/** Persistent sessions are seen at connect and disconnect, and end when unseen too long. */
+function expireSessions(
+  aedes: Aedes,
+  persistence: BusPersistence,
+  limits: BrokerLimits,
+  counters: GatewayCounters,
+  log: Logger
+) {
+  const touch = (client: Client) => {
+    if (client.clean === false && client.id)
+      persistence.touchSession(client.id).catch((err: unknown) => {
+        log.debug({ err, clientId: client.id }, 'could not record when a session was seen')
+      })
+  }
+  aedes.on('clientReady', touch)
+  aedes.on('clientDisconnect', touch)
+  return startSessionExpiry({
+    expiryMs: limits.sessionExpiryMs,
+    connected: () =>
+      Object.values((aedes as unknown as AedesInternals).clients)
+        .filter((c) => c.clean === false && c.id)
+        .map((c) => c.id),
+    touch: persistence.touchSession,
+    unseenSince: persistence.sessionsUnseenSince,
+    end: persistence.endSession,
+    onExpired: () => counters.sessionsExpired++,
+    log,
+  })
 }
 
 function watchEvents(
@@ -176,6 +210,7 @@ function asBroker({
   limits,
   connackGate,
   outbound,
+  expiry,
   ctx: { principals, overLimit },
 }: {
   aedes: Aedes
@@ -183,6 +218,7 @@ function asBroker({
   limits: BrokerLimits
   connackGate: ConnackGate
   outbound: OutboundLimiter
+  expiry: { stop(): void }
   ctx: HookContext
 }): Broker {
   let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
@@ -213,6 +249,7 @@ function asBroker({
       return n
     },
     close() {
+      expiry.stop()
       closing ??= new Promise<void>((resolve) => aedes.close(() => resolve())).then(() =>
         persistence.destroy()
       )

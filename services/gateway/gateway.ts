@@ -65,6 +65,7 @@ export const DEFAULT_LIMITS: BrokerLimits = {
   maxPendingMessages: 10_000,
   maxPendingBytes: 16 * 1_048_576, // 16 MiB
   maxInboundQos2: 100,
+  sessionExpiryMs: 7 * 24 * 3_600_000, // 7 days, as the queue's TTL
 }
 export const DEFAULT_HEARTBEAT_MS = 5_000 // 5 s: a dead gateway's wills fire within 15–35 s
 const CLOSING_STATES = new Set(['Revoked', 'Withdrawn'])

@@ -48,6 +48,7 @@ export async function startGateway(
       maxPendingMessages: config.maxPendingMessages,
       maxPendingBytes: config.maxPendingBytes,
       maxInboundQos2: config.maxInboundQos2,
+      sessionExpiryMs: config.sessionExpirySec * 1_000,
     },
     storeLimits: {
       sessionMaxQueued: config.sessionMaxQueued,

@@ -99,6 +99,11 @@ export function registerGatewayMetrics({
     'connections cut for holding more than maxInboundQos2 QoS 2 PUBLISHes awaiting PUBREL',
     'inboundQos2Exceeded'
   )
+  counter(
+    'ub_gateway_sessions_expired_total',
+    'persistent sessions ended after sessionExpirySec unseen (subscriptions and queue erased)',
+    'sessionsExpired'
+  )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
   registerFrontDoorMetrics(counter)
 }
@@ -114,6 +119,7 @@ export function createCounters(): GatewayCounters {
     deliveryDenied: 0,
     slowConsumers: 0,
     queueFull: 0,
+    sessionsExpired: 0,
     inboundQos2Exceeded: 0,
     retainedRefused: 0,
     authFailures: 0,

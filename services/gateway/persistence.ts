@@ -114,6 +114,14 @@ export async function createBusPersistence({
     outgoingClearMessageId: outgoing.outgoingClearMessageId,
     outgoingStream: outgoing.outgoingStream,
 
+    /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
+    touchSession: subs.touch,
+    sessionsUnseenSince: subs.unseenSince,
+    async endSession(clientId: string): Promise<void> {
+      await subs.cleanSubscriptions({ id: clientId })
+      await outgoing.purge(clientId)
+    },
+
     incomingStorePacket: incoming.incomingStorePacket,
     incomingGetPacket: incoming.incomingGetPacket,
     incomingDelPacket: incoming.incomingDelPacket,

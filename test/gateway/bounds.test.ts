@@ -7,6 +7,7 @@ import {
   startTestGateway,
   type TestGateway,
 } from '../helpers/gateway.ts'
+import { INTERNAL_USERNAME, internalCredential } from '../../services/common/internal-credential.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
 import { startGatewayPair } from './fixture.ts'
 import { connectPacket, rawClient } from './raw.ts'
@@ -154,5 +155,56 @@ describe('bounds on what clients can make the gateways keep', () => {
     const pub = await client(gw, 'pub')
     await pub.publishAsync('z/1', 'still here', { qos: 1 })
     await got.waitFor(1)
+  })
+
+  let bridgeGot: ReturnType<typeof collect> | undefined
+  it('a persistent session unseen past sessionExpirySec ends; connected ones and bridges stay', async () => {
+    const bus = createInProcessBus({ prefix: uniquePrefix('bx') })
+    const gw = await startTestGateway({ bus, limits: { sessionExpiryMs: 400 } })
+    closers.push(
+      () => bus.close(),
+      () => gw.close()
+    )
+    await offlineSession(gw, 'gone', 'x/#')
+    const bridgeId = 'ub-bridge-kept'
+    const bridge = await connectMqtt(gw.url, {
+      clientId: bridgeId,
+      clean: false,
+      username: INTERNAL_USERNAME,
+      password: await internalCredential(bus),
+    })
+    await bridge.subscribeAsync('x/#', { qos: 1 })
+    await bridge.endAsync()
+    const staying = await client(gw, 'staying', false)
+    await staying.subscribeAsync('x/#', { qos: 1 })
+    const stayingGot = collect(staying)
+    const pub = await client(gw, 'pub')
+    await pub.publishAsync('x/1', 'queued', { qos: 1 })
+
+    await eventually(() => gw.stats().sessionsExpired === 1, 5_000)
+    await new Promise((r) => setTimeout(r, 600)) // more sweeps: still only the one
+    expect(gw.stats().sessionsExpired).toBe(1)
+
+    // The expired session comes back empty: no session, no queue.
+    const back = await connectMqtt(gw.url, { clientId: 'gone', clean: false })
+    closers.push(() => back.end(true))
+    const backGot = collect(back)
+    // The connected one kept its subscription throughout.
+    await pub.publishAsync('x/2', 'live', { qos: 1 })
+    await stayingGot.waitFor(2)
+    await new Promise((r) => setTimeout(r, 200))
+    expect(backGot.messages).toEqual([])
+    const bridgeBack = await connectMqtt(
+      gw.url,
+      {
+        clientId: bridgeId,
+        clean: false,
+        username: INTERNAL_USERNAME,
+        password: await internalCredential(bus),
+      },
+      (c) => (bridgeGot = collect(c))
+    )
+    closers.push(() => bridgeBack.end(true))
+    await bridgeGot!.waitFor(2)
   })
 })

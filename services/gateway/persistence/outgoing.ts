@@ -136,6 +136,13 @@ export function createOutgoingQueue({
       await kv.erase(entry.key)
       return packet
     },
+    /** Erase a session's whole queue (the session expired). */
+    async purge(clientId: string): Promise<number> {
+      depth.forget(clientId)
+      const keys = await listQueue(reader, clientId)
+      for (const k of keys) await kv.erase(k)
+      return keys.length
+    },
     outgoingStream(client: Client): Readable {
       return Readable.from(clientQueue(reader, client.id, client.duplicates))
     },

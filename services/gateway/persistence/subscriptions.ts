@@ -11,11 +11,16 @@ import { casLoop, createVersioned, mirrorBucket, parse, type Client } from './kv
 
 type SubRecord = { qos: number; rh?: number; rap?: boolean; nl?: boolean }
 type Sub = SubRecord & { topic: string }
-/** A client's value in `gw_subs`: its id (the key is a token of it) and its filters. */
-type ClientSubs = { id: string; subs: Record<string, SubRecord> }
+/**
+ * A client's value in `gw_subs`: its id (the key is a token of it), its filters, and when it was
+ * last seen (connect, disconnect, or a periodic touch while connected), for session expiry.
+ */
+type ClientSubs = { id: string; subs: Record<string, SubRecord>; seenAt?: number }
 
 export function createSubscriptionStore({ kv }: { kv: KvBucket }) {
   const subsByClient = new Map<string, Map<string, SubRecord>>()
+  // Client → last seen (ms), from the same records; absent for records written before expiry.
+  const seenAtOf = new Map<string, number>()
   const trie = createSubTrie()
   const clientOfKey = new Map<string, string>()
   const applySubs = createVersioned<ClientSubs>((key, value) => {
@@ -25,8 +30,10 @@ export function createSubscriptionStore({ kv }: { kv: KvBucket }) {
     for (const topic of subsByClient.get(id)?.keys() ?? []) trie.remove(id, topic)
     if (!value || Object.keys(value.subs).length === 0) {
       subsByClient.delete(id)
+      seenAtOf.delete(id)
       return
     }
+    if (value.seenAt !== undefined) seenAtOf.set(id, value.seenAt)
     const map = new Map(Object.entries(value.subs))
     subsByClient.set(id, map)
     for (const [topic, s] of map) if (s.qos > 0) trie.add({ clientId: id, topic, ...s })
@@ -42,13 +49,19 @@ export function createSubscriptionStore({ kv }: { kv: KvBucket }) {
     if (r) applySubs(key, r.value, r.revision)
   }
 
+  /** Record that `clientId`'s session was seen now; nothing if it holds no subscriptions. */
+  async function touch(clientId: string): Promise<void> {
+    if (!subsByClient.has(clientId)) return
+    await change({ id: clientId }, (cur) => (cur ? { ...cur, seenAt: Date.now() } : null))
+  }
+
   return {
     load: (watches: Subscription[]): Promise<void> =>
       mirrorBucket(kv, (k, v, r) => applySubs(k, v && parse(v), r), watches),
 
     addSubscriptions(client: Client, subs: Sub[]): Promise<void> {
       return change(client, (cur) => {
-        const next = { id: client.id, subs: { ...(cur?.subs ?? {}) } }
+        const next = { id: client.id, subs: { ...(cur?.subs ?? {}) }, seenAt: Date.now() }
         for (const s of subs) next.subs[s.topic] = pick(s)
         return next
       })
@@ -56,7 +69,7 @@ export function createSubscriptionStore({ kv }: { kv: KvBucket }) {
     removeSubscriptions(client: Client, topics: string[]): Promise<void> {
       return change(client, (cur) => {
         if (!cur) return null
-        const next = { id: client.id, subs: { ...cur.subs } }
+        const next = { ...cur, subs: { ...cur.subs } }
         for (const t of topics) delete next.subs[t]
         return Object.keys(next.subs).length === 0 ? null : next
       })
@@ -74,6 +87,20 @@ export function createSubscriptionStore({ kv }: { kv: KvBucket }) {
     async cleanSubscriptions(client: Client): Promise<void> {
       const key = keyToken(client.id)
       if (subsByClient.has(client.id) || (await kv.get(key))) await kv.delete(key)
+    },
+    touch,
+    /**
+     * Sessions last seen before `before`. A record without a time (written before expiry
+     * existed) is given one now, so it expires a whole period later, never at once.
+     */
+    async unseenSince(before: number): Promise<string[]> {
+      const stale: string[] = []
+      for (const id of subsByClient.keys()) {
+        const seenAt = seenAtOf.get(id)
+        if (seenAt === undefined) await touch(id)
+        else if (seenAt < before) stale.push(id)
+      }
+      return stale
     },
     async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
       return { subsCount: trie.size, clientsCount: subsByClient.size }
