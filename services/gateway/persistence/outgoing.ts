@@ -71,8 +71,9 @@ export function createOutgoingQueue({
   const inflight = new Map<string, Map<number, InflightEntry>>()
   const reader: QueueReader = { kv, log, queueListMs }
   const depth = createQueueDepth({
-    count: async (clientId) => (await listQueue(reader, clientId)).length,
+    count: (clientId) => countQueue(reader, clientId),
     maxFor: maxQueued,
+    log,
   })
 
   async function enqueue(clientId: string, p: WirePacket): Promise<void> {
@@ -126,6 +127,7 @@ export function createOutgoingQueue({
         // counter. Left there, it would sit in KV until the session's next reconnect.
         if (packet.brokerId === undefined || packet.brokerCounter === undefined) return undefined
         await kv.erase(outKey(client.id, packet))
+        depth.release(client.id)
         return packet
       }
       const ids = inflight.get(client.id)
@@ -134,6 +136,7 @@ export function createOutgoingQueue({
       ids!.delete(packet.messageId!)
       if (ids!.size === 0) inflight.delete(client.id)
       await kv.erase(entry.key)
+      depth.release(client.id)
       return packet
     },
     /** Erase a session's whole queue (the session expired). */
@@ -153,6 +156,23 @@ export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
 
 /** What reading a session's queue on reconnect needs. */
 type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>>
+
+/** How many entries a session's queue holds: one listing, within the first deadline. */
+async function countQueue({ kv, queueListMs }: QueueReader, clientId: string): Promise<number> {
+  let timer: NodeJS.Timeout | undefined
+  const keys = await Promise.race([
+    kv.keys(`${keyToken(clientId)}.>`),
+    new Promise<never>(
+      (_, reject) =>
+        (timer = setTimeout(
+          () =>
+            reject(new Error(`counting the queue of '${clientId}' took over ${queueListMs} ms`)),
+          queueListMs
+        ))
+    ),
+  ]).finally(() => clearTimeout(timer))
+  return keys.length
+}
 
 /** `kv.keys` with a deadline and retries: a fresh listing ends where a stuck one did not. */
 async function listQueue(
