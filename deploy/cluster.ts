@@ -2,7 +2,7 @@
  * A multi-process uns-bridge cluster on one machine: each service in its own process(es) on one
  * NATS and one Postgres, as in production. The end-to-end tests use it; run it by hand with
  *   NATS_URL=nats://127.0.0.1:4222 DATABASE_URL=postgres://postgres@127.0.0.1/ub \
- *   UB_ADMIN_TOKEN=… node --import tsx deploy/cluster.ts
+ *   UB_ADMIN_TOKEN=… UB_SECRET_KEY=$(openssl rand -base64 32) node --import tsx deploy/cluster.ts
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -48,6 +48,7 @@ export async function startCluster({
   databaseUrl,
   busPrefix,
   adminToken,
+  secretKey,
   layout = DEFAULT_LAYOUT,
   host = '127.0.0.1',
   extraArgs = [],
@@ -57,6 +58,8 @@ export async function startCluster({
   databaseUrl: string
   busPrefix: string
   adminToken: string
+  /** Seals upstream secrets and TLS keys at rest; the same for every store replica. */
+  secretKey: string
   layout?: ClusterLayout
   host?: string
   extraArgs?: string[]
@@ -90,6 +93,7 @@ export async function startCluster({
               DATABASE_URL: databaseUrl,
               UB_BUS_PREFIX: busPrefix,
               UB_ADMIN_TOKEN: adminToken,
+              UB_SECRET_KEY: secretKey,
             },
           })
           return {
@@ -119,14 +123,18 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const natsUrl = process.env.NATS_URL ?? 'nats://127.0.0.1:4222'
   const databaseUrl = process.env.DATABASE_URL
   const adminToken = process.env.UB_ADMIN_TOKEN
-  if (!databaseUrl || !adminToken) {
-    console.error('set DATABASE_URL and UB_ADMIN_TOKEN (and NATS_URL if not nats://127.0.0.1:4222)')
+  const secretKey = process.env.UB_SECRET_KEY
+  if (!databaseUrl || !adminToken || !secretKey) {
+    console.error(
+      'set DATABASE_URL, UB_ADMIN_TOKEN and UB_SECRET_KEY (and NATS_URL if not nats://127.0.0.1:4222)'
+    )
     process.exit(2)
   }
   const cluster = await startCluster({
     natsUrl,
     databaseUrl,
     adminToken,
+    secretKey,
     busPrefix: process.env.UB_BUS_PREFIX ?? 'ub',
   })
   for (const m of cluster.members) {

@@ -13,6 +13,8 @@ import { createStoreClient, type StoreClient } from '../contracts/store-client.t
 import { resolveAdminToken, type AdminToken } from './admin-token.ts'
 import { listenWithFallback } from './listen.ts'
 import { lockDataDir } from './data-lock.ts'
+import { registerJournalMetrics } from './journal-metrics.ts'
+import { resolveSecretKeys } from './secret-key.ts'
 
 export interface Fabric {
   instanceId: string
@@ -49,10 +51,12 @@ export async function startFabric({
       prefix: config.busPrefix,
       log,
       dataDir: join(config.dataDir, 'bus'),
+      journalMaxRecordBytes: config.busJournalMaxRecordBytes,
     })
     stops.add(() => bus.close())
     const metrics = new Registry()
     collectDefaultMetrics({ register: metrics })
+    if (bus.kind === 'in-process') registerJournalMetrics(metrics)
     if (wants.has('store')) await startStoreHere(config, bus, log, stops)
 
     const store = createStoreClient({ bus })
@@ -142,10 +146,11 @@ async function startStoreHere(config: Config, bus: Bus, log: Logger, stops: Stop
   const { createDb } = await import('../../db/client.ts')
   const { migrateDb } = await import('../../db/migrate.ts')
   const { startStore } = await import('../store/index.ts')
+  const secretKeys = resolveSecretKeys(config, log) // before the database: a missing key stops here
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   stops.add(() => db.close())
   await migrateDb(db)
-  const store = await startStore({ bus, db, log })
+  const store = await startStore({ bus, db, log, secretKeys })
   stops.add(() => store.close())
 }
 

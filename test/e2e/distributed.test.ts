@@ -41,6 +41,7 @@ describe('distributed fabric (one process per service, NATS + Postgres)', () => 
       databaseUrl: testDb.databaseUrl!,
       busPrefix: prefix,
       adminToken,
+      secretKey: randomBytes(32).toString('base64'),
       layout: { store: 2, gateway: 2, supervisor: 2, handshake: 1 },
       extraArgs: ['--lease-ttl-ms', '3000'],
     })

@@ -109,6 +109,10 @@ interface StoreOptions {
   dataDir?: string | undefined
   /** The journal's rewrite threshold (kv-journal.ts); tests lower it. */
   rewriteAtBytes?: number | undefined
+  /** The journal's record bound (kv-journal.ts). */
+  maxRecordBytes?: number | undefined
+  /** The journal's read size at open; tests lower it. */
+  readChunkBytes?: number | undefined
 }
 
 /** A new bucket on the hub: replayed from its journal when it has one, swept when it has a TTL. */
@@ -116,7 +120,7 @@ function createStore(
   buckets: Map<string, InProcessKvStore>,
   name: string,
   ttlMs: number | undefined,
-  { log, dataDir, rewriteAtBytes }: StoreOptions
+  { log, dataDir, rewriteAtBytes, maxRecordBytes, readChunkBytes }: StoreOptions
 ): InProcessKvStore {
   const store: InProcessKvStore = {
     name,
@@ -136,6 +140,8 @@ function createStore(
       live: () => ({ entries: store.entries, seq: store.seq }),
       ...(log ? { log } : {}),
       ...(rewriteAtBytes === undefined ? {} : { rewriteAtBytes }),
+      ...(maxRecordBytes === undefined ? {} : { maxRecordBytes }),
+      ...(readChunkBytes === undefined ? {} : { readChunkBytes }),
     })
     store.entries = opened.entries
     store.seq = opened.seq

@@ -33,6 +33,10 @@ export interface InProcessBusOptions {
   dataDir?: string
   /** Rewrite a bucket's file past this many bytes when mostly dead (default 64 MiB); for tests. */
   journalRewriteBytes?: number
+  /** A journal record larger than this is refused on write and damage on read (default 512 MiB). */
+  journalMaxRecordBytes?: number
+  /** Read a journal this many bytes at a time when a bucket opens; tests lower it. */
+  journalReadChunkBytes?: number
 }
 
 /**
@@ -45,6 +49,8 @@ export function createInProcessBus({
   log,
   dataDir,
   journalRewriteBytes,
+  journalMaxRecordBytes,
+  journalReadChunkBytes,
 }: InProcessBusOptions = {}): Bus {
   validateSubject(prefix)
   const ownsHub = hub === undefined
@@ -89,6 +95,8 @@ export function createInProcessBus({
         log,
         dataDir,
         rewriteAtBytes: journalRewriteBytes,
+        maxRecordBytes: journalMaxRecordBytes,
+        readChunkBytes: journalReadChunkBytes,
       })
     },
     async flush() {

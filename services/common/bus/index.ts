@@ -11,6 +11,7 @@ export {
   type InProcessHub,
 } from './in-process.ts'
 export { connectNatsBus, type NatsBusOptions } from './nats.ts'
+export { kvJournalStats, type KvJournalStats } from './kv-journal.ts'
 export { filterToSubjects, subjectToTopic, topicToSubject } from './topic.ts'
 
 export interface CreateBusOptions {
@@ -20,12 +21,24 @@ export interface CreateBusOptions {
   log?: BusLogger
   /** The in-process bus keeps its KV buckets in this folder; unused with NATS. */
   dataDir?: string
+  /** The in-process bus's journal record bound (`busJournalMaxRecordBytes`); unused with NATS. */
+  journalMaxRecordBytes?: number
 }
 
 /** The NATS bus when a server is configured, the in-process bus otherwise. */
-export async function createBus({ natsUrl, prefix, log, dataDir }: CreateBusOptions): Promise<Bus> {
+export async function createBus({
+  natsUrl,
+  prefix,
+  log,
+  dataDir,
+  journalMaxRecordBytes,
+}: CreateBusOptions): Promise<Bus> {
   const opts = log === undefined ? { prefix } : { prefix, log }
   return natsUrl === undefined || natsUrl.length === 0
-    ? createInProcessBus(dataDir === undefined ? opts : { ...opts, dataDir })
+    ? createInProcessBus({
+        ...opts,
+        ...(dataDir === undefined ? {} : { dataDir }),
+        ...(journalMaxRecordBytes === undefined ? {} : { journalMaxRecordBytes }),
+      })
     : connectNatsBus({ ...opts, servers: natsUrl })
 }

@@ -6,13 +6,23 @@ import {
   ftruncateSync,
   mkdirSync,
   openSync,
-  readFileSync,
   renameSync,
   rmSync,
   writeSync,
 } from 'node:fs'
 import { join } from 'node:path'
+import { ValidationError } from '../errors.ts'
 import type { BusLogger } from './bus.ts'
+import {
+  encode,
+  FILE_HEADER,
+  record,
+  type JournalOp,
+  type JournalRecord,
+} from './kv-journal-format.ts'
+import { READ_CHUNK_BYTES, scanJournal } from './kv-journal-read.ts'
+
+export type { JournalOp } from './kv-journal-format.ts'
 
 const PRIVATE_DIR = 0o700 // owner only: other local users must not read the bus state
 const PRIVATE_FILE = 0o600
@@ -33,15 +43,16 @@ const PRIVATE_FILE = 0o600
  * write coalescing would; aedes has a window of the same kind (it acknowledges a QoS 1 PUBLISH
  * before storing it). Once written, a record is in the OS page cache and survives the process;
  * there is no fsync per write, as in JetStream's file store (it syncs every 2 min by default),
- * so a power cut may lose the last moments. A record cut short by a crash is dropped, and the
- * file cut back to the last whole record, when the bucket is opened again.
+ * so a power cut may lose the last moments.
  *
- * Record: u32 length of the rest, u8 op, f64 revision, f64 write time (ms), u16 key length, key
- * (UTF-8), value (the rest). `erase` appends an ERASE record; `seq` records keep the bucket's
- * last revision when the newest entries were erased, so revisions never go back.
+ * Opening streams the file in chunks (kv-journal-read.ts), so a backlog past 2 GiB (more than one
+ * Buffer holds) still opens. Every record carries a magic and a CRC-32 (kv-journal-format.ts): a
+ * damaged record is skipped, counted and logged, reading goes on at the next valid record, and
+ * the file is rewritten clean. A record cut short by a crash at the end is dropped and the file
+ * cut back. A file from an older version (no checksums) is read the old way once and rewritten
+ * in the current format at open. `erase` appends an ERASE record; `SEQ` records keep the
+ * bucket's last revision when the newest entries were erased, so revisions never go back.
  */
-export type JournalOp = 'PUT' | 'DEL' | 'ERASE' | 'SEQ'
-
 /** One key's current entry, as the in-process bucket holds it and the journal replays it. */
 export interface JournalEntry {
   value: Uint8Array
@@ -86,96 +97,31 @@ export interface OpenedJournal {
   seq: number
 }
 
-const OPS: JournalOp[] = ['PUT', 'DEL', 'ERASE', 'SEQ']
 /** How long writes wait to be batched, and how long a crash may reach back. */
 export const FLUSH_DELAY_MS = 20
-const HEADER_BYTES = 4 + 1 + 8 + 8 + 2
 const REWRITE_AT_BYTES = 64 << 20 // 64 MiB: a rewrite (with fsync) now and then, not every second
 const DEAD_RATIO = 4 // rewrite once the file is 4× its live records
+/** Larger records are refused when written and read as damage (`busJournalMaxRecordBytes`). */
+export const MAX_RECORD_BYTES = 512 << 20
 
-interface JournalRecord {
-  op: JournalOp
-  key: string
-  revision: number
-  at: number
-  value: Uint8Array
-  /** Encoded size: HEADER_BYTES + key bytes + value bytes. */
-  size: number
+/** What opening journals found, process-wide, for `/metrics` and the start-up log. */
+export interface KvJournalStats {
+  /** Damaged records skipped at open (each lost one entry or one erase). */
+  damagedRecords: number
+  /** Files whose last record was cut short by a crash, cut back at open. */
+  tornTails: number
+  /** Files in the older format without checksums, rewritten at open. */
+  migratedFiles: number
+  /** Writes refused because the record would pass the record bound. */
+  refusedRecords: number
 }
-
-const EMPTY = new Uint8Array(0)
-
-function record(
-  op: JournalOp,
-  key: string,
-  revision: number,
-  at: number,
-  value: Uint8Array = EMPTY
-): JournalRecord {
-  return {
-    op,
-    key,
-    revision,
-    at,
-    value,
-    size: HEADER_BYTES + Buffer.byteLength(key) + value.length,
-  }
+const stats: KvJournalStats = {
+  damagedRecords: 0,
+  tornTails: 0,
+  migratedFiles: 0,
+  refusedRecords: 0,
 }
-
-/** Encode records into one buffer: a batch is one allocation and one write(). */
-function encode(records: readonly JournalRecord[]): Buffer {
-  let total = 0
-  for (const r of records) total += r.size
-  const buf = Buffer.allocUnsafe(total)
-  let at = 0
-  for (const r of records) {
-    const keyAt = at + HEADER_BYTES
-    const valueAt = keyAt + buf.write(r.key, keyAt, 'utf8')
-    buf.writeUInt32LE(r.size - 4, at)
-    buf.writeUInt8(OPS.indexOf(r.op), at + 4)
-    buf.writeDoubleLE(r.revision, at + 5)
-    buf.writeDoubleLE(r.at, at + 13)
-    buf.writeUInt16LE(valueAt - keyAt, at + 21)
-    buf.set(r.value, valueAt)
-    at += r.size
-  }
-  return buf
-}
-
-interface Replayed {
-  entries: Map<string, JournalEntry>
-  seq: number
-  /** Length of the whole records; anything after it is a torn tail. */
-  validBytes: number
-}
-
-function replay(file: Buffer, ttlMs: number | undefined, now: number): Replayed {
-  const entries = new Map<string, JournalEntry>()
-  let seq = 0
-  let at = 0
-  while (at + 4 <= file.length) {
-    const length = file.readUInt32LE(at)
-    const end = at + 4 + length
-    if (length < HEADER_BYTES - 4 || end > file.length) break
-    const op = OPS[file.readUInt8(at + 4)]
-    const keyBytes = file.readUInt16LE(at + 21)
-    if (op === undefined || HEADER_BYTES + keyBytes > length + 4) break
-    const revision = file.readDoubleLE(at + 5)
-    const writtenAt = file.readDoubleLE(at + 13)
-    const key = file.toString('utf8', at + HEADER_BYTES, at + HEADER_BYTES + keyBytes)
-    seq = Math.max(seq, revision)
-    if (op === 'PUT' || op === 'DEL') {
-      // A copy: the file buffer is dropped once replayed.
-      const value = new Uint8Array(file.subarray(at + HEADER_BYTES + keyBytes, end))
-      entries.set(key, { value, revision, operation: op, at: writtenAt, bytes: end - at })
-    } else if (op === 'ERASE') {
-      entries.delete(key)
-    }
-    at = end
-  }
-  for (const [key, e] of entries) if (expired(e, ttlMs, now)) entries.delete(key)
-  return { entries, seq, validBytes: at }
-}
+export const kvJournalStats = (): KvJournalStats => ({ ...stats })
 
 export function openKvJournal({
   dir,
@@ -184,6 +130,8 @@ export function openKvJournal({
   live,
   log,
   rewriteAtBytes = REWRITE_AT_BYTES,
+  maxRecordBytes = MAX_RECORD_BYTES,
+  readChunkBytes = READ_CHUNK_BYTES,
 }: {
   dir: string
   /** The bucket's full name (`<prefix>_<bucket>`): safe as a file name. */
@@ -194,12 +142,16 @@ export function openKvJournal({
   log?: BusLogger
   /** Rewrite once the file is past this size and mostly dead records. */
   rewriteAtBytes?: number
+  /** Refuse larger records; a larger one read back is damage (`busJournalMaxRecordBytes`). */
+  maxRecordBytes?: number
+  /** Read the file at open this many bytes at a time; tests lower it. */
+  readChunkBytes?: number
 }): OpenedJournal {
   // Private: the journal holds retained messages, queued payloads and wills.
   mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR })
   chmodSync(dir, PRIVATE_DIR) // a folder made by an older version was 0755
   const path = join(dir, `${name}.kv`)
-  const opened = openJournalFile(path, name, ttlMs, log)
+  const opened = openJournalFile(path, { name, ttlMs, log, maxRecordBytes, readChunkBytes })
   const { entries, seq } = opened
   let { fd, fileBytes, liveBytes } = opened
 
@@ -254,6 +206,14 @@ export function openKvJournal({
       }
       // Encoded at flush time: a cancelled PUT never is.
       const rec = record(op, key, revision, at, value)
+      if (rec.size > maxRecordBytes) {
+        // Read back, it would be taken for damage: refuse it now, while the caller can hear.
+        stats.refusedRecords++
+        throw new ValidationError(
+          `KV value of ${rec.size} bytes passes the bus journal's record bound of ` +
+            `${maxRecordBytes} bytes (busJournalMaxRecordBytes)`
+        )
+      }
       if (op === 'PUT' || op === 'DEL') liveBytes += rec.size - replacedBytes
       if (op === 'PUT' && fresh) cancellable.set(key, pending.length)
       else cancellable.delete(key)
@@ -283,15 +243,22 @@ export function openKvJournal({
   return { journal, entries, seq }
 }
 
+interface OpenOptions {
+  name: string
+  ttlMs: number | undefined
+  log: BusLogger | undefined
+  maxRecordBytes: number
+  readChunkBytes: number
+}
+
 /**
- * Replay the bucket's file (none yet: empty) and open it for appending, cut back to its last
- * whole record. `fileBytes` is its length, `liveBytes` the part the live entries' records take.
+ * Replay the bucket's file (none yet: empty) and open it for appending: cut back to its last
+ * whole record, or rewritten when it held damage or was in the older format. `fileBytes` is its
+ * length, `liveBytes` the part the live entries' records take.
  */
 function openJournalFile(
   path: string,
-  name: string,
-  ttlMs: number | undefined,
-  log: BusLogger | undefined
+  { name, ttlMs, log, maxRecordBytes, readChunkBytes }: OpenOptions
 ): {
   fd: number
   entries: Map<string, JournalEntry>
@@ -299,26 +266,61 @@ function openJournalFile(
   fileBytes: number
   liveBytes: number
 } {
-  let file: Buffer
-  try {
-    file = readFileSync(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    file = Buffer.alloc(0)
-  }
-  const { entries, seq, validBytes } = replay(file, ttlMs, Date.now())
+  const entries = new Map<string, JournalEntry>()
+  let seq = 0
+  const scan = scanJournal(
+    path,
+    (r) => {
+      seq = Math.max(seq, r.revision)
+      if (r.op === 'PUT' || r.op === 'DEL') {
+        entries.set(r.key, {
+          value: r.value,
+          revision: r.revision,
+          operation: r.op,
+          at: r.at,
+          bytes: r.size,
+        })
+      } else if (r.op === 'ERASE') entries.delete(r.key)
+    },
+    { chunkBytes: readChunkBytes, maxRecordBytes }
+  )
+  const now = Date.now()
+  for (const [key, e] of entries) if (expired(e, ttlMs, now)) entries.delete(key)
   const fd = openSync(path, 'a+', PRIVATE_FILE)
   fchmodSync(fd, PRIVATE_FILE) // likewise a file made by an older version
-  if (validBytes < file.length) {
+  const torn = scan.fileBytes - scan.validBytes
+  if (scan.damaged.length > 0) {
+    stats.damagedRecords += scan.damaged.length
+    log?.error(
+      { bucket: name, damaged: scan.damaged.length, at: scan.damaged.slice(0, 10) },
+      'KV journal held damaged records (checksum or framing); skipped them, kept the rest'
+    )
+  }
+  if (scan.format === 1) {
+    stats.migratedFiles++
+    log?.warn({ bucket: name }, 'KV journal in the older format; rewriting it with checksums')
+  }
+  if (scan.format === 1 || scan.damaged.length > 0) {
+    const rewritten = rewriteJournal(path, fd, { entries, seq }, ttlMs)
+    return { ...rewritten, entries, seq }
+  }
+  if (scan.fileBytes < FILE_HEADER.length) {
+    // New (or cut within its header): start it with the header.
+    ftruncateSync(fd, 0)
+    writeAll(fd, FILE_HEADER)
+    return { fd, entries, seq, fileBytes: FILE_HEADER.length, liveBytes: 0 }
+  }
+  if (torn > 0) {
+    stats.tornTails++
     log?.warn(
-      { bucket: name, dropped: file.length - validBytes },
+      { bucket: name, dropped: torn },
       'KV journal ended in a partial record (a crash while writing); dropped it'
     )
-    ftruncateSync(fd, validBytes)
+    ftruncateSync(fd, scan.validBytes)
   }
   let liveBytes = 0
   for (const e of entries.values()) liveBytes += e.bytes ?? 0
-  return { fd, entries, seq, fileBytes: validBytes, liveBytes }
+  return { fd, entries, seq, fileBytes: scan.validBytes, liveBytes }
 }
 
 function writeAll(target: number, data: Buffer): void {
@@ -350,7 +352,15 @@ function rewriteJournal(
   const tmp = `${path}.tmp`
   const out = openSync(tmp, 'w', PRIVATE_FILE)
   try {
-    writeAll(out, encode(records))
+    // In batches: one Buffer cannot hold a 2 GiB backlog either.
+    for (let i = 0; i < records.length;) {
+      const batch: JournalRecord[] = []
+      for (let size = 0; i < records.length && (batch.length === 0 || size < 8 << 20); i++) {
+        batch.push(records[i]!)
+        size += records[i]!.size
+      }
+      writeAll(out, encode(batch, batch[0] === records[0]))
+    }
     fsyncSync(out)
   } finally {
     closeSync(out)
@@ -359,7 +369,7 @@ function rewriteJournal(
   closeSync(fd)
   return {
     fd: openSync(path, 'a+', PRIVATE_FILE),
-    fileBytes: bytes + seqRecord.size,
+    fileBytes: FILE_HEADER.length + bytes + seqRecord.size,
     liveBytes: bytes,
   }
 }
