@@ -1,13 +1,8 @@
-import { sameSecret, sha256Base64 } from '../common/digest.ts'
 import { isWithinAny } from '../../machines/namespace.ts'
-import { INTERNAL_USERNAME } from '../common/internal-credential.ts'
 import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
 import { filterToSubjects } from '../common/bus/topic.ts'
 import { topicKey } from './codec.ts'
 import { subjectOfTopic } from './subject.ts'
-import type { Logger } from '../common/log.ts'
-import type { StoreClient } from '../contracts/store-client.ts'
-import { verifyPassword } from './passwords.ts'
 
 /** Who a connected client is; decides what it may publish and subscribe to. */
 export type Principal =
@@ -35,97 +30,13 @@ export class ConnackError extends Error {
   }
 }
 
-export const DEFAULT_AUTH_CACHE_MS = 5_000 // 5 s: bounds store load on reconnect storms
 // NATS caps a control line at 4 KB (ARCHITECTURE.md §13); an encoded topic past this would make
 // the server cut the gateway's whole bus connection.
 export const MAX_TOPIC_BYTES = 3_072
 
-export interface AuthenticatorOptions {
-  anonymous: AnonymousPolicy
-  users: readonly LocalUser[]
-  store: StoreClient
-  internalSecret: () => Promise<string>
-  log: Logger
-  cacheMs?: number
-}
-
-export function isLoopback(address: string | undefined): boolean {
-  if (!address) return false
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
-}
-
-/** Checks CONNECT credentials: local users, the internal credential, then bridges via the store. */
-export function createAuthenticator({
-  anonymous,
-  users,
-  store,
-  internalSecret,
-  log,
-  cacheMs = DEFAULT_AUTH_CACHE_MS,
-}: AuthenticatorOptions) {
-  const byName = new Map(users.map((u) => [u.username, u.passwordHash]))
-  const cache = new Map<string, { principal: Principal; until: number }>()
-
-  async function bridge(username: string, password: string): Promise<Principal> {
-    const key = `${username}\0${sha256Base64(password)}`
-    const hit = cache.get(key)
-    if (hit && hit.until > Date.now()) return hit.principal
-    let res: { ok: boolean; requestId?: string; grants?: string[] }
-    try {
-      res = await store.call('request.authenticate', { instanceId: username, secret: password })
-    } catch (err) {
-      log.warn({ err, username }, 'binding store did not answer request.authenticate')
-      throw new ConnackError(3, 'server unavailable: cannot check bridge credentials')
-    }
-    if (!res.ok) throw new ConnackError(4, 'bad user name or password')
-    const principal: Principal = {
-      kind: 'bridge',
-      username,
-      requestId: res.requestId,
-      grants: res.grants ?? [],
-    }
-    cache.set(key, { principal, until: Date.now() + cacheMs })
-    return principal
-  }
-
-  return {
-    async authenticate({
-      username,
-      password,
-      remoteAddress,
-    }: {
-      username: string | undefined
-      password: Buffer | undefined
-      remoteAddress: string | undefined
-    }): Promise<Principal> {
-      if (username === undefined || username === '') {
-        const allowed =
-          anonymous === 'always' || (anonymous === 'loopback' && isLoopback(remoteAddress))
-        if (!allowed) throw new ConnackError(5, 'not authorized: anonymous clients are refused')
-        return { kind: 'anonymous' }
-      }
-      const secret = password?.toString('utf8') ?? ''
-      if (username === INTERNAL_USERNAME) {
-        if (sameSecret(secret, await internalSecret())) return { kind: 'internal', username }
-        throw new ConnackError(4, 'bad user name or password')
-      }
-      const hash = byName.get(username)
-      if (hash !== undefined) {
-        if (await verifyPassword(secret, hash)) return { kind: 'user', username }
-        throw new ConnackError(4, 'bad user name or password')
-      }
-      return bridge(username, secret)
-    },
-    /** Forget cached bridge credentials the predicate picks (a request was revoked or withdrawn). */
-    forget(pick: (bridge: Extract<Principal, { kind: 'bridge' }>) => boolean): void {
-      for (const [key, v] of cache) {
-        if (v.principal.kind === 'bridge' && pick(v.principal)) cache.delete(key)
-      }
-    },
-  }
-}
-
-export type Authenticator = ReturnType<typeof createAuthenticator>
+export { isLoopback } from './client-address.ts'
+// The authenticator lives in its own module; the broker and hooks know it by this type.
+export type { Authenticator } from './authenticator.ts'
 
 // A topic is judged by what NATS will see: its subject (escapes make up to 3 bytes of one) and its
 // retained message's KV key (a base64 token per level, 2 bytes or more per 1-byte level). Past

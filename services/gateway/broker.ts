@@ -9,6 +9,7 @@ import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
 import { startSessionExpiry } from './persistence/expiry.ts'
+import { requireWellFormedStrings } from './strict-strings.ts'
 import { createOutboundLimiter, type OutboundLimiter, type Pending } from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 
@@ -232,6 +233,8 @@ function asBroker({
       conn.once('close', () => openSockets--)
       const client = aedes.handle(conn, req)
       enforcePacketSize(client, limits)
+      // Before the CONNECT is parsed: its client id, will and username are strings too.
+      requireWellFormedStrings((client as unknown as ClientInternals)._parser)
       outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
       connackGate.hold(client as unknown as GatedClient)
     },

@@ -1,16 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import type { Registry } from 'prom-client'
-import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
+import type { Bus, Subscription } from '../common/bus/bus.ts'
 import { internalCredential } from '../common/internal-credential.ts'
 import type { Logger } from '../common/log.ts'
-import { transitionSubject, type TransitionRecord } from '../contracts/store.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
-import {
-  createAuthenticator,
-  type AnonymousPolicy,
-  type Authenticator,
-  type LocalUser,
-} from './auth.ts'
+import type { AnonymousPolicy, LocalUser } from './auth.ts'
+import { createAuthenticator, type AuthLimits } from './authenticator.ts'
 import { createBroker, type Broker, type BrokerLimits } from './broker.ts'
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
 import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
@@ -18,6 +13,7 @@ import { createBusMq } from './mq.ts'
 import { createBusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
+import { enforceRevocations } from './revocation.ts'
 
 export interface GatewayOptions {
   bus: Bus
@@ -40,7 +36,13 @@ export interface GatewayOptions {
   anonymous?: AnonymousPolicy
   users?: readonly LocalUser[]
   heartbeatMs?: number
-  authCacheMs?: number
+  /** The CONNECT front door's bounds (cache, semaphores, per-source budget). */
+  auth?: Partial<AuthLimits>
+  /** A proxy is in front: PROXY protocol on TCP/TLS, X-Forwarded-For on WebSocket. */
+  trustProxy?: boolean
+  proxyHeaderTimeoutMs?: number
+  /** ms between re-checks of every connected bridge against the store; 0 = none. */
+  bridgeRevalidateMs?: number
 }
 
 export interface Gateway {
@@ -68,7 +70,6 @@ export const DEFAULT_LIMITS: BrokerLimits = {
   sessionExpiryMs: 7 * 24 * 3_600_000, // 7 days, as the queue's TTL
 }
 export const DEFAULT_HEARTBEAT_MS = 5_000 // 5 s: a dead gateway's wills fire within 15–35 s
-const CLOSING_STATES = new Set(['Revoked', 'Withdrawn'])
 
 /** Start one broker gateway: aedes with the bus as its mq and persistence, and its listeners. */
 export async function createGateway({
@@ -89,7 +90,10 @@ export async function createGateway({
   anonymous = 'loopback',
   users = [],
   heartbeatMs = DEFAULT_HEARTBEAT_MS,
-  authCacheMs,
+  auth = {},
+  trustProxy = false,
+  proxyHeaderTimeoutMs,
+  bridgeRevalidateMs,
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
   const brokerId = randomUUID()
@@ -100,7 +104,8 @@ export async function createGateway({
     store,
     log,
     internalSecret: cachedInternalSecret(bus),
-    ...(authCacheMs === undefined ? {} : { cacheMs: authCacheMs }),
+    counters,
+    limits: auth,
   })
   const persistence = await createBusPersistence({ bus, log, limits: storeLimits, counters })
   // Peer instance ids of this fabric's bridge links, written by the supervisor (split horizon).
@@ -121,7 +126,12 @@ export async function createGateway({
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]
   let listeners: Awaited<ReturnType<typeof startListeners>> | undefined
   try {
-    subs.push(await endRevokedBridges({ bus, broker, authenticator, log }))
+    subs.push(
+      await enforceRevocations({
+        ...{ bus, store, broker, authenticator, counters, log },
+        ...(bridgeRevalidateMs === undefined ? {} : { revalidateMs: bridgeRevalidateMs }),
+      })
+    )
     listeners = await startListeners({
       host,
       mqttPort,
@@ -133,6 +143,9 @@ export async function createGateway({
       maxPacketSize: limitsInForce.maxPacketSize,
       handle: broker.handle,
       log,
+      trustProxy,
+      ...(proxyHeaderTimeoutMs === undefined ? {} : { proxyHeaderTimeoutMs }),
+      onProxyRefused: () => void counters.proxyRefused++,
     })
   } catch (err) {
     await Promise.allSettled(subs.map((s) => s.unsubscribe()))
@@ -185,33 +198,4 @@ function cachedInternalSecret(bus: Bus): () => Promise<string> {
       secret = undefined
       throw err
     }))
-}
-
-/** Disconnect a bridge, and forget its credentials, once its request is revoked or withdrawn. */
-function endRevokedBridges({
-  bus,
-  broker,
-  authenticator,
-  log,
-}: {
-  bus: Bus
-  broker: Broker
-  authenticator: Authenticator
-  log: Logger
-}): Promise<Subscription> {
-  // Every gateway hears every request transition (no queue group): a revoked bridge is
-  // disconnected wherever it is connected.
-  return bus.subscribe(transitionSubject('request', '*'), (msg) => {
-    const t = decodeJson<TransitionRecord>(msg.data)
-    if (!CLOSING_STATES.has(t.to)) return
-    const instanceId = (t.snapshot as { context?: { instanceId?: string } })?.context?.instanceId
-    const n = broker.disconnect(
-      (p) => p.kind === 'bridge' && (p.requestId === t.machineId || p.username === instanceId)
-    )
-    authenticator.forget((p) => p.requestId === t.machineId || p.username === instanceId)
-    log.info(
-      { requestId: t.machineId, instanceId, to: t.to, disconnected: n },
-      'bridge access ended'
-    )
-  })
 }

@@ -16,6 +16,7 @@ import {
   type Principal,
 } from './auth.ts'
 import type { ClientInternals } from './aedes-internals.ts'
+import { clientAddressOf } from './client-address.ts'
 import type { GatewayCounters } from './metrics.ts'
 
 type Hooks = Required<
@@ -115,7 +116,8 @@ function authenticate({
       const principal = await authenticator.authenticate({
         username,
         password,
-        remoteAddress: internals.conn.remoteAddress ?? internals.req?.socket?.remoteAddress,
+        // The listener's verdict under trustProxy (PROXY header, X-Forwarded-For), else the peer.
+        remoteAddress: clientAddressOf(internals.conn, internals.req),
       })
       const idProblem = clientIdProblem(principal, client.id, madeUpIds.has(client))
       if (idProblem) throw new ConnackError(2, `identifier rejected: ${idProblem}`)

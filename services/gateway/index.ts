@@ -58,6 +58,20 @@ export async function startGateway(
     },
     anonymous: config.anonymous,
     users: config.users,
+    trustProxy: config.trustProxy,
+    proxyHeaderTimeoutMs: config.proxyHeaderTimeoutMs,
+    bridgeRevalidateMs: config.bridgeRevalidateMs,
+    auth: {
+      cacheMs: config.authCacheMs,
+      cacheMaxEntries: config.authCacheMaxEntries,
+      scryptConcurrency: config.scryptConcurrency,
+      storeConcurrency: config.storeAuthConcurrency,
+      queueMax: config.authQueueMax,
+      connectRatePerSec: config.connectRatePerSec,
+      connectRateBurst: config.connectRateBurst,
+      connectPendingPerSource: config.connectPendingPerSource,
+      connectRateSources: config.connectRateSources,
+    },
   })
   return {
     name: gateway.name,

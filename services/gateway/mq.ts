@@ -75,20 +75,7 @@ export function createBusMq({
   // but not from its $SYS listeners.
   const seen = new Set<string>()
   let closed = false
-  // aedes' listener → the same listener, its slot released at hand-out (one per function, so
-  // removeListener finds what `on` added for any topic).
-  const released = new WeakMap<Listener, Listener>()
-  const releasing = (listener: Listener): Listener => {
-    let wrapped = released.get(listener)
-    if (!wrapped) {
-      wrapped = (packet, done) => {
-        listener(packet, noop)
-        done()
-      }
-      released.set(listener, wrapped)
-    }
-    return wrapped
-  }
+  const releasing = createReleasing()
 
   function firstSighting(key: string): boolean {
     if (seen.has(key)) return false
@@ -195,6 +182,25 @@ export function createBusMq({
 }
 
 function noop(): void {}
+
+/**
+ * aedes' listener → the same listener, its dispatch slot released at hand-out. One wrapper per
+ * function, so `removeListener` finds what `on` added, for any topic.
+ */
+function createReleasing(): (listener: Listener) => Listener {
+  const released = new WeakMap<Listener, Listener>()
+  return (listener) => {
+    let wrapped = released.get(listener)
+    if (!wrapped) {
+      wrapped = (packet, done) => {
+        listener(packet, noop)
+        done()
+      }
+      released.set(listener, wrapped)
+    }
+    return wrapped
+  }
+}
 
 /** One ref-counted bus subscription per distinct MQTT filter, shared by its local listeners. */
 function createFilterSubscriptions({
