@@ -80,13 +80,20 @@ export const incomingRequests = pgTable(
     sourceIp: text('source_ip').notNull(),
     /** sha-256 hex of the downstream's secret, as the downstream sent it. */
     secretHash: text('secret_hash').notNull(),
+    /** The source IP's network (IPv6 /64, IPv4 address): Pending requests are capped per network. */
+    sourceNetwork: text('source_network'),
     ...machineRow(),
   },
   (t) => [
-    // One live request per instance: a repeated request.create finds it instead of adding one.
-    uniqueIndex('incoming_requests_live_instance')
-      .on(t.instanceId)
+    // One live request per instance and secret: a repeated request.create finds it. Another
+    // secret gets a request of its own, so a squatter cannot hold an instance ID (README.md).
+    uniqueIndex('incoming_requests_live_secret')
+      .on(t.instanceId, t.secretHash)
       .where(sql`${t.state} in ('Pending', 'Accepted')`),
+    // At most one Accepted per instance: its bridges share one client-id namespace.
+    uniqueIndex('incoming_requests_accepted_instance')
+      .on(t.instanceId)
+      .where(sql`${t.state} = 'Accepted'`),
     index('incoming_requests_state').on(t.state),
   ]
 )

@@ -49,6 +49,7 @@ export function explainRequestRefusal(
   switch (event.type) {
     case 'request.accept':
     case 'request.decline':
+    case 'request.expire':
       return `${event.type.slice('request.'.length)} applies to a Pending request, it is ${state}`
     case 'request.revoke':
       return `revoke applies to an Accepted request, it is ${state}`

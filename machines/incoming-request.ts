@@ -2,15 +2,20 @@ import { assign, setup } from 'xstate'
 import { GRANT_ALL } from './namespace.ts'
 
 /** The Incoming-request lifecycle (upstream-server side), ARCHITECTURE.md §6. Pure. */
-export const REQUEST_MACHINE_VERSION = 1
+/**
+ * 2 adds `request.expire` (Pending → Expired, sent by the system when a request waited past
+ * `handshakePendingTtlMs`). A superset of 1: every version-1 log replays the same under it.
+ */
+export const REQUEST_MACHINE_VERSION = 2
 
-export type RequestState = 'Pending' | 'Accepted' | 'Declined' | 'Revoked' | 'Withdrawn'
+export type RequestState = 'Pending' | 'Accepted' | 'Declined' | 'Revoked' | 'Withdrawn' | 'Expired'
 export const REQUEST_STATES: readonly RequestState[] = [
   'Pending',
   'Accepted',
   'Declined',
   'Revoked',
   'Withdrawn',
+  'Expired',
 ]
 
 export interface RequestContext {
@@ -27,12 +32,14 @@ export type RequestEvent =
   | { type: 'request.decline' }
   | { type: 'request.revoke' }
   | { type: 'request.withdraw' }
+  | { type: 'request.expire' }
 
 export const REQUEST_EVENT_TYPES = [
   'request.accept',
   'request.decline',
   'request.revoke',
   'request.withdraw',
+  'request.expire',
 ] as const
 
 export const incomingRequestMachine = setup({
@@ -58,6 +65,7 @@ export const incomingRequestMachine = setup({
         'request.accept': { target: 'Accepted', actions: 'recordGrants' },
         'request.decline': 'Declined',
         'request.withdraw': 'Withdrawn',
+        'request.expire': 'Expired',
       },
     },
     Accepted: {
@@ -69,6 +77,7 @@ export const incomingRequestMachine = setup({
     Declined: { type: 'final' },
     Revoked: { type: 'final' },
     Withdrawn: { type: 'final' },
+    Expired: { type: 'final' },
   },
 })
 

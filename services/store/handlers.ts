@@ -15,6 +15,8 @@ import {
   type TransitionRecord,
 } from '../contracts/store.ts'
 import { replayMachine, verifyMachine } from './audit.ts'
+import { checkChain, flagRows } from './chain-check.ts'
+import { pageRequests, pageUpstreams } from './pages.ts'
 import { toStoreError } from './db-errors.ts'
 import { ensureInstance, verifyAdminToken } from './instance.ts'
 import * as reads from './reads.ts'
@@ -87,6 +89,9 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
     },
     'request.get': async ({ id }) => reads.getRequest(db, id),
     'request.list': async ({ status }) => reads.listRequests(db, status),
+    'request.page': async (input) => pageRequests(db, input),
+    'upstream.page': async (input) => pageUpstreams(db, input),
+    'audit.check': async (input) => checkChain(db, input),
     'request.secretHash': async ({ id }) => reads.requestSecretHash(db, id),
     'request.authenticate': async ({ instanceId, secret }) => {
       if (typeof secret !== 'string' || secret.length === 0) return { ok: false }
@@ -97,7 +102,8 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
       publish(record)
       return record
     },
-    log: async ({ machine, id, after, limit }) => reads.readLog(db, machine, id, after, limit),
+    log: async ({ machine, id, after, limit }) =>
+      flagRows(db, await reads.readLog(db, machine, id, after, limit)),
     'log.global': async ({ after, limit }) => reads.readGlobalLog(db, after, limit),
     replay: async ({ machine, id, to }) => replayMachine(db, machine, id, to),
     verify: async ({ machine, id }) => verifyMachine(db, machine, id),

@@ -5,6 +5,8 @@ import type { InstanceInfo } from '../contracts/store.ts'
 import { createHandlers, serveHandlers } from './handlers.ts'
 import { ensureInstance } from './instance.ts'
 import type { StoreHooks } from './repo.ts'
+import { sealRows } from './seal-rows.ts'
+import { keyringOf, parseKeyring, useKeyring } from './sealed.ts'
 
 export * from '../contracts/store.ts'
 export { createStoreClient, type StoreClient } from '../contracts/store-client.ts'
@@ -19,6 +21,11 @@ export interface StoreOptions {
   adminToken?: string
   /** Test seam for failure injection inside a transaction. */
   hooks?: StoreHooks
+  /**
+   * Keys sealing upstream secrets and TLS keys at rest (sealed.ts): `secretKey`, and the retired
+   * ones that still open older values. Without them values are written in the clear.
+   */
+  secretKeys?: { current: string; retired?: readonly string[] }
 }
 
 export interface Store {
@@ -35,7 +42,10 @@ export async function startStore({
   log,
   adminToken,
   hooks,
+  secretKeys,
 }: StoreOptions): Promise<Store> {
+  useKeyring(db, secretKeys && parseKeyring(secretKeys.current, secretKeys.retired))
+  await sealRows(db, keyringOf(db), log)
   const instance = await ensureInstance(db, adminToken === undefined ? {} : { adminToken })
   const deps = hooks ? { bus, db, log, hooks } : { bus, db, log }
   const { subs, drain } = await serveHandlers(deps, createHandlers(deps))

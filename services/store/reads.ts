@@ -12,6 +12,7 @@ import type {
 } from '../contracts/store.ts'
 import { sameDigest, sha256Hex } from '../common/digest.ts'
 import { COMMIT_ORDER_LOCK_KEY, MACHINE_TABLES } from './repo.ts'
+import { keyringOf, unseal, unsealTls } from './sealed.ts'
 
 export const DEFAULT_PAGE_LIMIT = 100
 export const MAX_PAGE_LIMIT = 1_000
@@ -19,7 +20,8 @@ export const MAX_PAGE_LIMIT = 1_000
 type UpstreamRow = typeof upstreams.$inferSelect
 type RequestRow = typeof incomingRequests.$inferSelect
 
-function toUpstream(row: UpstreamRow): Upstream {
+/** `db` finds the keyring that opens the TLS private key (sealed.ts). */
+export function toUpstream(row: UpstreamRow, db: Db): Upstream {
   const context = row.snapshot.context as { bindings?: Binding[]; grants?: string[] }
   return {
     id: row.id,
@@ -35,14 +37,14 @@ function toUpstream(row: UpstreamRow): Upstream {
     lastError: row.lastError,
     withdrawalOwed: row.withdrawalOwed,
     username: row.username,
-    tls: row.tls ?? null,
+    tls: row.tls ? unsealTls(db, row.id, row.tls) : null,
     seq: row.seq,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
   }
 }
 
-function toRequest(row: RequestRow): IncomingRequest {
+export function toRequest(row: RequestRow): IncomingRequest {
   const context = row.snapshot.context as { grants?: string[] }
   return {
     id: row.id,
@@ -69,7 +71,7 @@ async function requestRow(db: Db, id: string): Promise<RequestRow> {
 }
 
 export const getUpstream = async (db: Db, id: string): Promise<Upstream> =>
-  toUpstream(await upstreamRow(db, id))
+  toUpstream(await upstreamRow(db, id), db)
 
 export async function listUpstreams(db: Db, status?: string): Promise<Upstream[]> {
   const rows = await db.orm
@@ -77,7 +79,7 @@ export async function listUpstreams(db: Db, status?: string): Promise<Upstream[]
     .from(upstreams)
     .where(status ? eq(upstreams.state, status) : undefined)
     .orderBy(asc(upstreams.createdAt), asc(upstreams.id))
-  return rows.map(toUpstream)
+  return rows.map((row) => toUpstream(row, db))
 }
 
 /** Fields outside the lifecycle: not audited, no seq change. */
@@ -97,12 +99,13 @@ export async function patchUpstream(
     .where(eq(upstreams.id, id))
     .returning()
   if (!row) throw new NotFoundError('upstream', id)
-  return toUpstream(row)
+  return toUpstream(row, db)
 }
 
 export async function upstreamCredentials(db: Db, id: string) {
   const row = await upstreamRow(db, id)
-  return { username: row.username, password: row.secret }
+  const password = row.secret && unseal(keyringOf(db), 'upstreams.secret', row.id, row.secret)
+  return { username: row.username, password }
 }
 
 export const getRequest = async (db: Db, id: string): Promise<IncomingRequest> =>

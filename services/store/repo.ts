@@ -13,6 +13,8 @@ import { withRetry } from './db-errors.ts'
 import { versionCheckedWrites, type GroupCommit } from './group-commit.ts'
 import { GENESIS_HASH, transitionHash } from './hash.ts'
 import { newRequestId, newUpstreamId } from './ids.ts'
+import { sealIfKeyed, sealTls } from './sealed.ts'
+import { checkPendingLimits } from './pending.ts'
 
 /** Machine kind → the table holding its rows and snapshots. */
 export const MACHINE_TABLES: Record<MachineKind, string> = {
@@ -289,8 +291,8 @@ export function createUpstream(
         sql`insert into upstreams (id, kind, host, broker_port, http_port, secret, username, tls,
               snapshot, state, seq, head_hash, created_at, updated_at)
             values (${id}, ${kind}, ${input.host}, ${input.brokerPort}, ${input.httpPort},
-              ${input.secret ?? null}, ${input.username ?? null},
-              ${input.tls ? json(input.tls) : null}::jsonb, ${json(snapshot)}::jsonb,
+              ${sealIfKeyed(db, 'upstreams.secret', id, input.secret)}, ${input.username ?? null},
+              ${input.tls ? json(sealTls(db, id, input.tls)) : null}::jsonb, ${json(snapshot)}::jsonb,
               ${snapshot.value}, 1, ${record.hash}, ${at}::timestamptz, ${at}::timestamptz)`,
         tx
       )
@@ -300,8 +302,10 @@ export function createUpstream(
 }
 
 /**
- * A new incoming request, or the live one this instance already has (idempotent per
- * instanceId: the partial unique index turns a racing second insert into a retry that finds it).
+ * A new incoming request, or the live one this instance already has under the same secret
+ * (idempotent per instanceId and secretHash: the partial unique index turns a racing second
+ * insert into a retry that finds it). Another secret gets a request of its own, within
+ * `limits` (README.md, Limits); over one, a `PendingLimitError` says which, and nothing else.
  */
 export function createRequest(
   ctx: RepoContext,
@@ -312,10 +316,12 @@ export function createRequest(
     db.orm.transaction(async (tx) => {
       const [live] = await db.execute<{ id: string }>(
         sql`select id from incoming_requests
-            where instance_id = ${input.instanceId} and state in ('Pending', 'Accepted')`,
+            where instance_id = ${input.instanceId} and secret_hash = ${input.secretHash}
+              and state in ('Pending', 'Accepted')`,
         tx
       )
       if (live) return { id: live.id, record: null }
+      if (input.limits) await checkPendingLimits(db, tx, input)
       const id = newRequestId()
       const at = now().toISOString()
       const snapshot = initial(MACHINES.request.machine, { instanceId: input.instanceId })
@@ -326,11 +332,11 @@ export function createRequest(
       }
       const first = firstRecord('request', id, event, input.actor, snapshot, at)
       await db.execute(
-        sql`insert into incoming_requests (id, instance_id, source_ip, secret_hash, snapshot, state,
-              seq, head_hash, created_at, updated_at)
-            values (${id}, ${input.instanceId}, ${input.sourceIp}, ${input.secretHash},
-              ${json(snapshot)}::jsonb, ${snapshot.value}, 1, ${first.hash}, ${at}::timestamptz,
-              ${at}::timestamptz)`,
+        sql`insert into incoming_requests (id, instance_id, source_ip, source_network, secret_hash,
+              snapshot, state, seq, head_hash, created_at, updated_at)
+            values (${id}, ${input.instanceId}, ${input.sourceIp}, ${input.sourceNetwork ?? null},
+              ${input.secretHash}, ${json(snapshot)}::jsonb, ${snapshot.value}, 1, ${first.hash},
+              ${at}::timestamptz, ${at}::timestamptz)`,
         tx
       )
       const record = await appendTransition(db, tx, first)

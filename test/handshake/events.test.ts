@@ -43,7 +43,10 @@ describe('server-sent events', () => {
     ])
     const log = await n.call(`/api/v1/upstreams/${id}/transitions`)
     expect(rows).toEqual(
-      log.items.map((r: any, i: number) => ({ ...r, globalSeq: rows[i].globalSeq }))
+      log.items.map(({ verified, ...r }: any, i: number) => {
+        expect(verified).toBe(true)
+        return { ...r, globalSeq: rows[i].globalSeq }
+      })
     )
     const ids = got.map((e) => Number(e.id))
     expect(ids).toEqual(rows.map((r) => r.globalSeq))

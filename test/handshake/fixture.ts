@@ -3,13 +3,19 @@ import { Registry } from 'prom-client'
 import { getConnInfo } from '@hono/node-server/conninfo'
 import { createInProcessBus } from '../../services/common/bus/index.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
-import { silentLogger } from '../../services/common/log.ts'
+import { silentLogger, type Logger } from '../../services/common/log.ts'
 import {
   createApp,
   createRemoteClient,
+  startAuditWatch,
+  startExpirySweeper,
   startPoller,
+  type AuditWatch,
+  type ExpirySweeper,
   type Poller,
 } from '../../services/handshake/index.ts'
+import type { PendingLimits } from '../../services/contracts/store.ts'
+import type { DbKind } from '../../db/client.ts'
 import { sha256Hex } from '../../services/handshake/secret.ts'
 import { tlsFetch } from '../../services/contracts/tls-fetch.ts'
 import { serveHttp, type HttpServer } from '../../services/launch/runtime/node.ts'
@@ -34,6 +40,12 @@ export interface Node {
   call<T = any>(path: string, init?: RequestInit & { json?: unknown }): Promise<T>
   /** Bus subscriptions open now on `evt.>` subjects (SSE streams and the poller hold them). */
   liveSubscriptions(): number
+  /** The registry /metrics serves. */
+  metrics: Registry
+  /** The store's database, for tests that edit rows behind its back. */
+  db: TestDb
+  audit?: AuditWatch
+  expiry?: ExpirySweeper
   /** Stop the store's bus handlers (the bus stays): every store call then has no responders. */
   stopStore(): Promise<void>
   close(): Promise<void>
@@ -49,6 +61,16 @@ export interface NodeOptions {
   port?: number
   /** Serve https with this certificate. */
   tls?: { cert: string; key: string }
+  /** The store's database (default PGlite). */
+  dbKind?: DbKind
+  pendingLimits?: PendingLimits
+  sseQueueMax?: number
+  /** Start the periodic chain check (off by default). */
+  audit?: { intervalMs: number; recheckRows: number }
+  /** Start the Pending expiry sweeper with this TTL (off by default). */
+  pendingTtlMs?: number
+  /** Where the node logs (default: nowhere). */
+  log?: Logger
 }
 
 export async function startNode({
@@ -59,8 +81,13 @@ export async function startNode({
   ssePingMs,
   port = 0,
   tls,
+  dbKind = 'pglite',
+  pendingLimits,
+  sseQueueMax,
+  audit: auditOptions,
+  pendingTtlMs,
+  log = silentLogger(),
 }: NodeOptions = {}): Promise<Node> {
-  const log = silentLogger()
   const bus = createInProcessBus({ prefix: 'ht' + randomBytes(4).toString('hex') })
   // Count transition subscriptions, so tests can see an SSE stream let go of its own.
   let live = 0
@@ -82,21 +109,28 @@ export async function startNode({
   let server: HttpServer | undefined
   let poller: Poller | undefined
   let storeSvc: Awaited<ReturnType<typeof startStore>> | undefined
+  let audit: AuditWatch | undefined
+  let expiry: ExpirySweeper | undefined
+  const metrics = new Registry()
   const close = async () => {
     await server?.close()
+    await audit?.close()
+    await expiry?.close()
     await poller?.close()
     await storeSvc?.close()
     await bus.close()
     await tdb?.close()
   }
   try {
-    tdb = await createTestDb('pglite')
+    tdb = await createTestDb(dbKind)
     storeSvc = await startStore({ bus, db: tdb.db, log })
     const store = createStoreClient({ bus })
     const instanceId = storeSvc.instance.instanceId
     const token = 'ubt_' + randomBytes(16).toString('hex')
     const remote = createRemoteClient({ timeoutMs: 2_000 })
     poller = await startPoller({ store, bus, remote, log, instanceId, pollMs, slowPollMs })
+    if (auditOptions) audit = startAuditWatch({ store, log, metrics, ...auditOptions })
+    if (pendingTtlMs !== undefined) expiry = startExpirySweeper({ store, log, ttlMs: pendingTtlMs })
     const app = createApp({
       store,
       bus,
@@ -108,11 +142,14 @@ export async function startNode({
       trustProxy,
       adminTokenHash: sha256Hex(token),
       ready: async () => ({ ok: true, checks: { store: true } }),
-      metrics: new Registry(),
+      metrics,
       version: '0.0.0-test',
       services: ['store', 'handshake'],
       rate,
       ...(ssePingMs === undefined ? {} : { ssePingMs }),
+      ...(pendingLimits === undefined ? {} : { pendingLimits }),
+      ...(sseQueueMax === undefined ? {} : { sseQueueMax }),
+      ...(audit === undefined ? {} : { auditAlarms: audit }),
     })
     server = await serveHttp({
       fetch: app.fetch,
@@ -155,6 +192,10 @@ export async function startNode({
       api,
       call,
       liveSubscriptions: () => live,
+      metrics,
+      db: tdb,
+      ...(audit ? { audit } : {}),
+      ...(expiry ? { expiry } : {}),
       stopStore,
       close,
     }

@@ -35,7 +35,8 @@ const accept: RequestEvent = { type: 'request.accept', grants: ['plant/a'] }
 const decline: RequestEvent = { type: 'request.decline' }
 const revoke: RequestEvent = { type: 'request.revoke' }
 const withdraw: RequestEvent = { type: 'request.withdraw' }
-const FINAL = ['Declined', 'Revoked', 'Withdrawn']
+const expire: RequestEvent = { type: 'request.expire' }
+const FINAL = ['Declined', 'Revoked', 'Withdrawn', 'Expired']
 
 describe('incoming-request machine: rules (pure transition via applyEvent)', () => {
   it('starts Pending with the requesting instance and no grants', () => {
@@ -58,6 +59,7 @@ describe('incoming-request machine: rules (pure transition via applyEvent)', () 
     ],
     ['decline', [], decline, 'Declined', []],
     ['withdraw while Pending', [], withdraw, 'Withdrawn', []],
+    ['expire while Pending', [], expire, 'Expired', []],
     ['revoke after accept', [accept], revoke, 'Revoked', ['plant/a']],
     ['withdraw after accept', [accept], withdraw, 'Withdrawn', ['plant/a']],
   ])('%s', (_, setup, event, to, grants) => {
@@ -96,6 +98,7 @@ describe('incoming-request machine: refusals leave the state unchanged and say w
     ['Declined', [decline]],
     ['Revoked', [accept, revoke]],
     ['Withdrawn', [withdraw]],
+    ['Expired', [expire]],
   ]
   it.each(
     finals.flatMap(([state, path]) =>
@@ -115,7 +118,7 @@ describe('incoming-request machine: every state is reachable (xstate/graph)', ()
   it('reaches every state, and applyEvent replays each shortest path', () => {
     const paths = getShortestPaths(incomingRequestMachine, {
       input,
-      events: [accept, decline, revoke, withdraw],
+      events: [accept, decline, revoke, withdraw, expire],
     })
     expect([...new Set(paths.map((p) => String(p.state.value)))].sort()).toEqual(
       [...REQUEST_STATES].sort()

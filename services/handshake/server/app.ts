@@ -4,7 +4,9 @@ import { bodyLimit } from 'hono/body-limit'
 import type { Registry } from 'prom-client'
 import { createOpsRoutes } from '../../common/ops-routes.ts'
 import { requireOperator } from '../../common/operator-auth.ts'
-import { clientIp } from './client-ip.ts'
+import { clientIp, networkKey } from './client-ip.ts'
+import type { PendingLimits } from '../../contracts/store.ts'
+import type { AuditAlarms } from './audit-watch.ts'
 import { matchesHash } from '../secret.ts'
 import { createRouter, type RouteDeps } from './deps.ts'
 import { ApiError, createErrorHandler, notFound } from './errors.ts'
@@ -24,8 +26,16 @@ export interface AppOptions extends RouteDeps {
   metrics: Registry
   version: string
   services: string[]
-  rate?: { perMinute: number; burst: number }
+  rate?: { perMinute: number; burst: number; maxKeys?: number }
   ssePingMs?: number
+  /** Bounds on Pending requests (config `handshakeMaxPending…`); defaults without config. */
+  pendingLimits?: PendingLimits
+  /** Events one SSE client may have waiting (config `sseQueueMax`). */
+  sseQueueMax?: number
+  /** How far a topology advert's version may be from our clock (config `meshClockSkewMs`). */
+  meshClockSkewMs?: number
+  /** Chain-break alarms of the periodic audit, sent to every SSE client. */
+  auditAlarms?: AuditAlarms
 }
 
 export const HANDSHAKE_BODY_LIMIT = 16 * 1_024 // 16 KiB: a request is two short strings
@@ -48,12 +58,13 @@ const limitBody = (maxSize: number): MiddlewareHandler =>
  * the route schemas.
  */
 export function createApp(options: AppOptions): OpenAPIHono {
-  const { log, adminTokenHash, ready, metrics, rate, ssePingMs } = options
+  const { log, adminTokenHash, ready, metrics, rate, ssePingMs, sseQueueMax, auditAlarms } = options
   const app = createRouter()
   app.onError(createErrorHandler({ log }))
   app.notFound(notFound)
 
   const apiMetrics = createApiMetrics(metrics)
+  const { guards } = apiMetrics
   app.use('*', apiMetrics.middleware)
   const operator = requireOperator({ verifyToken: (token) => matchesHash(token, adminTokenHash) })
   const handshakeBody = limitBody(HANDSHAKE_BODY_LIMIT)
@@ -72,12 +83,18 @@ export function createApp(options: AppOptions): OpenAPIHono {
     rateLimit({
       perMinute: rate?.perMinute ?? DEFAULT_RATE_PER_MINUTE,
       burst: rate?.burst ?? DEFAULT_RATE_BURST,
-      key: (c) => clientIp(c, { remote: options.remoteAddress, trustProxy: options.trustProxy }),
+      ...(rate?.maxKeys === undefined ? {} : { maxKeys: rate.maxKeys }),
+      // Per network, not per address: an IPv6 subscriber holds a whole /64.
+      key: (c) =>
+        networkKey(clientIp(c, { remote: options.remoteAddress, trustProxy: options.trustProxy })),
+      onLimited: () => guards.rateLimited.inc(),
+      onEvicted: () => guards.rateEvicted.inc(),
+      onSize: (n) => guards.rateKeys.set(n),
     })
   )
 
   app.route('/', createOpsRoutes({ ready, metrics }))
-  app.route('/', handshakeRoutes(options))
+  app.route('/', handshakeRoutes({ ...options, guards }))
   app.route('/', topologyRoutes(options))
   app.route('/', upstreamRoutes(options))
   app.route('/', requestRoutes(options))
@@ -87,7 +104,10 @@ export function createApp(options: AppOptions): OpenAPIHono {
     eventRoutes({
       ...options,
       sseClients: apiMetrics.sseClients,
+      guards,
       ...(ssePingMs === undefined ? {} : { pingMs: ssePingMs }),
+      ...(sseQueueMax === undefined ? {} : { queueMax: sseQueueMax }),
+      ...(auditAlarms === undefined ? {} : { auditAlarms }),
     })
   )
   app.route(

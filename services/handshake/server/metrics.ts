@@ -6,6 +6,18 @@ export interface ApiMetrics {
   /** Counts and times every request by route pattern (not raw path: ids would explode the labels). */
   middleware: MiddlewareHandler
   sseClients: { inc(): void; dec(): void }
+  guards: GuardMetrics
+}
+
+/** The handshake's bounds, each counted when hit (README.md, Limits). */
+export interface GuardMetrics {
+  rateLimited: Counter
+  rateEvicted: Counter
+  rateKeys: Gauge
+  pendingRefused: Counter<'reason'>
+  expired: Counter
+  sseDropped: Counter
+  sseQueued: Gauge
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD'])
@@ -39,7 +51,49 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
       registers: [registry],
     })
 
+  const guards: GuardMetrics = {
+    rateLimited: counter(
+      registry,
+      'ub_handshake_rate_limited_total',
+      'Handshake requests refused by the per-network rate limit (429)'
+    ),
+    rateEvicted: counter(
+      registry,
+      'ub_handshake_rate_keys_evicted_total',
+      'Source networks the rate limiter forgot to stay within handshakeRateMaxKeys'
+    ),
+    rateKeys: gauge(
+      registry,
+      'ub_handshake_rate_keys',
+      'Source networks the handshake rate limiter remembers'
+    ),
+    pendingRefused:
+      existing<Counter<'reason'>>('ub_handshake_pending_refused_total') ??
+      new Counter({
+        name: 'ub_handshake_pending_refused_total',
+        help: 'Handshake requests refused by a Pending bound, by reason (instance, network, capacity)',
+        labelNames: ['reason'],
+        registers: [registry],
+      }),
+    expired: counter(
+      registry,
+      'ub_handshake_requests_expired_total',
+      'Pending requests ended Expired after handshakePendingTtlMs'
+    ),
+    sseDropped: counter(
+      registry,
+      'ub_sse_clients_dropped_total',
+      'Event-stream clients dropped because sseQueueMax events waited for them'
+    ),
+    sseQueued: gauge(
+      registry,
+      'ub_sse_queued_events',
+      'Events waiting in all event-stream client queues'
+    ),
+  }
+
   return {
+    guards,
     middleware: async function apiMetrics(c, next) {
       const start = performance.now()
       await next()
@@ -52,4 +106,18 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
     },
     sseClients: { inc: () => sse.inc(), dec: () => sse.dec() },
   }
+}
+
+function counter(registry: Registry, name: string, help: string): Counter {
+  return (
+    (registry.getSingleMetric(name) as Counter | undefined) ??
+    new Counter({ name, help, registers: [registry] })
+  )
+}
+
+function gauge(registry: Registry, name: string, help: string): Gauge {
+  return (
+    (registry.getSingleMetric(name) as Gauge | undefined) ??
+    new Gauge({ name, help, registers: [registry] })
+  )
 }

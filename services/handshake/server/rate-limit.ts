@@ -10,6 +10,10 @@ export interface RateLimitOptions {
   now?: () => number
   /** Keys remembered at most; the oldest are forgotten first, so a flood of addresses cannot exhaust memory. */
   maxKeys?: number
+  /** Counters: a refused request, a key forgotten to stay within `maxKeys`; the map's size. */
+  onLimited?: () => void
+  onEvicted?: () => void
+  onSize?: (size: number) => void
 }
 
 export const DEFAULT_RATE_PER_MINUTE = 10
@@ -22,13 +26,20 @@ interface Bucket {
   at: number // ms timestamp of the last refill
 }
 
-/** A token bucket per key (the source IP): over the limit → 429 `rate_limited` with Retry-After. */
+/**
+ * A token bucket per key (the source network, `networkKey`): over the limit → 429
+ * `rate_limited` with Retry-After. A forgotten key starts full again, which is why the map is
+ * large: an attacker must cycle through more networks than it holds to gain anything.
+ */
 export function rateLimit({
   perMinute,
   burst,
   key,
   now = Date.now,
   maxKeys = DEFAULT_MAX_KEYS,
+  onLimited,
+  onEvicted,
+  onSize,
 }: RateLimitOptions): MiddlewareHandler {
   const buckets = new Map<string, Bucket>()
   const perMs = perMinute / MS_PER_MINUTE
@@ -41,8 +52,13 @@ export function rateLimit({
     // Re-insert so Map order is least-recently-seen first.
     buckets.delete(k)
     buckets.set(k, b)
-    if (buckets.size > maxKeys) buckets.delete(buckets.keys().next().value!)
+    if (buckets.size > maxKeys) {
+      buckets.delete(buckets.keys().next().value!)
+      onEvicted?.()
+    }
+    onSize?.(buckets.size)
     if (b.tokens < 1) {
+      onLimited?.()
       const waitS = Math.ceil((1 - b.tokens) / perMs / 1_000)
       c.header('Retry-After', String(waitS))
       throw new ApiError(

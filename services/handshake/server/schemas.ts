@@ -139,6 +139,47 @@ export const StatusQuery = z.object({
     .openapi({ param: { name: 'status', in: 'query' } }),
 })
 
+/** The operator's lists: `status`, then keyset paging (README.md, HTTP API). */
+export const ListQuery = StatusQuery.extend({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1_000)
+    .optional()
+    .openapi({
+      param: { name: 'limit', in: 'query' },
+      description: 'rows per page (default 100, at most 1,000)',
+    }),
+  cursor: z
+    .string()
+    .min(1)
+    .max(256)
+    .optional()
+    .openapi({
+      param: { name: 'cursor', in: 'query' },
+      description: 'the X-Next-Cursor of the page before',
+    }),
+})
+
+export const RequestListQuery = ListQuery.extend({
+  instanceId: documented(contract.Id)
+    .optional()
+    .openapi({ param: { name: 'instanceId', in: 'query' }, description: 'one instance only' }),
+})
+
+/** How a paged list says there is more: the next page's cursor, also as a Link header. */
+export const PAGED_HEADERS = {
+  'X-Next-Cursor': {
+    description: 'pass as ?cursor= for the next page; absent on the last page',
+    schema: { type: 'string' as const },
+  },
+  Link: {
+    description: 'rel="next": the next page',
+    schema: { type: 'string' as const },
+  },
+}
+
 const SeqNumber = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
 
 export const PageQuery = z.object({
@@ -162,7 +203,7 @@ export const ReplayQuery = z.object({
   }),
 })
 
-export const TransitionSchema = documented(contract.TransitionRecordSchema).openapi('Transition')
+export const TransitionSchema = documented(contract.CheckedTransitionSchema).openapi('Transition')
 
 export const TransitionPage = documented(contract.pageOf(TransitionSchema)).openapi(
   'TransitionPage'

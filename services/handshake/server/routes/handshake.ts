@@ -1,7 +1,9 @@
 import { createRoute } from '@hono/zod-openapi'
 import type { Context } from 'hono'
-import type { IncomingRequest } from '../../../contracts/store.ts'
-import { clientIp } from '../client-ip.ts'
+import type { IncomingRequest, PendingLimits } from '../../../contracts/store.ts'
+import { UbError } from '../../../common/errors.ts'
+import { clientIp, networkKey } from '../client-ip.ts'
+import type { GuardMetrics } from '../metrics.ts'
 import { createRouter, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
 import {
@@ -12,8 +14,8 @@ import {
   errorResponses,
   json,
 } from '../schemas.ts'
-import { sameDigest } from '../../secret.ts'
 import { requireRequestSecret } from '../request-secret.ts'
+import { instanceKey, pinPeerKey, requestKeyId } from '../../../common/instance-key.ts'
 
 /**
  * The upstream server's handshake endpoints, called by downstream instances (ARCHITECTURE.md
@@ -28,13 +30,14 @@ const submit = createRoute({
   path: '/api/v1/handshake/requests',
   tags,
   security: [],
-  summary: 'A downstream asks to bridge here (rate-limited per source IP)',
+  summary:
+    'A downstream asks to bridge here (rate-limited per source network; Pending requests capped per instance ID, per network and in all)',
   request: {
     body: { required: true, content: { 'application/json': { schema: HandshakeRequestBody } } },
   },
   responses: {
     202: json(HandshakeAccepted, 'recorded (or the live request this instance already has)'),
-    ...errorResponses(400, 409, 413, 429, 503),
+    ...errorResponses(400, 413, 429, 503),
   },
 })
 
@@ -58,48 +61,70 @@ const withdraw = createRoute({
   responses: { 200: json(HandshakeStatus, 'Withdrawn'), ...errorResponses(401, 404, 409, 503) },
 })
 
-export function handshakeRoutes(deps: RouteDeps) {
+/** Defaults when the app is built without config (tests); the launcher passes the config's. */
+export const DEFAULT_PENDING_LIMITS: PendingLimits = {
+  perInstance: 5,
+  perNetwork: 10,
+  total: 1_000,
+}
+const PENDING_RETRY_AFTER_S = 3_600 // a slot frees when a request is decided, withdrawn or expires
+
+export function handshakeRoutes(
+  deps: RouteDeps & {
+    pendingLimits?: PendingLimits
+    guards?: Pick<GuardMetrics, 'pendingRefused'>
+  }
+) {
   const { store, instanceId } = deps
   const app = createRouter()
   const ipOf = (c: Context) =>
     clientIp(c, { remote: deps.remoteAddress, trustProxy: deps.trustProxy })
 
-  const view = (r: IncomingRequest) => ({
+  // Our public key travels in every answer: the downstream pins it and checks our adverts with it.
+  const ownKey = async () => (await instanceKey(deps.bus)).publicKey
+  const view = async (r: IncomingRequest) => ({
     requestId: r.id,
     status: r.status,
     grants: r.grants,
     instanceId,
+    publicKey: await ownKey(),
   })
 
   app.openapi(submit, async (c) => {
     const body = c.req.valid('json')
     const ip = ipOf(c)
-    const { request, created } = await store.call('request.create', {
-      instanceId: body.instanceId,
-      secretHash: body.secretHash,
-      sourceIp: ip,
-      actor: { kind: 'remote', id: body.instanceId, ip },
-    })
-    if (!created) {
-      // The live request is answered only to the holder of its secret. Another secret means
-      // another upstream record on that instance (its first was deleted while we were not
-      // reachable): say so, rather than hand it a request it can never poll.
-      const { secretHash } = await store.call('request.secretHash', { id: request.id })
-      if (!sameDigest(secretHash, body.secretHash)) {
-        throw new ApiError(
-          409,
-          'already_exists',
-          `instance ${body.instanceId} already has a live request here (${request.id}) with ` +
-            "another secret: withdraw that one, or ask this server's operator to decline or revoke it"
-        )
-      }
+    // An instance ID is public, so it proves nothing: each secret gets its own request (a repeat
+    // with the same secret finds it), and no answer says anything about another secret's.
+    const { request, created } = await store
+      .call('request.create', {
+        instanceId: body.instanceId,
+        secretHash: body.secretHash,
+        sourceIp: ip,
+        sourceNetwork: networkKey(ip),
+        limits: deps.pendingLimits ?? DEFAULT_PENDING_LIMITS,
+        actor: { kind: 'remote', id: body.instanceId, ip },
+      })
+      .catch((err: unknown) => {
+        throw pendingRefusal(c, err, deps.guards)
+      })
+    // The downstream's key, kept with its request (the first one sent wins): its topology adverts
+    // are believed only under this key, and only while the request is Accepted.
+    if (body.publicKey) {
+      await pinPeerKey(deps.bus, requestKeyId(request.id), {
+        instanceId: body.instanceId,
+        publicKey: body.publicKey,
+      })
     }
-    return c.json({ requestId: request.id, status: request.status, instanceId, created }, 202)
+    const publicKey = await ownKey()
+    return c.json(
+      { requestId: request.id, status: request.status, instanceId, created, publicKey },
+      202
+    )
   })
 
   app.openapi(status, async (c) => {
     const request = await requireRequestSecret(c, store, c.req.valid('param').requestId)
-    return c.json(view(request), 200)
+    return c.json(await view(request), 200)
   })
 
   app.openapi(withdraw, async (c) => {
@@ -110,8 +135,27 @@ export function handshakeRoutes(deps: RouteDeps) {
       event: { type: 'request.withdraw' },
       actor: { kind: 'remote', id: request.instanceId, ip: ipOf(c) },
     })
-    return c.json(view(await store.call('request.get', { id: request.id })), 200)
+    return c.json(await view(await store.call('request.get', { id: request.id })), 200)
   })
 
   return app
+}
+
+/**
+ * A Pending bound, as the caller sees it: the per-instance and per-network bounds alike (429
+ * `too_many_pending`), so the answer tells nothing about requests under that instance ID; the
+ * whole server's as 503 `pending_capacity`. Other errors pass through.
+ */
+function pendingRefusal(
+  c: Context,
+  err: unknown,
+  guards?: Pick<GuardMetrics, 'pendingRefused'>
+): unknown {
+  if (!(err instanceof UbError) || !err.code.startsWith('pending_')) return err
+  const reason = err.code.slice('pending_'.length)
+  guards?.pendingRefused.inc({ reason })
+  c.header('Retry-After', String(PENDING_RETRY_AFTER_S))
+  return reason === 'capacity'
+    ? new ApiError(503, 'pending_capacity', 'this server takes no more requests now; try later')
+    : new ApiError(429, 'too_many_pending', 'too many pending requests; try again later')
 }

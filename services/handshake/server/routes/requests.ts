@@ -1,11 +1,14 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import type { RequestEvent } from '../../../../machines/index.ts'
 import { BEARER, createRouter, operatorActor, type RouteDeps } from '../deps.ts'
+import { ApiError } from '../errors.ts'
+import { pageInput, pagedJson } from '../paging.ts'
 import {
   AcceptBody,
   IdParam,
   IncomingRequestSchema,
-  StatusQuery,
+  PAGED_HEADERS,
+  RequestListQuery,
   errorResponses,
   json,
 } from '../schemas.ts'
@@ -18,10 +21,14 @@ const list = createRoute({
   path: '/api/v1/requests',
   tags,
   security: BEARER,
-  summary: 'Incoming requests with instance ID and source IP',
-  request: { query: StatusQuery },
+  summary:
+    'Incoming requests with instance ID and source IP, oldest first; paged (?limit=, ?cursor=, X-Next-Cursor)',
+  request: { query: RequestListQuery },
   responses: {
-    200: json(z.array(IncomingRequestSchema), 'the requests'),
+    200: {
+      ...json(z.array(IncomingRequestSchema), 'one page of requests'),
+      headers: PAGED_HEADERS,
+    },
     ...errorResponses(400, 401, 503),
   },
 })
@@ -81,8 +88,7 @@ export function requestRoutes(deps: RouteDeps) {
   }
 
   app.openapi(list, async (c) => {
-    const { status } = c.req.valid('query')
-    return c.json(await store.call('request.list', status ? { status } : {}), 200)
+    return pagedJson(c, await store.call('request.page', pageInput(c.req.valid('query'))))
   })
 
   app.openapi(getOne, async (c) =>
@@ -91,6 +97,7 @@ export function requestRoutes(deps: RouteDeps) {
 
   app.openapi(accept, async (c) => {
     const { grants } = c.req.valid('json')
+    await refuseSecondAccepted(c.req.valid('param').id)
     const event: RequestEvent = grants
       ? { type: 'request.accept', grants }
       : { type: 'request.accept' }
@@ -103,6 +110,27 @@ export function requestRoutes(deps: RouteDeps) {
   app.openapi(action('revoke', 'Revoke an Accepted request: its bridge is cut off'), async (c) =>
     c.json(await send(c.req.valid('param').id, { type: 'request.revoke' }, c), 200)
   )
+
+  /**
+   * An instance may have several Pending requests (one per secret) but one Accepted: its
+   * bridges share one client-id namespace. The database's unique index backs this up.
+   */
+  async function refuseSecondAccepted(id: string): Promise<void> {
+    const request = await store.call('request.get', { id })
+    const { items } = await store.call('request.page', {
+      instanceId: request.instanceId,
+      status: 'Accepted',
+      limit: 1,
+    })
+    const other = items.find((r) => r.id !== id)
+    if (other) {
+      throw new ApiError(
+        409,
+        'already_accepted',
+        `instance ${request.instanceId} already has an accepted request (${other.id}): revoke it first`
+      )
+    }
+  }
 
   return app
 }

@@ -1,6 +1,9 @@
 import { createRoute } from '@hono/zod-openapi'
+import type { Registry } from 'prom-client'
 import { encodeJson } from '../../../common/bus/bus.ts'
+import { readPeerKey, requestKeyId } from '../../../common/instance-key.ts'
 import {
+  DEFAULT_MESH_CLOCK_SKEW_MS,
   openTopologyDb,
   TOPOLOGY_HEARD_BUCKET,
   TopologyExchangeSchema,
@@ -36,8 +39,9 @@ const exchange = createRoute({
   },
 })
 
-export function topologyRoutes(deps: RouteDeps) {
-  const { store, bus } = deps
+export function topologyRoutes(deps: RouteDeps & { metrics?: Registry; meshClockSkewMs?: number }) {
+  const { store, bus, instanceId, metrics } = deps
+  const skewMs = deps.meshClockSkewMs ?? DEFAULT_MESH_CLOCK_SKEW_MS
   const app = createRouter()
   let db: Promise<TopologyDb> | undefined
   let heard: ReturnType<typeof bus.kv> | undefined
@@ -53,9 +57,17 @@ export function topologyRoutes(deps: RouteDeps) {
     await (
       await heard
     ).put(requestId, encodeJson({ instanceId: request.instanceId, at: Date.now() }))
-    db ??= openTopologyDb(bus)
+    db ??= openTopologyDb(bus, { instanceId, skewMs, metrics })
     const topology = await db
-    await topology.merge(c.req.valid('json').adverts)
+    // Only adverts signed by their origin are believed: the caller's key is the one its request
+    // carried (no key, nothing it relays can be checked, so nothing is taken from it).
+    const key = await readPeerKey(bus, requestKeyId(requestId))
+    const direct = new Map(
+      key && key.instanceId === request.instanceId ? [[key.instanceId, key.publicKey]] : []
+    )
+    const { rejected } = await topology.merge(c.req.valid('json').adverts, { direct })
+    if (Object.keys(rejected).length > 0)
+      deps.log.warn({ requestId, rejected }, 'topology adverts refused')
     return c.json(await topology.exchange(), 200)
   })
 

@@ -13,7 +13,8 @@ import {
   CreateUpstreamBody,
   DeletedUpstreamSchema,
   IdParam,
-  StatusQuery,
+  ListQuery,
+  PAGED_HEADERS,
   UpstreamDetailSchema,
   UpstreamSchema,
   errorResponses,
@@ -22,6 +23,7 @@ import {
 import { withdrawRequest } from '../../withdraw.ts'
 import { makeSecret } from '../../secret.ts'
 import { upstreamView } from '../views.ts'
+import { pageInput, pagedJson } from '../paging.ts'
 
 const DEFAULT_HTTP_PORT = 8_080 // stored for a plain broker, which has no handshake API
 /** The upstream statuses in which its request is live on the server. */
@@ -49,10 +51,14 @@ const list = createRoute({
   path: '/api/v1/upstreams',
   tags,
   security: BEARER,
-  summary: 'The upstreams: id, host, ports, bindings, status, active',
-  request: { query: StatusQuery },
+  summary:
+    'The upstreams: id, host, ports, bindings, status, active; paged (?limit=, ?cursor=, X-Next-Cursor)',
+  request: { query: ListQuery },
   responses: {
-    200: json(z.array(UpstreamSchema), 'the upstreams'),
+    200: {
+      ...json(z.array(UpstreamSchema), 'one page of upstreams, oldest first'),
+      headers: PAGED_HEADERS,
+    },
     ...errorResponses(400, 401, 503),
   },
 })
@@ -131,9 +137,8 @@ export function upstreamRoutes(deps: RouteDeps) {
   })
 
   app.openapi(list, async (c) => {
-    const { status } = c.req.valid('query')
-    const ups = await store.call('upstream.list', status ? { status } : {})
-    return c.json(ups.map(upstreamView), 200)
+    const page = await store.call('upstream.page', pageInput(c.req.valid('query')))
+    return pagedJson(c, { ...page, items: page.items.map(upstreamView) })
   })
 
   app.openapi(getOne, async (c) => {
