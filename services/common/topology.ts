@@ -20,6 +20,33 @@ export interface Advert {
   out: string[]
   /** The advert is dropped once it is this old (ms since the origin made it). */
   maxAgeMs: number
+  /**
+   * The public keys of `neighbours` as the origin learned them in its handshakes: how a receiver
+   * that never met an instance comes to know its key, vouched for by a chain of signed adverts.
+   */
+  keys?: Record<string, string>
+  /** The origin's Ed25519 signature over `advertPayload` (base64url). */
+  signature?: string
+}
+
+/**
+ * What the origin signs: everything but the age (which grows in transit) and the signature. The
+ * lists are sorted and deduplicated as `fromWire` stores them, so a relay cannot reorder them.
+ */
+export function advertPayload(ad: Advert): Uint8Array {
+  const sorted = (xs: readonly string[]) => [...new Set(xs)].sort()
+  const keys = Object.entries(ad.keys ?? {}).sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0))
+  return new TextEncoder().encode(
+    JSON.stringify([
+      'ub-advert-1',
+      ad.origin,
+      ad.version,
+      sorted(ad.neighbours),
+      sorted(ad.out),
+      ad.maxAgeMs,
+      keys,
+    ])
+  )
 }
 
 /** As a database holds it: when this version arrived, on the local clock, less its age then. */

@@ -4,6 +4,7 @@
  * common/ opens itself are declared there (common/ imports no contract) and listed here.
  */
 import { INTERNAL_BUCKET } from '../common/internal-credential.ts'
+import { PEER_KEYS_BUCKET } from '../common/instance-key.ts'
 import { TOPOLOGY_BUCKET, TOPOLOGY_HEARD_BUCKET } from '../common/topology-db.ts'
 
 export const BUCKETS = {
@@ -17,6 +18,8 @@ export const BUCKETS = {
   topologyHeard: TOPOLOGY_HEARD_BUCKET,
   /** The credential the supervisor's local bridge sessions present to the gateways. */
   internal: INTERNAL_BUCKET,
+  /** Peers' public keys as learned in the handshake (`req.<request id>`, `up.<upstream id>`). */
+  peerKeys: PEER_KEYS_BUCKET,
   /** Gateway state shared by every gateway: retained messages, subscriptions, queues, wills. */
   gatewayRetained: 'gw_retained',
   gatewaySubscriptions: 'gw_subs',

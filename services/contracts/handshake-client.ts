@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { UbError } from '../common/errors.ts'
+import { PUBLIC_KEY_PATTERN } from '../common/instance-key.ts'
 import { TopologyExchangeSchema, type TopologyExchange } from '../common/topology-db.ts'
 import { InstanceId, SecretHash, type TlsOptions } from './values.ts'
 import { tlsFetch } from './tls-fetch.ts'
@@ -35,10 +36,22 @@ export interface RemoteTarget {
   tls?: TlsOptions | null
 }
 
-/** The downstream's request: its instance id and the sha-256 of the secret it keeps. */
+/** An instance's Ed25519 public key (base64url of the raw 32 bytes): it signs its topology adverts. */
+export const PublicKey = z
+  .string()
+  .regex(PUBLIC_KEY_PATTERN)
+  .describe(
+    "the instance's Ed25519 public key (base64url, 32 bytes), for its signed topology adverts"
+  )
+
+/**
+ * The downstream's request: its instance id, the sha-256 of the secret it keeps, and its public
+ * key (optional: older downstreams send none, and their adverts are not believed).
+ */
 export const HandshakeRequestSchema = z.strictObject({
   instanceId: InstanceId,
   secretHash: SecretHash,
+  publicKey: PublicKey.optional(),
 })
 /** The server's answer to a request: recorded (or the live request it already had). */
 export const HandshakeAcceptedSchema = z.object({
@@ -46,6 +59,7 @@ export const HandshakeAcceptedSchema = z.object({
   status: z.string(),
   instanceId: z.string().describe("the upstream server's instance ID"),
   created: z.boolean(),
+  publicKey: PublicKey.optional(),
 })
 /** A request's status and grants, for its downstream (who proves the secret). */
 export const HandshakeStatusSchema = z.object({
@@ -53,6 +67,7 @@ export const HandshakeStatusSchema = z.object({
   status: z.string(),
   grants: z.array(z.string()),
   instanceId: z.string().describe("the upstream server's instance ID"),
+  publicKey: PublicKey.optional(),
 })
 
 // What this client accepts: the same answers, lenient where an older server sent less.
@@ -132,7 +147,13 @@ const hasTlsOptions = (tls: TlsOptions | null | undefined): tls is TlsOptions =>
 export function createRemoteClient({
   fetch: fetchFn = globalThis.fetch,
   timeoutMs = DEFAULT_REMOTE_TIMEOUT_MS,
-}: { fetch?: typeof globalThis.fetch; timeoutMs?: number } = {}): RemoteClient {
+  publicKey,
+}: {
+  fetch?: typeof globalThis.fetch
+  timeoutMs?: number
+  /** This instance's public key, sent with every request that does not carry one already. */
+  publicKey?: () => Promise<string>
+} = {}): RemoteClient {
   async function call<T>(
     target: RemoteTarget,
     path: string,
@@ -180,14 +201,16 @@ export function createRemoteClient({
   const requestPath = (id: string) => `/api/v1/handshake/requests/${encodeURIComponent(id)}`
 
   return {
-    sendRequest: (target, body) =>
+    sendRequest: async (target, body) =>
       call(
         target,
         '/api/v1/handshake/requests',
         {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
+          body: JSON.stringify(
+            body.publicKey || !publicKey ? body : { ...body, publicKey: await publicKey() }
+          ),
         },
         Accepted
       ),

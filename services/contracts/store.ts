@@ -61,10 +61,21 @@ export const CreateUpstreamInputSchema = z.object({
 })
 export type CreateUpstreamInput = z.input<typeof CreateUpstreamInputSchema>
 
+/** Bounds on live Pending requests, checked with the insert (README.md, Limits). */
+export const PendingLimitsSchema = z.object({
+  perInstance: z.number().int().min(1),
+  perNetwork: z.number().int().min(1),
+  total: z.number().int().min(1),
+})
+export type PendingLimits = z.infer<typeof PendingLimitsSchema>
+
 export const CreateRequestInputSchema = z.object({
   instanceId: InstanceId,
   secretHash: SecretHash,
   sourceIp: z.string().min(1).max(64),
+  /** The source IP's network (IPv6 /64, IPv4 address), which `limits.perNetwork` counts by. */
+  sourceNetwork: z.string().min(1).max(64).optional(),
+  limits: PendingLimitsSchema.optional(),
   actor: ActorSchema,
 })
 export type CreateRequestInput = z.input<typeof CreateRequestInputSchema>
@@ -120,6 +131,23 @@ function nested(ctx: z.RefinementCtx, at: (string | number)[], error: z.ZodError
 }
 
 const MachineRef = z.object({ machine: MachineKindSchema, id: Id })
+
+/** Keyset paging of a list in (createdAt, id) order; `cursor` is the `next` of the page before. */
+const ListPage = StatusFilter.extend({
+  limit: z.number().int().min(1).max(1_000).nullish().transform(dropNull),
+  cursor: z.string().max(256).nullish().transform(dropNull),
+})
+
+/** A log row that fails the chain check, as the periodic audit reports it. */
+export const BrokenRowSchema = z.object({
+  globalSeq: z.number(),
+  machine: MachineKindSchema,
+  machineId: z.string(),
+  seq: z.number(),
+  problem: z.enum(['changed', 'unlinked', 'head_mismatch']),
+  message: z.string(),
+})
+export type BrokenRow = z.infer<typeof BrokenRowSchema>
 
 // ---- outputs ----------------------------------------------------------------------------------
 
@@ -198,6 +226,16 @@ export interface Page<T> {
   next: number | null
 }
 
+/** One page of a list; pass `next` as `cursor` for the next page (null at the end). */
+export const cursorPageOf = <T extends z.ZodType>(item: T) =>
+  z.object({ items: z.array(item), next: z.string().nullable() })
+
+/** A log row as `log` answers it: flagged when its own hash or its link to the row before fails. */
+export const CheckedTransitionSchema = TransitionRecordSchema.extend({
+  verified: z.boolean().optional(),
+  problem: z.string().optional(),
+})
+
 export const VerifyResultSchema = z.object({
   ok: z.boolean(),
   rows: z.number(),
@@ -256,6 +294,20 @@ export const STORE_INPUTS = {
   'request.create': CreateRequestInputSchema,
   'request.get': ById,
   'request.list': StatusFilter,
+  /** The operator's list, paged; `instanceId` narrows it to one instance's requests. */
+  'request.page': ListPage.extend({ instanceId: Id.nullish().transform(dropNull) }),
+  'upstream.page': ListPage,
+  /**
+   * The chain check of the periodic audit: the rows after global seq `after` (up to `upTo`, or
+   * to the committed horizon), each against its own hash and the row before it; `heads` also
+   * checks every machine's head hash against its last log row.
+   */
+  'audit.check': z.object({
+    after: z.number().int().min(0),
+    limit: z.number().int().min(1).max(10_000),
+    upTo: Count,
+    heads: z.boolean().optional(),
+  }),
   /**
    * Handshake API: the stored sha-256 hex of a request's secret, whatever its state, so the
    * downstream's `Bearer <secret>` can be checked (in constant time, by the caller) on status
@@ -287,6 +339,14 @@ export const STORE_OUTPUTS = {
   'request.create': z.object({ request: IncomingRequestSchema, created: z.boolean() }),
   'request.get': IncomingRequestSchema,
   'request.list': z.array(IncomingRequestSchema),
+  'request.page': cursorPageOf(IncomingRequestSchema),
+  'upstream.page': cursorPageOf(UpstreamSchema),
+  'audit.check': z.object({
+    checked: z.number(),
+    /** The last global seq checked (null: none); the next call's `after`. */
+    last: z.number().nullable(),
+    broken: z.array(BrokenRowSchema),
+  }),
   'request.secretHash': z.object({ secretHash: z.string() }),
   'request.authenticate': z.object({
     ok: z.boolean(),
@@ -294,7 +354,7 @@ export const STORE_OUTPUTS = {
     grants: z.array(z.string()).optional(),
   }),
   event: TransitionRecordSchema,
-  log: pageOf(TransitionRecordSchema),
+  log: pageOf(CheckedTransitionSchema),
   'log.global': pageOf(TransitionRecordSchema.required({ globalSeq: true })),
   replay: ReplayResultSchema,
   verify: VerifyResultSchema,

@@ -2,12 +2,18 @@ import { getConnInfo } from '@hono/node-server/conninfo'
 import { readFileSync } from 'node:fs'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { createApp } from './server/app.ts'
+import { instanceKey } from '../common/instance-key.ts'
+import { startAuditWatch } from './server/audit-watch.ts'
+import { startExpirySweeper } from './server/expiry.ts'
+import { createApiMetrics } from './server/metrics.ts'
 import { startPoller } from './poller/poller.ts'
 import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 
 export { createApp, type AppOptions } from './server/app.ts'
 export { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 export { startPoller, type Poller } from './poller/poller.ts'
+export { startAuditWatch, type AuditWatch, type AuditAlarm } from './server/audit-watch.ts'
+export { startExpirySweeper, type ExpirySweeper } from './server/expiry.ts'
 
 export interface HandshakeOptions {
   ready: () => Promise<{ ok: boolean; checks: Record<string, boolean> }>
@@ -40,9 +46,12 @@ const version = (): string => {
  */
 export async function startHandshake(
   ctx: ServiceContext,
-  { ready, adminTokenHash, remote = createRemoteClient() }: HandshakeOptions
+  { ready, adminTokenHash, remote: given }: HandshakeOptions
 ): Promise<HandshakeService> {
   const { config, bus, store, instanceId } = ctx
+  // Our public key goes with every request we send: the upstream checks our adverts with it.
+  const remote =
+    given ?? createRemoteClient({ publicKey: async () => (await instanceKey(bus)).publicKey })
   const log = ctx.log.child({ service: 'handshake' })
   const poller = await startPoller({
     store,
@@ -52,6 +61,14 @@ export async function startHandshake(
     instanceId,
     pollMs: config.handshakePollMs,
     slowPollMs: config.handshakeSlowPollMs,
+  })
+  // The chain is checked where the operator looks: its alarms reach /metrics, the log and SSE.
+  const audit = startAuditWatch({
+    store,
+    log,
+    metrics: ctx.metrics,
+    intervalMs: config.auditCheckMs,
+    recheckRows: config.auditRecheckRows,
   })
   const app = createApp({
     store,
@@ -68,13 +85,33 @@ export async function startHandshake(
     metrics: ctx.metrics,
     version: version(),
     services: [...config.services],
-    rate: { perMinute: config.handshakeRatePerMin, burst: config.handshakeRateBurst },
+    rate: {
+      perMinute: config.handshakeRatePerMin,
+      burst: config.handshakeRateBurst,
+      maxKeys: config.handshakeRateMaxKeys,
+    },
+    pendingLimits: {
+      perInstance: config.handshakeMaxPendingPerInstance,
+      perNetwork: config.handshakeMaxPendingPerNetwork,
+      total: config.handshakeMaxPending,
+    },
+    sseQueueMax: config.sseQueueMax,
+    meshClockSkewMs: config.meshClockSkewMs,
+    auditAlarms: audit,
+  })
+  const { guards } = createApiMetrics(ctx.metrics)
+  const expiry = startExpirySweeper({
+    store,
+    log,
+    ttlMs: config.handshakePendingTtlMs,
+    onExpired: () => guards.expired.inc(),
   })
   let closing: Promise<void> | undefined
   return {
     name: 'handshake',
     endpoints: [],
     app,
-    close: () => (closing ??= poller.close()),
+    close: () =>
+      (closing ??= Promise.all([poller.close(), expiry.close(), audit.close()]).then(() => {})),
   }
 }

@@ -24,6 +24,12 @@ export interface BridgeLink {
   readonly upstreamId: string
   /** Apply new bindings without dropping the link (subscribe / unsubscribe the difference). */
   setBindings(bindings: readonly Binding[]): Promise<void>
+  /**
+   * Off the mesh tree (ARCHITECTURE.md §9): unsubscribe every filter but keep the bindings, so a
+   * message already queued for the session or in flight when the block lands still goes upstream
+   * (rather than being acknowledged as unrouted and lost); nothing new queues meanwhile.
+   */
+  setBlocked(blocked: boolean): Promise<void>
   status(): LinkCounters
   /** Stop forwarding; the local session stays, so messages keep waiting for the next owner. */
   stop(reason?: string): Promise<void>
@@ -79,6 +85,8 @@ interface Link {
   /** Bumped by every open and close: a step of an older attempt finds it changed and gives up. */
   gen: number
   remap: Remapper
+  /** Off the mesh tree: subscribed to nothing, bindings kept for what was already queued. */
+  blocked: boolean
   /** What the local session is subscribed to, as far as this process knows. */
   sessionFilters: string[]
   /** The connections of the attempt that reached Forwarding (or is subscribing). */
@@ -125,6 +133,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     send: (event) => actor.send(event),
     gen: 0,
     remap: createRemapper(options.bindings),
+    blocked: false,
     sessionFilters: [],
     local: undefined,
     upstream: undefined,
@@ -149,6 +158,10 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     upstreamId,
     stopped,
     setBindings: (bindings) => setBindings(link, bindings),
+    setBlocked: async (blocked) => {
+      link.blocked = blocked
+      await syncFilters(link)
+    },
     status() {
       const snap = actor.getSnapshot()
       const { fw } = link
@@ -308,7 +321,7 @@ function handOver(link: Link, attempt: Attempt): void {
  */
 async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
   const local = attempt.local!
-  const wanted = link.remap.filters
+  const wanted = subscribedFilters(link)
   await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.includes(f)))
   await local.subscribe(wanted)
   link.sessionFilters = [...wanted]
@@ -331,17 +344,26 @@ function closeLink(link: Link): void {
   link.closing = Promise.all([lo?.close(), up?.close()]).then(() => {})
 }
 
+/** What the local session should be subscribed to: nothing while the mesh blocks the link. */
+const subscribedFilters = (link: Link): readonly string[] =>
+  link.blocked ? [] : link.remap.filters
+
 async function setBindings(link: Link, bindings: readonly Binding[]): Promise<void> {
-  const before = link.remap
-  const after = (link.remap = createRemapper(bindings))
-  const added = after.filters.filter((f) => !before.filters.includes(f))
-  const removed = before.filters.filter((f) => !after.filters.includes(f))
+  link.remap = createRemapper(bindings)
+  await syncFilters(link)
+}
+
+/** Subscribe and unsubscribe the difference between the session's filters and the wanted ones. */
+async function syncFilters(link: Link): Promise<void> {
+  const wanted = subscribedFilters(link)
+  const added = wanted.filter((f) => !link.sessionFilters.includes(f))
+  const removed = link.sessionFilters.filter((f) => !wanted.includes(f))
   const lo = link.local
-  if (!lo) return // not connected: the next connect subscribes the new filters
+  if (!lo) return // not connected: the next connect subscribes the wanted filters
   try {
     await lo.subscribe(added)
     await lo.unsubscribe(removed)
-    link.sessionFilters = [...link.remap.filters]
+    link.sessionFilters = [...wanted]
   } catch (err) {
     link.options.log.warn(
       { upstreamId: link.options.upstreamId, err },

@@ -76,6 +76,8 @@ export async function startSupervisor(
     linksKv,
     intervalMs: options.topologyIntervalMs ?? config.topologyIntervalMs,
     enabled: options.meshTree ?? config.meshTree,
+    skewMs: config.meshClockSkewMs,
+    metrics: ctx.metrics,
     log,
   })
   let closed = false

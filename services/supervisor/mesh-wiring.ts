@@ -28,7 +28,8 @@ export async function wireMesh({
    * A blocked link keeps its connections and its gateway session but subscribes to nothing: it
    * still counts as a mesh edge (so the tree can fall back on it at once), nothing queues for it
    * while blocked (everything it would carry reaches its peer over the tree), and unblocking is
-   * one SUBSCRIBE.
+   * one SUBSCRIBE. It keeps its bindings: what was already queued for it, or in flight, when the
+   * block landed still goes upstream over it instead of being dropped as unrouted.
    */
   async function apply(): Promise<void> {
     for (const [id, r] of running) {
@@ -36,7 +37,7 @@ export async function wireMesh({
       if (want === r.blocked) continue
       r.blocked = want
       log.info({ upstreamId: id, peer: r.peer(), blocked: want }, 'mesh spanning tree')
-      await r.link.setBindings(want ? [] : r.upstream.bindings)
+      await r.link.setBlocked(want)
       r.status.touch()
     }
   }

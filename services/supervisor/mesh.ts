@@ -1,4 +1,15 @@
 import { decodeJson, type Bus, type KvBucket, type Subscription } from '../common/bus/bus.ts'
+import type { Registry } from 'prom-client'
+import {
+  forgetPeerKey,
+  instanceKey,
+  pinPeerKey,
+  readPeerKey,
+  requestKeyId,
+  upstreamKeyId,
+  type InstanceKey,
+  type PeerKey,
+} from '../common/instance-key.ts'
 import type { Logger } from '../common/log.ts'
 import {
   openTopologyDb,
@@ -6,7 +17,13 @@ import {
   TOPOLOGY_HEARD_BUCKET,
   type TopologyDb,
 } from '../common/topology-db.ts'
-import { shouldBlock, spanningTree, type StoredAdvert, type Topology } from '../common/topology.ts'
+import {
+  advertPayload,
+  shouldBlock,
+  spanningTree,
+  type StoredAdvert,
+  type Topology,
+} from '../common/topology.ts'
 import { RemoteError, type RemoteClient } from '../contracts/handshake-client.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
@@ -53,10 +70,16 @@ export interface MeshOptions {
   onChange: () => void
   log: Logger
   remote: RemoteClient
+  /** `meshClockSkewMs`: how far a received advert's version may be from our clock. */
+  skewMs: number
+  metrics?: Registry
 }
 
 const sameList = (p: readonly string[], q: readonly string[]) =>
   p.length === q.length && p.every((x, i) => x === q[i])
+const sameKeys = (p: Record<string, string>, q: Record<string, string>) =>
+  sameList(Object.keys(p).sort(), Object.keys(q).sort()) &&
+  Object.entries(p).every(([k, v]) => q[k] === v)
 
 export async function startMesh({
   bus,
@@ -69,12 +92,16 @@ export async function startMesh({
   onChange,
   log,
   remote,
+  skewMs,
+  metrics,
 }: MeshOptions): Promise<Mesh> {
-  const db: TopologyDb = await openTopologyDb(bus)
+  const db: TopologyDb = await openTopologyDb(bus, { instanceId, skewMs, metrics })
+  const key = await instanceKey(bus)
   const heardKv = await bus.kv(TOPOLOGY_HEARD_BUCKET)
   const lifetimeMs = ADVERT_LIFETIMES * intervalMs
-  const readNeighbours = () => neighboursOf({ store, linksKv, heardKv, instanceId, intervalMs })
-  const exchangeWith = createTopologyExchange({ store, remote, db, intervalMs, log })
+  const readNeighbours = () =>
+    neighboursOf({ bus, store, linksKv, heardKv, instanceId, intervalMs })
+  const exchangeWith = createTopologyExchange({ bus, store, remote, db, intervalMs, log })
   // An edge that turns from blocked to tree waits 3 intervals before forwarding, so that the
   // other end and the rest of the mesh (a few exchanges away) see the same tree first (STP's
   // forward delay).
@@ -102,7 +129,7 @@ export async function startMesh({
   const tick = (): Promise<void> =>
     (running ??= (async () => {
       try {
-        await originate({ db, instanceId, lifetimeMs, readNeighbours })
+        await originate({ db, instanceId, key, lifetimeMs, readNeighbours })
         await Promise.all(links().map(exchangeWith))
         await db.prune()
         await recompute()
@@ -150,6 +177,8 @@ interface Neighbours {
   neighbours: string[]
   /** The peers of this instance's own links (bridged from here). */
   out: string[]
+  /** The neighbours' public keys as pinned in the handshake: our advert vouches for them. */
+  keys: Record<string, string>
 }
 
 /**
@@ -158,12 +187,14 @@ interface Neighbours {
  * exchanged topology lately.
  */
 async function neighboursOf({
+  bus,
   store,
   linksKv,
   heardKv,
   instanceId,
   intervalMs,
 }: {
+  bus: Bus
   store: StoreClient
   linksKv: KvBucket
   heardKv: KvBucket
@@ -172,35 +203,49 @@ async function neighboursOf({
 }): Promise<Neighbours> {
   const now = Date.now()
   const out = new Set<string>()
+  const keys: Record<string, string> = {}
+  const vouch = async (keyId: string, peer: string) => {
+    const pinned = await readPeerKey(bus, keyId)
+    if (pinned && pinned.instanceId === peer) keys[peer] ??= pinned.publicKey
+  }
   for (const u of await store.call('upstream.list', { status: 'Active' })) {
     if (u.kind !== 'uns') continue
     const entry = await linksKv.get(u.id)
     if (!entry || entry.operation !== 'PUT') continue
     const s = decodeJson<LinkStatus>(entry.value)
     const fresh = now - Date.parse(s.updatedAt) < LINK_STATUS_STALE_MS
-    if (fresh && UP_STATES.has(s.state) && s.peerInstanceId) out.add(s.peerInstanceId)
+    if (fresh && UP_STATES.has(s.state) && s.peerInstanceId) {
+      out.add(s.peerInstanceId)
+      await vouch(upstreamKeyId(u.id), s.peerInstanceId)
+    }
   }
   const all = new Set(out)
   for (const r of await store.call('request.list', { status: 'Accepted' })) {
     const entry = await heardKv.get(r.id)
     if (!entry || entry.operation !== 'PUT') continue
     const { at } = decodeJson<{ at: number }>(entry.value)
-    if (now - at < SILENT_AFTER * intervalMs) all.add(r.instanceId)
+    if (now - at < SILENT_AFTER * intervalMs) {
+      all.add(r.instanceId)
+      await vouch(requestKeyId(r.id), r.instanceId)
+    }
   }
   all.delete(instanceId)
   out.delete(instanceId)
-  return { neighbours: [...all].sort(), out: [...out].sort() }
+  delete keys[instanceId]
+  return { neighbours: [...all].sort(), out: [...out].sort(), keys }
 }
 
 /** Re-originate our advert when its neighbours changed, or once a third of its life passed. */
 async function originate({
   db,
   instanceId,
+  key,
   lifetimeMs,
   readNeighbours,
 }: {
   db: TopologyDb
   instanceId: string
+  key: InstanceKey
   lifetimeMs: number
   readNeighbours: () => Promise<Neighbours>
 }): Promise<void> {
@@ -211,17 +256,21 @@ async function originate({
     own &&
     sameList(own.neighbours, mine.neighbours) &&
     sameList(own.out, mine.out) &&
+    sameKeys(own.keys ?? {}, mine.keys) &&
+    own.signature !== undefined &&
     own.maxAgeMs === lifetimeMs &&
     now - own.bornAt < lifetimeMs / 3
   if (unchanged) return
   const advert: StoredAdvert = {
     origin: instanceId,
     // Above anything stored for us, even an advert from before a restart with a faster clock.
+    // It is our clock in ms: receivers refuse a version far from theirs (`meshClockSkewMs`).
     version: Math.max(now, (own?.version ?? 0) + 1),
     ...mine,
     maxAgeMs: lifetimeMs,
     bornAt: now,
   }
+  advert.signature = key.sign(advertPayload(advert))
   await db.put(advert, now)
 }
 
@@ -230,12 +279,14 @@ async function originate({
  * one exchange per link at a time. The secret is read once and again after a 401.
  */
 function createTopologyExchange({
+  bus,
   store,
   remote,
   db,
   intervalMs,
   log,
 }: {
+  bus: Bus
   store: StoreClient
   remote: RemoteClient
   db: TopologyDb
@@ -244,7 +295,7 @@ function createTopologyExchange({
 }): (link: MeshLink) => Promise<void> {
   const inFlight = new Set<string>()
   const secrets = new Map<string, string>()
-  return async ({ upstream }) => {
+  return async ({ upstream, peer }) => {
     const { id, remoteRequestId } = upstream
     if (upstream.kind !== 'uns' || !remoteRequestId || inFlight.has(id)) return
     inFlight.add(id)
@@ -254,6 +305,8 @@ function createTopologyExchange({
         secret = (await store.call('upstream.credentials', { id })).password ?? ''
         secrets.set(id, secret)
       }
+      const peerKey = await learnPeerKey(bus, remote, upstream, secret, peer)
+      if (!peerKey) return // an older peer that sends no key: nothing it says can be believed
       const theirs = await remote
         .exchangeTopology(upstream, remoteRequestId, secret, await db.exchange(), {
           timeoutMs: Math.max(1_000, 2 * intervalMs), // at least 1 s, else two intervals
@@ -263,7 +316,11 @@ function createTopologyExchange({
           if (err instanceof RemoteError && err.status === 401) secrets.delete(id)
           throw err
         })
-      await db.merge(theirs.adverts)
+      const { rejected } = await db.merge(theirs.adverts, {
+        direct: new Map([[peerKey.instanceId, peerKey.publicKey]]),
+      })
+      if (Object.keys(rejected).length > 0)
+        log.warn({ upstreamId: id, rejected }, 'topology adverts refused')
     } catch (err) {
       // An older peer without the route, or one that is down: its edge simply never forms.
       log.debug({ upstreamId: id, err }, 'topology exchange failed')
@@ -271,6 +328,29 @@ function createTopologyExchange({
       inFlight.delete(id)
     }
   }
+}
+
+/**
+ * The upstream server's key, pinned the first time its handshake status names one (the status
+ * route proves our secret, over https for a secure upstream); null while it names none. A pin for
+ * another instance than the link's peer (the upstream was pointed at another server) is replaced,
+ * learned the same way as the peer's id itself.
+ */
+async function learnPeerKey(
+  bus: Bus,
+  remote: RemoteClient,
+  upstream: Upstream,
+  secret: string,
+  peer: string | null
+): Promise<PeerKey | null> {
+  const keyId = upstreamKeyId(upstream.id)
+  const pinned = await readPeerKey(bus, keyId)
+  if (pinned && (peer === null || pinned.instanceId === peer)) return pinned
+  const status = await remote.getStatus(upstream, upstream.remoteRequestId!, secret)
+  if (!status.publicKey || !status.instanceId) return null
+  const learned = { instanceId: status.instanceId, publicKey: status.publicKey }
+  if (pinned && pinned.instanceId !== status.instanceId) await forgetPeerKey(bus, keyId)
+  return pinPeerKey(bus, keyId, learned)
 }
 
 /**

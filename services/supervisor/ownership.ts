@@ -22,6 +22,8 @@ export interface LeaseManager {
    * before the key can expire and another supervisor can claim it.
    */
   holds(id: string): boolean
+  /** When `holds` turns false unless a renewal lands first (ms, this clock); undefined if not held. */
+  fenceAt(id: string): number | undefined
   /** The revision of the held lease: the fencing token. */
   token(id: string): number | undefined
   release(id: string): Promise<void>
@@ -96,6 +98,10 @@ export function createLeaseManager({
       const held = leases.get(id)
       return held !== undefined && now() - held.renewedAt < fenceAfterMs
     },
+    fenceAt(id) {
+      const held = leases.get(id)
+      return held && held.renewedAt + fenceAfterMs
+    },
     token: (id) => leases.get(id)?.revision,
     async release(id) {
       const held = leases.get(id)
@@ -130,6 +136,7 @@ export function startLeaseRenewal<T>({
   everyMs,
   isClosed,
   onLost,
+  now = Date.now,
 }: {
   leases: LeaseManager
   /** What runs under a lease now, by upstream id. */
@@ -138,24 +145,78 @@ export function startLeaseRenewal<T>({
   everyMs: number
   isClosed: () => boolean
   onLost: (id: string, what: T) => Promise<void>
+  now?: () => number
 }): LeaseRenewal {
-  let renewing = false
-  async function renewAll(): Promise<void> {
-    if (renewing || isClosed()) return
-    renewing = true
-    try {
-      await Promise.all(
-        [...held()].map(async ([id, what]) => {
-          // A failed renewal of a lease that has not expired yet is tried again next tick.
-          await leases.renew(id).catch(() => false)
-          if (leases.holds(id)) return
-          await onLost(id, what)
+  // One renewal per lease at a time, each on its own: a renewal stuck on the bus must neither
+  // hold back the others nor the fence below.
+  const renewing = new Set<string>()
+  // The fence runs on our own clock, whatever the renewals are doing: a timer per held lease at
+  // the moment `holds` turns false (5/6 of the TTL after the last renewal that succeeded).
+  const fences = new Map<string, NodeJS.Timeout>()
+  const fenced = new Set<string>()
+
+  function lost(id: string, what: T): void {
+    if (fenced.has(id)) return
+    fenced.add(id)
+    clearTimeout(fences.get(id))
+    fences.delete(id)
+    void onLost(id, what)
+      .catch(() => {})
+      .finally(() => fenced.delete(id))
+  }
+
+  function arm(id: string, what: T): void {
+    const at = leases.fenceAt(id)
+    clearTimeout(fences.get(id))
+    if (at === undefined) return void fences.delete(id)
+    const timer = setTimeout(
+      () => {
+        fences.delete(id)
+        if (isClosed()) return
+        if (leases.holds(id)) arm(id, what)
+        else lost(id, what)
+      },
+      Math.max(0, at - now())
+    )
+    timer.unref?.()
+    fences.set(id, timer)
+  }
+
+  function tick(): void {
+    if (isClosed()) return
+    const current = new Map(held())
+    for (const id of fences.keys()) {
+      if (!current.has(id)) {
+        clearTimeout(fences.get(id))
+        fences.delete(id)
+      }
+    }
+    for (const [id, what] of current) {
+      if (!leases.holds(id)) {
+        lost(id, what)
+        continue
+      }
+      arm(id, what)
+      if (renewing.has(id)) continue // still stuck: the fence decides, not the renewal
+      renewing.add(id)
+      // A failed renewal of a lease that has not expired yet is tried again next tick.
+      void leases
+        .renew(id)
+        .catch(() => false)
+        .then(() => {
+          renewing.delete(id)
+          if (isClosed()) return
+          if (leases.holds(id)) arm(id, what)
+          else lost(id, what)
         })
-      )
-    } finally {
-      renewing = false
     }
   }
-  const timer = setInterval(() => void renewAll(), everyMs)
-  return { stop: () => clearInterval(timer) }
+  const timer = setInterval(tick, everyMs)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      for (const t of fences.values()) clearTimeout(t)
+      fences.clear()
+    },
+  }
 }

@@ -9,6 +9,12 @@ import type { LeaseManager } from './ownership.ts'
 import { sameBindings } from './remap.ts'
 
 const LIST_EVERY_MS = 10_000 // full reconcile from the store even when no event arrives
+/**
+ * States in which the bridge's gateway session is purged (README, "Deactivate, revoke, delete"):
+ * nothing published while the upstream refuses us may reach it later. A deactivated upstream
+ * (Approved) only pauses: its session keeps queuing, within the gateway's per-session bound.
+ */
+const PURGED = new Set(['Revoked', 'Declined', 'Deleted'])
 const EVENT_DEBOUNCE_MS = 20 // a burst of transitions costs one reconcile
 
 /**
@@ -39,7 +45,9 @@ export interface ReconcilerOptions {
 
 export async function startReconciler(options: ReconcilerOptions): Promise<Reconciler> {
   const { bus, store, running, runner, leases, isClosed, log } = options
+  /** Upstreams that reached a PURGED state: their session is dropped by the next pass. */
   const deleted = new Set<string>()
+  let sweptAtStart = false
   let desired = new Map<string, Upstream>()
   let listedAt = 0
   let dirty = true
@@ -60,7 +68,7 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
   async function isGone(id: string): Promise<boolean> {
     if (deleted.has(id)) return true
     try {
-      return (await store.call('upstream.get', { id })).status === 'Deleted'
+      return PURGED.has((await store.call('upstream.get', { id })).status)
     } catch (err) {
       return err instanceof UbError && err.code === 'not_found'
     }
@@ -91,7 +99,7 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
       runner.start(want)
     } else if (!sameBindings(r.upstream.bindings, want.bindings)) {
       r.upstream = want
-      if (!r.blocked) await r.link.setBindings(want.bindings as Binding[])
+      await r.link.setBindings(want.bindings as Binding[]) // a blocked link subscribes nothing still
     }
   }
 
@@ -107,6 +115,7 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
   }
 
   async function forgetDeleted(): Promise<void> {
+    if (!sweptAtStart) sweptAtStart = await refusedAtStart(store, deleted, log)
     for (const id of deleted) {
       deleted.delete(id)
       if (!running.has(id))
@@ -128,7 +137,7 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
   const events: Subscription = await bus.subscribe(transitionSubject('upstream', '*'), (msg) => {
     try {
       const rec = decodeJson<TransitionRecord>(msg.data)
-      if (rec.to === 'Deleted') deleted.add(rec.machineId)
+      if (PURGED.has(rec.to)) deleted.add(rec.machineId)
     } catch (err) {
       log.warn({ err, subject: msg.subject }, 'unreadable transition event')
     }
@@ -146,6 +155,25 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
       await events.unsubscribe().catch(() => {}) // the bus may already be closing
     },
     drain: passes.drain,
+  }
+}
+
+/**
+ * Revoked or declined while no supervisor listened: their sessions are purged once at start (a
+ * purge is a clean CONNECT, harmless on a session that is already gone). False: ask again.
+ */
+async function refusedAtStart(
+  store: StoreClient,
+  into: Set<string>,
+  log: Logger
+): Promise<boolean> {
+  try {
+    for (const status of ['Revoked', 'Declined'])
+      for (const u of await store.call('upstream.list', { status })) into.add(u.id)
+    return true
+  } catch (err) {
+    log.warn({ err }, 'could not list revoked upstreams; trying again next pass')
+    return false
   }
 }
 

@@ -5,6 +5,7 @@ import { discoverPeer } from '../../services/supervisor/peer.ts'
 import { startNode, type Node } from '../handshake/fixture.ts'
 import { selfSigned } from '../helpers/tls.ts'
 import { startTlsSniffer, type TlsSniffer } from '../helpers/tls-sniffer.ts'
+import { testKey } from '../supervisor/advert-keys.ts'
 
 /**
  * Peer discovery and the mesh's topology exchange both carry the downstream's secret (the bridge's
@@ -18,6 +19,7 @@ describe('the remote handshake client against an https-only upstream', () => {
   let target: RemoteTarget
   const secret = 'downstream-secret-' + Date.now()
   let requestId = ''
+  const key = testKey() // the downstream's: adverts are believed only signed by their origin
 
   beforeAll(async () => {
     const pem = selfSigned()
@@ -28,6 +30,7 @@ describe('the remote handshake client against an https-only upstream', () => {
     const sent = await remote.sendRequest(target, {
       instanceId: 'UB_downTLS',
       secretHash: sha256Hex(secret),
+      publicKey: key.publicKey,
     })
     requestId = sent.requestId
     await upstream.call(`/api/v1/requests/${requestId}/accept`, { method: 'POST', json: {} })
@@ -50,11 +53,13 @@ describe('the remote handshake client against an https-only upstream', () => {
     const mine = {
       adverts: [
         {
-          origin: 'UB_downTLS',
-          version: 1,
-          neighbours: [upstream.instanceId],
-          out: [upstream.instanceId],
-          maxAgeMs: 60_000,
+          ...key.sign({
+            origin: 'UB_downTLS',
+            version: Date.now(),
+            neighbours: [upstream.instanceId],
+            out: [upstream.instanceId],
+            maxAgeMs: 60_000,
+          }),
           ageMs: 0,
         },
       ],

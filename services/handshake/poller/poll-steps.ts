@@ -49,6 +49,7 @@ const POLL_STEPS: readonly PollStep[] = [
   sendRequestOnce,
   askStatus,
   refuseWithdrawn,
+  askAgainIfExpired,
   applyAnswer,
   clearLastError,
 ]
@@ -119,6 +120,16 @@ async function askStatus(ctx: PollContext, poll: Poll): Promise<Upstream | undef
     return recordError(ctx, up, err)
   }
   return undefined
+}
+
+/** The server let our request expire unanswered: still wanted, so ask again next time. */
+function askAgainIfExpired(ctx: PollContext, poll: Poll): Promise<Upstream> | undefined {
+  if (poll.answer!.status !== 'Expired' || poll.up.status !== 'Pending') return undefined
+  return ctx.store.call('upstream.patch', {
+    id: poll.id,
+    remoteRequestId: null,
+    lastError: 'the upstream server let the request expire unanswered; asking again',
+  })
 }
 
 function refuseWithdrawn(ctx: PollContext, poll: Poll): Promise<Upstream> | undefined {
