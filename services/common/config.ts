@@ -1,5 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { gatewayKeys } from './config-gateway.ts'
+import { handshakeKeys } from './config-handshake.ts'
+import { supervisorKeys } from './config-supervisor.ts'
+import { bool, optionalString, port } from './config-values.ts'
 import { ConfigError } from './errors.ts'
 
 /**
@@ -11,12 +15,10 @@ import { ConfigError } from './errors.ts'
 export const SERVICE_NAMES = ['store', 'gateway', 'supervisor', 'handshake'] as const
 export type ServiceName = (typeof SERVICE_NAMES)[number]
 
-const port = z.coerce.number().int().min(0).max(65_535)
-const bool = z.union([
-  z.boolean(),
-  z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1'),
-])
-const optionalString = z.string().min(1).optional()
+/** 32 bytes in base64 (or base64url), optionally `<key number>:` first for rotation. */
+export const SECRET_KEY_PATTERN = /^(\d{1,6}:)?[A-Za-z0-9+/_-]{43}=?$/
+const SECRET_KEY_HINT =
+  'must be 32 random bytes in base64, optionally after a key number and a colon (2:…); make one with `openssl rand -base64 32`'
 
 export const configSchema = z.object({
   config: optionalString.describe('JSON config file to read'),
@@ -54,202 +56,31 @@ export const configSchema = z.object({
     .describe(
       'serve the HTTP API over https with tlsCert and tlsKey (downstreams ask mqtts:// and wss:// upstreams over https)'
     ),
-  mqttHost: z.string().min(1).default('0.0.0.0').describe('MQTT listen address'),
-  mqttPort: port.default(1883).describe('MQTT over TCP'),
-  trustProxy: bool
-    .default(false)
+  ...gatewayKeys,
+  ...handshakeKeys,
+  ...supervisorKeys,
+  busJournalMaxRecordBytes: z.coerce
+    .number()
+    .int()
+    .min(1_048_576)
+    .max(2_147_483_647)
+    .default(536_870_912)
     .describe(
-      'take the client IP from the last X-Forwarded-For entry (one reverse proxy in front)'
+      'largest in-process bus journal record (one KV entry); a larger write is refused, a larger record read back is damage'
     ),
-  mqttWsPort: port.optional().describe('MQTT over WebSocket (path /mqtt and /); off when absent'),
-  mqttTlsPort: port.optional().describe('MQTT over TLS; off when absent; needs tlsCert and tlsKey'),
-  mqttWssPort: port
+  secretKey: z
+    .string()
+    .regex(SECRET_KEY_PATTERN, SECRET_KEY_HINT)
     .optional()
-    .describe('MQTT over secure WebSocket; off when absent; needs tlsCert and tlsKey'),
-  tlsCert: optionalString.describe('PEM certificate chain file for the TLS and WSS listeners'),
-  tlsKey: optionalString.describe('PEM private key file for the TLS and WSS listeners'),
-  tlsCa: optionalString.describe(
-    'PEM CA file; when set, TLS clients may present certificates signed by it'
-  ),
-  maxPacketSize: z.coerce
-    .number()
-    .int()
-    .min(64)
-    .max(268_435_455) // the largest remaining length MQTT 3.1.1 can encode [MQTT-2.2.3]
-    .default(1_048_576)
-    .describe('largest MQTT packet accepted, in bytes; a bigger one closes its connection'),
-  maxConnections: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(10_000)
-    .describe('MQTT clients per gateway; more get CONNACK 3'),
-  maxPendingMessages: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(10_000)
     .describe(
-      'deliveries one connection may have waiting for its socket; past it the client is cut as a slow consumer'
+      'key sealing upstream secrets and TLS keys in the database; made in <dataDir>/secret-key when absent'
     ),
-  maxPendingBytes: z.coerce
-    .number()
-    .int()
-    .min(1_024)
-    .default(16 * 1_048_576)
-    .describe('payload bytes one connection may have waiting for its socket (16 MiB)'),
-  sessionMaxQueued: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(10_000)
-    .describe(
-      "QoS 1/2 messages a client's persistent session may have queued, across gateways; more are not queued (counted)"
-    ),
-  bridgeMaxQueued: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(1_000_000)
-    .describe(
-      "QoS 1 messages a bridge's local session may have queued (its backlog while the upstream is down); more are not queued"
-    ),
-  maxRetainedMessages: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(100_000)
-    .describe(
-      'retained topics, cluster-wide (each gateway holds all in memory); past it a new one is not kept'
-    ),
-  maxRetainedBytes: z.coerce
-    .number()
-    .int()
-    .min(1_024)
-    .default(256 * 1_048_576)
-    .describe(
-      'topic and payload bytes of all retained messages (256 MiB); past it a new one is not kept'
-    ),
-  sessionExpirySec: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .default(604_800)
-    .describe(
-      'seconds a persistent session may go unseen before its subscriptions and queue are erased (7 days); 0 = never; bridges exempt'
-    ),
-  maxInboundQos2: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(65_535)
-    .default(100)
-    .describe(
-      'QoS 2 PUBLISHes a client may have awaiting PUBREL (kept with payloads); one more closes its connection'
-    ),
-  keepAliveMin: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(65_535)
-    .default(0)
-    .describe('seconds; smaller non-zero client keep-alives are raised to it'),
-  keepAliveMax: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(65_535)
-    .default(0)
-    .describe(
-      'seconds; a larger (or zero) keep-alive gets CONNACK 2, as mosquitto max_keepalive; 0 = no bound'
-    ),
-  anonymous: z
-    .enum(['loopback', 'always', 'never'])
-    .default('loopback')
-    .describe('MQTT clients without a username: from loopback addresses only, always or never'),
-  users: z
-    .array(
-      z.object({ username: z.string().min(1), passwordHash: z.string().startsWith('scrypt$') })
-    )
+  secretKeysRetired: z
+    .union([z.string(), z.array(z.string())])
+    .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(SECRET_KEY_PATTERN, SECRET_KEY_HINT)))
     .default([])
-    .describe(
-      'local MQTT users (config file only): [{username, passwordHash}], hashes from `hashPassword`'
-    ),
-  gatewayId: optionalString.describe(
-    "this gateway's name in stats and metrics; made at start when absent"
-  ),
-  handshakePollMs: z.coerce
-    .number()
-    .int()
-    .min(10)
-    .default(3_000)
-    .describe(
-      'ms between the first status polls of a Pending upstream; backs off to handshakeSlowPollMs'
-    ),
-  handshakeSlowPollMs: z.coerce
-    .number()
-    .int()
-    .min(10)
-    .default(30_000)
-    .describe(
-      'ms between polls of Approved and Active upstreams (to see a revocation); the Pending backoff cap'
-    ),
-  handshakeRatePerMin: z.coerce
-    .number()
-    .min(0.1)
-    .default(10)
-    .describe('handshake requests per minute per source IP (token bucket); more get 429'),
-  handshakeRateBurst: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .default(20)
-    .describe('handshake requests a source IP may send at once'),
-  localBrokerUrl: optionalString.describe(
-    'the gateway the bridge supervisor reads from; default mqtt://127.0.0.1:<mqttPort>'
-  ),
-  bridgeWindow: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(65_000)
-    .default(256)
-    .describe('QoS 1 messages in flight per bridge link; 2× this many wait in memory at most'),
-  leaseTtlMs: z.coerce
-    .number()
-    .int()
-    .min(600)
-    .default(3_000)
-    .describe(
-      'ms a bridge ownership lease lives unrenewed (renewed every third); failover takes about this long'
-    ),
-  backoffMaxMs: z.coerce
-    .number()
-    .int()
-    .min(100)
-    .default(30_000)
-    .describe("ms cap of a bridge link's reconnect backoff"),
-  bridgeDupGuard: bool
-    .default(false)
-    .describe(
-      'drop a message seen >20 times in 200 ms on one link (stray bridge loops); off: an identical fast stream is legitimate QoS 1 data'
-    ),
-  topologyIntervalMs: z.coerce
-    .number()
-    .int()
-    .min(50)
-    .default(5_000)
-    .describe(
-      'ms between mesh topology exchanges on each handshake link; adverts live 6× this, a silent neighbour is dropped after 3×'
-    ),
-  meshTree: bool
-    .default(true)
-    .describe(
-      'block bridge links that are not on the mesh spanning tree (off: topology is still exchanged, every link forwards)'
-    ),
-  supervisorId: optionalString.describe(
-    "this supervisor replica's name in leases; unique per replica; made at start when absent"
-  ),
+    .describe('earlier secretKeys, comma-separated: read only, values are resealed at start'),
 })
 
 export type Config = z.infer<typeof configSchema>
