@@ -10,6 +10,11 @@ import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
 import { startSessionExpiry } from './persistence/expiry.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
+import { readFairly, type ReadingClient } from './fair-reads.ts'
+
+// Bytes of one client's packets handled per turn of the event loop (fair-reads.ts): 4 KiB is a
+// few dozen small PUBLISHes or 1,024 PUBACKs; a larger packet is still read whole, over turns.
+const READ_BATCH_BYTES = 4_096
 import { createOutboundLimiter, type OutboundLimiter, type Pending } from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 
@@ -235,6 +240,7 @@ function asBroker({
       enforcePacketSize(client, limits)
       // Before the CONNECT is parsed: its client id, will and username are strings too.
       requireWellFormedStrings((client as unknown as ClientInternals)._parser)
+      readFairly(client as unknown as ReadingClient, READ_BATCH_BYTES)
       outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
       connackGate.hold(client as unknown as GatedClient)
     },

@@ -7,6 +7,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   api: async () => (await import('./api.ts')).runApiBench(),
   bridge: async () => (await import('./bridge.ts')).runBridgeBench(),
   gateway: async () => (await import('./gateway.ts')).runGatewayBench(),
+  isolation: async () => (await import('./isolation.ts')).runIsolationBench(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))

@@ -21,13 +21,62 @@ interface Watcher {
   onEntry(entry: KvEntry): void
 }
 
+/**
+ * A bucket's entries, also indexed by their key's first token: a session's queue (`<client>.>`)
+ * is listed by visiting its own keys, not every session's (ARCHITECTURE.md §7).
+ */
+export class TokenIndexedEntries extends Map<string, Stored> {
+  private readonly byFirst = new Map<string, Set<string>>()
+
+  /** (Map's constructor would call `set` before the index exists.) */
+  static of(entries: Iterable<[string, Stored]>): TokenIndexedEntries {
+    const indexed = new TokenIndexedEntries()
+    for (const [k, v] of entries) indexed.set(k, v)
+    return indexed
+  }
+
+  override set(key: string, value: Stored): this {
+    if (!super.has(key)) {
+      const first = firstToken(key)
+      let keys = this.byFirst.get(first)
+      if (!keys) this.byFirst.set(first, (keys = new Set()))
+      keys.add(key)
+    }
+    return super.set(key, value)
+  }
+
+  override delete(key: string): boolean {
+    if (!super.delete(key)) return false
+    const first = firstToken(key)
+    const keys = this.byFirst.get(first)
+    keys?.delete(key)
+    if (keys?.size === 0) this.byFirst.delete(first)
+    return true
+  }
+
+  override clear(): void {
+    super.clear()
+    this.byFirst.clear()
+  }
+
+  /** Keys whose first token is `first`. */
+  keysFirst(first: string): Iterable<string> {
+    return this.byFirst.get(first) ?? []
+  }
+}
+
+const firstToken = (key: string): string => {
+  const dot = key.indexOf('.')
+  return dot === -1 ? key : key.slice(0, dot)
+}
+
 /** One bucket's state, shared by every bus on the hub (like a JetStream stream). */
 export interface InProcessKvStore {
   name: string
   ttlMs: number | undefined
   /** Last revision handed out; revisions are per bucket, as stream sequences are. */
   seq: number
-  entries: Map<string, Stored>
+  entries: TokenIndexedEntries
   watchers: Set<Watcher>
   sweep: ReturnType<typeof setInterval> | undefined
   destroyed: boolean
@@ -126,7 +175,7 @@ function createStore(
     name,
     ttlMs,
     seq: 0,
-    entries: new Map(),
+    entries: new TokenIndexedEntries(),
     watchers: new Set(),
     sweep: undefined,
     destroyed: false,
@@ -143,7 +192,7 @@ function createStore(
       ...(maxRecordBytes === undefined ? {} : { maxRecordBytes }),
       ...(readChunkBytes === undefined ? {} : { readChunkBytes }),
     })
-    store.entries = opened.entries
+    store.entries = TokenIndexedEntries.of(opened.entries)
     store.seq = opened.seq
     store.journal = opened.journal
   }
@@ -217,7 +266,11 @@ function liveEntries(s: InProcessKvStore, filter: string): Array<[string, Stored
   validateKvKey(filter, { wildcards: true })
   const tokens = filter.split('.')
   const st = usable(s)
-  return [...st.entries.keys()]
+  // A literal first token visits only its keys (a session's queue among every session's).
+  const first = tokens[0]!
+  const candidates =
+    first === '*' || first === '>' ? [...st.entries.keys()] : [...st.entries.keysFirst(first)]
+  return candidates
     .map((k): [string, Stored | undefined] => [k, live(st, k)])
     .filter(
       (p): p is [string, Stored] =>

@@ -1,0 +1,199 @@
+/**
+ * Isolation: does one client that stops reading hurt the others? (README, Bounds.)
+ *
+ * A healthy subscriber takes a paced stream (RATE msg/s, QoS 1, 64 B) and its p99 delivery
+ * latency is measured twice on each broker: quiet (nothing else connected), and stalled: while
+ * 10 persistent sessions, subscribed to the same stream and to a bulk topic, resume backlogs of
+ * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte. Anchor: Mosquitto
+ * with `max_queued_messages 1000` (its default), in the same run. Ours is one gateway in its own
+ * process, as `uns-bridge start` runs it. After one unrecorded warm-up round, each figure is the
+ * median over ROUNDS rounds, quiet and stalled alternating. Target: our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
+ * Ends with one JSON line.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { connect as netConnect, type Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import mqtt, { type MqttClient } from 'mqtt'
+import * as mqttPacket from 'mqtt-packet'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+
+const RATE = Number(process.env.BENCH_ISO_RATE ?? 2_000) // msg/s on the measured stream
+const SECONDS = Number(process.env.BENCH_ISO_SECONDS ?? 5)
+const BACKLOG = Number(process.env.BENCH_ISO_BACKLOG ?? 5_000) // per session
+const SESSIONS = 10
+const NEVER_READ = 2
+const ROUNDS = Number(process.env.BENCH_ISO_ROUNDS ?? 3)
+
+interface Figures {
+  quietP99Ms: number
+  stalledP99Ms: number
+  ratio: number
+}
+
+const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
+
+function connect(url: string, opts: mqtt.IClientOptions = {}): Promise<MqttClient> {
+  const c = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, ...opts })
+  return new Promise((resolve, reject) => {
+    c.once('connect', () => resolve(c))
+    c.once('error', reject)
+  })
+}
+
+/** A persistent session that sends CONNECT and then never reads its socket. */
+function neverReads(port: number, clientId: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect(port, '127.0.0.1', () => {
+      s.pause()
+      s.write(
+        mqttPacket.generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: false,
+          clientId,
+          keepalive: 0,
+        })
+      )
+      resolve(s)
+    })
+    s.on('error', () => {}) // cut as a slow consumer: expected
+    s.once('error', reject)
+  })
+}
+
+/** Subscribe the sessions and leave them with BACKLOG queued bulk messages each. */
+async function prepareBacklogs(url: string, tag: string): Promise<void> {
+  for (let i = 0; i < SESSIONS; i++) {
+    const c = await connect(url, { clientId: `${tag}-s${i}`, clean: false })
+    await c.subscribeAsync({ 'iso/live': { qos: 1 }, 'iso/bulk/#': { qos: 1 } })
+    await c.endAsync()
+  }
+  const pub = await connect(url, { clientId: `${tag}-bulk` })
+  const payload = Buffer.alloc(1_024, 0x62)
+  for (let sent = 0; sent < BACKLOG; sent += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, BACKLOG - sent) }, (_, i) =>
+        pub.publishAsync(`iso/bulk/${(sent + i) % 16}`, payload, { qos: 1 })
+      )
+    )
+  }
+  await pub.endAsync()
+}
+
+/** The healthy subscriber's p99 over a paced stream of RATE × SECONDS messages. */
+async function measureP99(url: string, tag: string): Promise<number> {
+  const sub = await connect(url, { clientId: `${tag}-healthy` })
+  await sub.subscribeAsync('iso/live', { qos: 1 })
+  const pub = await connect(url, { clientId: `${tag}-pub` })
+  const count = RATE * SECONDS
+  const latencies: number[] = []
+  sub.on('message', (_t, payload) => latencies.push(performance.now() - payload.readDoubleLE(0)))
+  const start = performance.now()
+  for (let i = 0; i < count; i++) {
+    const wait = start + (i * 1_000) / RATE - performance.now()
+    if (wait > 1) await sleep(wait)
+    const p = Buffer.alloc(64)
+    p.writeDoubleLE(performance.now(), 0)
+    pub.publish('iso/live', p, { qos: 1 })
+  }
+  const deadline = Date.now() + 30_000
+  while (latencies.length < count && Date.now() < deadline) await sleep(50)
+  await Promise.all([sub.endAsync(), pub.endAsync()])
+  // A message that never came counts as the whole wait: a stall must not look fast.
+  while (latencies.length < count) latencies.push(30_000)
+  latencies.sort((a, b) => a - b)
+  return latencies[Math.floor(0.99 * (latencies.length - 1))]!
+}
+
+/** One stalled measurement: sessions resume their backlogs, two never read. */
+async function stalledRound(url: string, port: number, tag: string): Promise<number> {
+  await prepareBacklogs(url, tag)
+  const readers: MqttClient[] = []
+  const silent: Socket[] = []
+  for (let i = 0; i < SESSIONS; i++) {
+    if (i < NEVER_READ) silent.push(await neverReads(port, `${tag}-s${i}`))
+    else readers.push(await connect(url, { clientId: `${tag}-s${i}`, clean: false }))
+  }
+  try {
+    return await measureP99(url, tag)
+  } finally {
+    for (const s of silent) s.destroy()
+    // Clean the sessions up, so the next round starts from the same state.
+    await Promise.all(readers.map((r) => r.endAsync()))
+    for (let i = 0; i < SESSIONS; i++)
+      (await connect(url, { clientId: `${tag}-s${i}`, clean: true })).end(true)
+  }
+}
+
+async function runBroker(url: string, port: number, name: string): Promise<Figures> {
+  const quiet: number[] = []
+  const stalled: number[] = []
+  const ratios: number[] = []
+  // One round unrecorded first: a fresh process runs its first backlog before the JIT warmed up.
+  await measureP99(url, `${name}-warm-q`)
+  await stalledRound(url, port, `${name}-warm`)
+  for (let r = 0; r < ROUNDS; r++) {
+    const q = await measureP99(url, `${name}-q${r}`)
+    const s = await stalledRound(url, port, `${name}-r${r}`)
+    quiet.push(q)
+    stalled.push(s)
+    ratios.push(s / Math.max(q, 0.01))
+    console.error(`  ${name} round ${r + 1}: quiet p99 ${round(q)} ms, stalled p99 ${round(s)} ms`)
+  }
+  return {
+    quietP99Ms: round(median(quiet)),
+    stalledP99Ms: round(median(stalled)),
+    ratio: round(median(ratios)),
+  }
+}
+
+async function startOurs(): Promise<{ port: number; child: ChildProcess }> {
+  const script = fileURLToPath(new URL('./isolation-gateway.ts', import.meta.url))
+  // BENCH_ISO_NODE_ARGS: extra node flags for our gateway's process (e.g. --cpu-prof).
+  const extra = (process.env.BENCH_ISO_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const line = out.split('\n')[0]
+      if (out.includes('\n')) resolve((JSON.parse(line!) as { port: number }).port)
+    })
+    child.once('exit', (code) => reject(new Error(`gateway exited ${code}`)))
+  })
+  return { port, child }
+}
+
+export async function runIsolationBench(): Promise<unknown> {
+  console.error(
+    `isolation: ${RATE} msg/s × ${SECONDS} s to a healthy subscriber; stalled = ${SESSIONS} sessions resuming ${BACKLOG} × 1 KiB, ${NEVER_READ} never reading; ${ROUNDS} rounds`
+  )
+  const ours = await startOurs()
+  let oursFigures: Figures
+  try {
+    oursFigures = await runBroker(`mqtt://127.0.0.1:${ours.port}`, ours.port, 'ours')
+  } finally {
+    ours.child.kill('SIGTERM')
+  }
+  const mosq = await startMosquitto({ config: 'max_queued_messages 1000\nset_tcp_nodelay true' })
+  let mosqFigures: Figures
+  try {
+    mosqFigures = await runBroker(mosq.url, mosq.port, 'mosquitto')
+  } finally {
+    await mosq.stop()
+  }
+  console.error(
+    `ours:      quiet p99 ${oursFigures.quietP99Ms} ms, stalled p99 ${oursFigures.stalledP99Ms} ms, ratio ${oursFigures.ratio} (target ≤ 1.5)`
+  )
+  console.error(
+    `mosquitto: quiet p99 ${mosqFigures.quietP99Ms} ms, stalled p99 ${mosqFigures.stalledP99Ms} ms, ratio ${mosqFigures.ratio}`
+  )
+  const result = { bench: 'isolation', ours: oursFigures, mosquitto: mosqFigures }
+  console.log(JSON.stringify(result))
+  return result
+}
