@@ -11,42 +11,68 @@ export interface ReadingClient {
 }
 
 /**
- * Read a client's packets a bounded batch at a time, each batch after the event loop's other
- * work (ARCHITECTURE.md §10).
+ * Read a client's packets a bounded number at a time, then let the event loop serve the others
+ * (ARCHITECTURE.md §10).
  *
  * aedes (lib/client.js `nextBatch`) reads everything buffered on a socket and handles each packet
  * in it before it reads again, and when a batch is done it reads the next one at once, within
  * the same turn of the event loop. A subscriber acknowledging a backlog sends PUBACKs by the
  * thousand per read (4 bytes each), and each costs a queue erase: one such read held every other
- * client for ~100 ms (npm run bench -- isolation). Here a batch is at most `maxBatchBytes`, and
- * the next one waits for `setImmediate`, as a C broker's event loop serves each socket in turn.
+ * client for ~100 ms (npm run bench -- isolation). Here a client handles at most
+ * `packetsPerTurn` packets before its next read waits for `setImmediate`, as a C broker's event
+ * loop serves each socket in turn; each read is sized from the client's recent packet size, so a
+ * read of tiny PUBACKs is small and a read of large PUBLISHes is not. Below the budget reads
+ * follow each other at once, as in aedes, so a fast publisher loses nothing to the fairness.
  * The counting of packets in flight (`_parsingBatch`) is aedes' own, unchanged.
  */
-export function readFairly(client: ReadingClient, maxBatchBytes: number): void {
+export function readFairly(client: ReadingClient, packetsPerTurn: number): void {
   const { conn } = client
   conn.removeListener('readable', client._nextBatch)
   let scheduled = false
   let produced = 0
+  let thisTurn = 0
+  let bytesPerPacket = 64 // a running estimate, to size the next read
   client._parser.on('packet', () => produced++)
+
+  let parsing = false
 
   function readBatch(): void {
     scheduled = false
-    if (client._paused || client._parsingBatch > 0) return
-    for (;;) {
-      const n = Math.min(conn.readableLength, maxBatchBytes)
+    while (!client._paused && client._parsingBatch <= 0) {
+      if (thisTurn >= packetsPerTurn) {
+        thisTurn = 0
+        scheduled = true
+        setImmediate(readBatch)
+        return
+      }
+      const want = Math.min(
+        MAX_READ_BYTES,
+        Math.max(MIN_READ_BYTES, Math.round(bytesPerPacket * (packetsPerTurn - thisTurn)))
+      )
+      const n = Math.min(conn.readableLength, want)
       const buf = (n > 0 ? conn.read(n) : conn.read()) as Buffer | null
       if (!buf) return
       const before = produced
-      client._parser.parse(buf)
-      // Packets began: their completion schedules the next batch. Only part of a packet: read on.
-      if (produced !== before) return
+      // Handlers that finish at once call `_nextBatch` from inside parse(); the parser is not
+      // re-entrant, so this loop reads on instead.
+      parsing = true
+      try {
+        client._parser.parse(buf)
+      } finally {
+        parsing = false
+      }
+      const packets = produced - before
+      if (packets > 0) {
+        bytesPerPacket = (bytesPerPacket + buf.length / packets) / 2
+        thisTurn += packets
+      }
+      // Packets still in progress read on when they finish; otherwise (done, or only part of a
+      // packet) the loop reads on now.
     }
   }
 
-  function schedule(): void {
-    if (scheduled) return
-    scheduled = true
-    setImmediate(readBatch)
+  function readNext(): void {
+    if (!scheduled && !parsing) readBatch()
   }
 
   client._nextBatch = (err) => {
@@ -58,8 +84,11 @@ export function readFairly(client: ReadingClient, maxBatchBytes: number): void {
     client._parsingBatch--
     if (client._parsingBatch <= 0) {
       client._parsingBatch = 0
-      schedule()
+      readNext()
     }
   }
   conn.on('readable', client._nextBatch)
 }
+
+const MIN_READ_BYTES = 512
+const MAX_READ_BYTES = 65_536 // what one socket read gives at most
