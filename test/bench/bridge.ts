@@ -260,7 +260,13 @@ async function runFabric(upstreamPort: number): Promise<void> {
     : mkdtempSync(join(tmpdir(), 'ub-bench-fabric-'))
   const bus = createInProcessBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
   const gw = await startTestGateway({ bus, anonymous: 'always' })
-  const link = await startLink(gw.url, upstreamPort)
+  // The fabric's own login, as the supervisor uses: `ub-bridge-…` client ids are the fabric's only.
+  const { INTERNAL_USERNAME, internalCredential } =
+    await import('../../services/common/internal-credential.ts')
+  const link = await startLink(gw.url, upstreamPort, {
+    username: INTERNAL_USERNAME,
+    password: await internalCredential(bus),
+  })
   process.stdout.write(`ready ${gw.url}\n`)
   process.on(
     'SIGTERM',
@@ -274,19 +280,28 @@ async function runFabric(upstreamPort: number): Promise<void> {
   )
 }
 
-async function startLink(localUrl: string, upstreamPort: number) {
+async function startLink(
+  localUrl: string,
+  upstreamPort: number,
+  login: { username?: string; password?: string } = {}
+) {
   const link = createBridgeLink({
     upstreamId: 'bench',
     target: { host: 'mqtt://127.0.0.1', brokerPort: upstreamPort },
     bindings: [{ source: 'src', target: 'dst' }],
     credentials: async () => ({}),
-    local: { url: localUrl },
+    local: { url: localUrl, ...login },
     localClientId: 'ub-bridge-bench',
     upstreamClientId: 'ub-bench-up',
     window: BRIDGE_WINDOW,
     log: silentLogger(),
   })
-  while (link.status().state !== 'Forwarding') await new Promise((r) => setTimeout(r, 20))
+  const deadline = Date.now() + 30_000 // a refused login must fail the bench, not hang it
+  while (link.status().state !== 'Forwarding') {
+    if (Date.now() > deadline)
+      throw new Error(`bridge link not forwarding: ${JSON.stringify(link.status())}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
   return link
 }
 

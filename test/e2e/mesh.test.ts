@@ -38,6 +38,8 @@ describe.each(TRANSPORTS)(
     const clients: MqttClient[] = []
     const counts = new Map<Instance, Map<string, number>>()
     const sniffers = new Map<Instance, TlsSniffer>()
+    // In front of each instance's MQTT TLS port: the bridges' logins (their secret) go through it.
+    const mqttSniffers = new Map<Instance, TlsSniffer>()
 
     /** State of every active link, keyed by its instance pair, once all are up and agree. */
     async function settledStates(active: Link[]): Promise<Map<string, string>> {
@@ -109,12 +111,14 @@ describe.each(TRANSPORTS)(
         for (const inst of insts) {
           const port = Number(new URL(inst.httpUrl).port)
           sniffers.set(inst, await startTlsSniffer({ host: '127.0.0.1', port }))
+          const mqtts = Number(new URL(inst.mqttsUrl!).port)
+          mqttSniffers.set(inst, await startTlsSniffer({ host: '127.0.0.1', port: mqtts }))
         }
       }
       const transport: BridgeTransport = pem
         ? {
             host: 'mqtts://localhost',
-            brokerPort: (to) => Number(new URL(to.mqttsUrl!).port),
+            brokerPort: (to) => mqttSniffers.get(to)!.port,
             httpPort: (to) => sniffers.get(to)!.port,
             tls: { ca: pem.cert },
           }
@@ -149,7 +153,7 @@ describe.each(TRANSPORTS)(
     afterAll(async () => {
       await Promise.all(clients.map((c) => c.endAsync(true)))
       await Promise.all(insts.map((i) => i.stop()))
-      await Promise.all([...sniffers.values()].map((s) => s.close()))
+      await Promise.all([...sniffers.values(), ...mqttSniffers.values()].map((s) => s.close()))
     }, 60_000)
 
     it('blocks one edge on both ends and delivers every message exactly once everywhere', async () => {
@@ -170,8 +174,8 @@ describe.each(TRANSPORTS)(
     }, 180_000)
 
     if (secure)
-      it('sent nothing to an https-only handshake API in the clear', () => {
-        for (const sniffer of sniffers.values()) {
+      it('sent nothing in the clear: not to the https-only handshake API, not to the MQTT TLS port', () => {
+        for (const sniffer of [...sniffers.values(), ...mqttSniffers.values()]) {
           expect(sniffer.tlsConnections()).toBeGreaterThan(0)
           expect(sniffer.plaintext()).toBe('')
         }
