@@ -34,12 +34,9 @@ export function createOutboundLimiter(
   limits: OutboundLimits,
   onSlowConsumer: (client: OutboundClient, pending: Pending) => void
 ) {
-  const pendingOf = new WeakMap<OutboundClient, Pending>()
-
   /** Count every delivery of `client` from hand-out to written; call before the connack gate. */
   function attach(client: OutboundClient): void {
     const pending: Pending = { messages: 0, bytes: 0 }
-    pendingOf.set(client, pending)
     let cut = false
     const counted =
       (inner: Deliver): Deliver =>
@@ -70,12 +67,7 @@ export function createOutboundLimiter(
       (packet as { qos?: number }).qos === 0 ? deliver0(packet, cb) : deliverQoS(packet, cb)
   }
 
-  return {
-    attach,
-    limits,
-    /** What `client` has waiting, for the connack gate's share of the same bound. */
-    pending: (client: OutboundClient): Pending | undefined => pendingOf.get(client),
-  }
+  return { attach }
 }
 export type OutboundLimiter = ReturnType<typeof createOutboundLimiter>
 

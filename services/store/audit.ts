@@ -10,8 +10,7 @@ import {
 } from '../../machines/index.ts'
 import { NotFoundError } from '../common/errors.ts'
 import type { ReplayResult, VerifyResult } from '../contracts/store.ts'
-import { sha256Hex } from '../common/digest.ts'
-import { canonicalContent, canonicalJson, GENESIS_HASH, type CanonicalParts } from './hash.ts'
+import { canonicalJson, chainedHash, GENESIS_HASH, type CanonicalParts } from './hash.ts'
 import { MACHINE_TABLES } from './repo.ts'
 
 /** Rows per round trip: 100,000 rows are 20 queries, and memory stays flat. */
@@ -193,7 +192,7 @@ function checkChain(w: Walk, row: AuditRow, event: string, snapshot: string): vo
           )
     )
   } else {
-    const content = canonicalContent({
+    const hash = chainedHash(row.prevHash, {
       machine: w.machine,
       machineId: w.id,
       seq: row.seq,
@@ -205,7 +204,7 @@ function checkChain(w: Walk, row: AuditRow, event: string, snapshot: string): vo
       machineVersion: row.machineVersion,
       at: new Date(row.atMs).toISOString(),
     })
-    if (sha256Hex(row.prevHash + content) !== row.hash) {
+    if (hash !== row.hash) {
       flag(w, bad(rows, row.seq, 'changed', `seq ${row.seq} does not match its hash`))
     }
   }

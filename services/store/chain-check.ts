@@ -1,9 +1,8 @@
 import { sql } from 'drizzle-orm'
 import type { Db } from '../../db/client.ts'
 import type { MachineKind } from '../../machines/index.ts'
-import { sha256Hex } from '../common/digest.ts'
 import type { BrokenRow, Page, StoreInput, StoreApi } from '../contracts/store.ts'
-import { canonicalContent, canonicalJson, GENESIS_HASH, transitionHash } from './hash.ts'
+import { canonicalJson, chainedHash, GENESIS_HASH, transitionHash } from './hash.ts'
 import type { LogRow } from './reads.ts'
 import { COMMIT_ORDER_LOCK_KEY } from './repo.ts'
 
@@ -88,7 +87,7 @@ export async function checkChain(
         )
   const broken: BrokenRow[] = []
   for (const r of rows) {
-    const content = canonicalContent({
+    const hash = chainedHash(r.prevHash, {
       machine: r.machine,
       machineId: r.machineId,
       seq: r.seq,
@@ -100,7 +99,7 @@ export async function checkChain(
       machineVersion: r.machineVersion,
       at: new Date(r.atMs).toISOString(),
     })
-    const problem = rowProblem(r, sha256Hex(r.prevHash + content))
+    const problem = rowProblem(r, hash)
     if (problem) broken.push({ ...pick(r), ...problem })
   }
   if (heads) broken.push(...(await checkHeads(db)))

@@ -66,14 +66,16 @@ export function canonicalContent(p: CanonicalParts): string {
   )
 }
 
+/** A row's hash: its predecessor's hash chained to its canonical content. */
+export function chainedHash(prevHash: string, parts: CanonicalParts): string {
+  return sha256Hex(prevHash + canonicalContent(parts))
+}
+
 export function transitionHash(prevHash: string, row: HashedFields): string {
-  return sha256Hex(
-    prevHash +
-      canonicalContent({
-        ...row,
-        event: canonicalJson(row.event),
-        actor: canonicalJson(row.actor),
-        snapshot: canonicalJson(row.snapshot),
-      })
-  )
+  return chainedHash(prevHash, {
+    ...row,
+    event: canonicalJson(row.event),
+    actor: canonicalJson(row.actor),
+    snapshot: canonicalJson(row.snapshot),
+  })
 }

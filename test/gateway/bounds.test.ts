@@ -1,3 +1,4 @@
+import type { IClientOptions } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import {
@@ -8,8 +9,9 @@ import {
   type TestGateway,
 } from '../helpers/gateway.ts'
 import { INTERNAL_USERNAME, internalCredential } from '../../services/common/internal-credential.ts'
+import type { GatewayOptions } from '../../services/gateway/index.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
-import { startGatewayPair } from './fixture.ts'
+import { resumeSession, startGatewayPair } from './fixture.ts'
 import { connectPacket, rawClient } from './raw.ts'
 
 /** The bounds on shared state (README, Bounds): each with its policy and its counter. */
@@ -19,18 +21,27 @@ describe('bounds on what clients can make the gateways keep', () => {
     for (const close of closers.splice(0).reverse()) await close()
   })
 
+  /** One gateway on its own in-process bus, closed after the test. */
+  async function gateway(tag: string, options: Partial<GatewayOptions> = {}) {
+    const bus = createInProcessBus({ prefix: uniquePrefix(tag) })
+    const gw = await startTestGateway({ bus, ...options })
+    closers.push(
+      () => bus.close(),
+      () => gw.close()
+    )
+    return { bus, gw }
+  }
+
   async function client(gw: TestGateway, clientId: string, clean = true) {
     const c = await connectMqtt(gw.url, { clientId, clean })
     closers.push(() => c.end(true))
     return c
   }
 
-  /** Reconnect a persistent session, collecting from before its CONNACK. */
-  async function resume(gw: TestGateway, clientId: string) {
-    let got: ReturnType<typeof collect> | undefined
-    const c = await connectMqtt(gw.url, { clientId, clean: false }, (x) => (got = collect(x)))
-    closers.push(() => c.end(true))
-    return got!
+  async function resume(gw: TestGateway, clientId: string, options: IClientOptions = {}) {
+    const { client, got } = await resumeSession(gw.url, clientId, options)
+    closers.push(() => client.end(true))
+    return got
   }
 
   async function offlineSession(gw: TestGateway, clientId: string, filter: string) {
@@ -65,12 +76,7 @@ describe('bounds on what clients can make the gateways keep', () => {
   })
 
   it('a bridge backlog has its own, larger bound', async () => {
-    const bus = createInProcessBus({ prefix: uniquePrefix('bb') })
-    const gw = await startTestGateway({ bus, storeLimits: { sessionMaxQueued: 2 } })
-    closers.push(
-      () => bus.close(),
-      () => gw.close()
-    )
+    const { gw } = await gateway('bb', { storeLimits: { sessionMaxQueued: 2 } })
     await offlineSession(gw, 'plain', 'q/#')
     const pub = await client(gw, 'pub')
     for (let i = 0; i < 5; i++) await pub.publishAsync(`q/${i}`, 'x', { qos: 1 })
@@ -78,12 +84,7 @@ describe('bounds on what clients can make the gateways keep', () => {
   })
 
   it('a long queue comes back whole and in order, read a page at a time', async () => {
-    const bus = createInProcessBus({ prefix: uniquePrefix('bp') })
-    const gw = await startTestGateway({ bus })
-    closers.push(
-      () => bus.close(),
-      () => gw.close()
-    )
+    const { gw } = await gateway('bp')
     await offlineSession(gw, 'long', 'p/#')
     const pub = await client(gw, 'pub')
     const n = 1_300 // more than two pages of 512
@@ -126,12 +127,7 @@ describe('bounds on what clients can make the gateways keep', () => {
   })
 
   it('a client holding more QoS 2 messages than allowed without PUBREL is cut, alone', async () => {
-    const bus = createInProcessBus({ prefix: uniquePrefix('b2') })
-    const gw = await startTestGateway({ bus, limits: { maxInboundQos2: 3 } })
-    closers.push(
-      () => bus.close(),
-      () => gw.close()
-    )
+    const { gw } = await gateway('b2', { limits: { maxInboundQos2: 3 } })
     const bystander = await client(gw, 'bystander')
     const got = collect(bystander)
     await bystander.subscribeAsync('z/#', { qos: 1 })
@@ -158,14 +154,8 @@ describe('bounds on what clients can make the gateways keep', () => {
     await got.waitFor(1)
   })
 
-  let bridgeGot: ReturnType<typeof collect> | undefined
   it('a persistent session unseen past sessionExpirySec ends; connected ones and bridges stay', async () => {
-    const bus = createInProcessBus({ prefix: uniquePrefix('bx') })
-    const gw = await startTestGateway({ bus, limits: { sessionExpiryMs: 400 } })
-    closers.push(
-      () => bus.close(),
-      () => gw.close()
-    )
+    const { bus, gw } = await gateway('bx', { limits: { sessionExpiryMs: 400 } })
     await offlineSession(gw, 'gone', 'x/#')
     const bridgeId = 'ub-bridge-kept'
     const bridge = await connectMqtt(gw.url, {
@@ -187,25 +177,16 @@ describe('bounds on what clients can make the gateways keep', () => {
     expect(gw.stats().sessionsExpired).toBe(1)
 
     // The expired session comes back empty: no session, no queue.
-    const back = await connectMqtt(gw.url, { clientId: 'gone', clean: false })
-    closers.push(() => back.end(true))
-    const backGot = collect(back)
+    const backGot = await resume(gw, 'gone')
     // The connected one kept its subscription throughout.
     await pub.publishAsync('x/2', 'live', { qos: 1 })
     await stayingGot.waitFor(2)
     await new Promise((r) => setTimeout(r, 200))
     expect(backGot.messages).toEqual([])
-    const bridgeBack = await connectMqtt(
-      gw.url,
-      {
-        clientId: bridgeId,
-        clean: false,
-        username: INTERNAL_USERNAME,
-        password: await internalCredential(bus),
-      },
-      (c) => (bridgeGot = collect(c))
-    )
-    closers.push(() => bridgeBack.end(true))
-    await bridgeGot!.waitFor(2)
+    const bridgeGot = await resume(gw, bridgeId, {
+      username: INTERNAL_USERNAME,
+      password: await internalCredential(bus),
+    })
+    await bridgeGot.waitFor(2)
   })
 })

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { MqttClient } from 'mqtt'
+import type { IClientOptions, MqttClient } from 'mqtt'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import type { GatewayOptions } from '../../services/gateway/index.ts'
 import { createStoreClient, startStore } from '../../services/store/index.ts'
 import { createTestDb } from '../helpers/db.ts'
-import { startTestGateway, type TestGateway } from '../helpers/gateway.ts'
+import { collect, connectMqtt, startTestGateway, type TestGateway } from '../helpers/gateway.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
 
 /** A downstream's request, accepted with `grants`: the bridge's MQTT login and its request id. */
@@ -90,4 +90,18 @@ export async function startGatewayPair(
       await busA.close()
     },
   }
+}
+
+/**
+ * Reconnect a persistent session (clean session off), collecting from before its CONNACK: its
+ * queue may arrive in the same read.
+ */
+export async function resumeSession(url: string, clientId: string, options: IClientOptions = {}) {
+  let got: ReturnType<typeof collect> | undefined
+  const client = await connectMqtt(
+    url,
+    { ...options, clientId, clean: false },
+    (c) => (got = collect(c))
+  )
+  return { client, got: got! }
 }

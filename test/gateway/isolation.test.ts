@@ -10,6 +10,7 @@ import {
   type TestGateway,
 } from '../helpers/gateway.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
+import { resumeSession } from './fixture.ts'
 import { connectPacket, rawClient, type RawClient } from './raw.ts'
 
 /**
@@ -109,11 +110,9 @@ describe('a client that stops reading', () => {
     expect(new Set(back.messages.map((m) => m.topic)).size).toBe(2 * COUNT)
   }, 40_000)
 
-  /** Reconnect a persistent session, collecting from before its CONNACK (the queue follows it). */
   async function reconnect(gw: TestGateway, clientId: string) {
-    let got: ReturnType<typeof collect> | undefined
-    const client = await connectMqtt(gw.url, { clientId, clean: false }, (c) => (got = collect(c)))
+    const { client, got } = await resumeSession(gw.url, clientId)
     closers.push(() => client.end(true))
-    return got!
+    return got
   }
 })

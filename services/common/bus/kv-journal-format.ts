@@ -77,15 +77,8 @@ export function encode(records: readonly JournalRecord[], withFileHeader = false
   return buf
 }
 
-/** A record read back; the value is a copy (the read buffer is reused). */
-export interface DecodedRecord {
-  op: JournalOp
-  key: string
-  revision: number
-  at: number
-  value: Uint8Array
-  size: number
-}
+/** A record read back: the same shape, its value a copy (the read buffer is reused). */
+export type DecodedRecord = JournalRecord
 
 /** Size of the format-2 record whose prefix is at `at`, or null when no record starts there. */
 export function recordLength(buf: Buffer, at: number, maxRecordBytes: number): number | null {

@@ -157,20 +157,23 @@ export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
 /** What reading a session's queue on reconnect needs. */
 type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>>
 
+/** A session's queue keys, or undefined if KV did not answer within `waitMs`. */
+async function listWithin(
+  kv: KvBucket,
+  clientId: string,
+  waitMs: number
+): Promise<string[] | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    kv.keys(`${keyToken(clientId)}.>`),
+    new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
+  ]).finally(() => clearTimeout(timer))
+}
+
 /** How many entries a session's queue holds: one listing, within the first deadline. */
 async function countQueue({ kv, queueListMs }: QueueReader, clientId: string): Promise<number> {
-  let timer: NodeJS.Timeout | undefined
-  const keys = await Promise.race([
-    kv.keys(`${keyToken(clientId)}.>`),
-    new Promise<never>(
-      (_, reject) =>
-        (timer = setTimeout(
-          () =>
-            reject(new Error(`counting the queue of '${clientId}' took over ${queueListMs} ms`)),
-          queueListMs
-        ))
-    ),
-  ]).finally(() => clearTimeout(timer))
+  const keys = await listWithin(kv, clientId, queueListMs)
+  if (!keys) throw new Error(`counting the queue of '${clientId}' took over ${queueListMs} ms`)
   return keys.length
 }
 
@@ -180,11 +183,7 @@ async function listQueue(
   clientId: string
 ): Promise<string[]> {
   for (let attempt = 1, waitMs = queueListMs; ; attempt++, waitMs *= 2) {
-    let timer: NodeJS.Timeout | undefined
-    const keys = await Promise.race([
-      kv.keys(`${keyToken(clientId)}.>`),
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
-    ]).finally(() => clearTimeout(timer))
+    const keys = await listWithin(kv, clientId, waitMs)
     if (keys) return keys
     if (attempt === QUEUE_LIST_ATTEMPTS) {
       throw new Error(`listing the queue of '${clientId}' did not finish in ${attempt} attempts`)

@@ -104,9 +104,6 @@ export function createQueueDepth({
     forget(clientId: string): void {
       depths.delete(clientId)
     },
-    get tracked(): number {
-      return depths.size
-    },
   }
 }
 export type QueueDepth = ReturnType<typeof createQueueDepth>
