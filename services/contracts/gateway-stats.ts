@@ -22,6 +22,10 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('persistent sessions ended after being unseen for sessionExpirySec'),
+  queueDepthsForgotten: z
+    .number()
+    .int()
+    .describe('session queue depths forgotten to bound how many one gateway follows'),
   queueFull: z
     .number()
     .int()

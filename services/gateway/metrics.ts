@@ -90,6 +90,11 @@ export function registerGatewayMetrics({
     'queueFull'
   )
   counter(
+    'ub_gateway_queue_depths_forgotten_total',
+    'session queue depths dropped from memory past 100,000 followed sessions (counted again at their next message)',
+    'queueDepthsForgotten'
+  )
+  counter(
     'ub_gateway_retained_refused_total',
     'retained messages not kept because maxRetainedMessages or maxRetainedBytes was reached',
     'retainedRefused'
@@ -119,6 +124,7 @@ export function createCounters(): GatewayCounters {
     deliveryDenied: 0,
     slowConsumers: 0,
     queueFull: 0,
+    queueDepthsForgotten: 0,
     sessionsExpired: 0,
     inboundQos2Exceeded: 0,
     retainedRefused: 0,

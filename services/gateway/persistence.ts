@@ -31,7 +31,7 @@ export interface BusPersistenceOptions {
   queueListMs?: number
   limits?: Partial<StoreLimits>
   /** Counted when a bound refuses something. */
-  counters?: { queueFull: number; retainedRefused: number }
+  counters?: { queueFull: number; retainedRefused: number; queueDepthsForgotten: number }
 }
 
 /** What the shared state may hold (README, Bounds); each holds across gateways. */
@@ -57,7 +57,7 @@ export async function createBusPersistence({
   queueTtlMs = DEFAULT_QUEUE_TTL_MS,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
   limits: limitsGiven = {},
-  counters = { queueFull: 0, retainedRefused: 0 },
+  counters = { queueFull: 0, retainedRefused: 0, queueDepthsForgotten: 0 },
 }: BusPersistenceOptions) {
   const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
   const [retainedKv, subsKv, outKv, willsKv] = await Promise.all([
@@ -81,6 +81,7 @@ export async function createBusPersistence({
     maxQueued: (clientId) =>
       clientId.startsWith(BRIDGE_CLIENT_PREFIX) ? limits.bridgeMaxQueued : limits.sessionMaxQueued,
     onQueueFull: () => counters.queueFull++,
+    onDepthForgotten: () => counters.queueDepthsForgotten++,
   })
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })

@@ -25,6 +25,8 @@ export interface OutgoingQueueOptions {
   maxQueued?: (clientId: string) => number
   /** A message was not queued for a session because its queue was full. */
   onQueueFull?: (clientId: string) => void
+  /** The depth of a session was forgotten to bound how many are followed (queue-depth.ts). */
+  onDepthForgotten?: () => void
 }
 
 // A queue longer than this is read in two passes, so its payloads are never all in memory.
@@ -65,6 +67,7 @@ export function createOutgoingQueue({
   queueListMs = DEFAULT_QUEUE_LIST_MS,
   maxQueued = () => Infinity,
   onQueueFull = () => {},
+  onDepthForgotten = () => {},
 }: OutgoingQueueOptions) {
   // clientId → messageId → the queued message it stands for; PUBACKs and PUBCOMPs arrive where
   // the client is connected, which is the gateway that assigned the messageId in `outgoingUpdate`.
@@ -74,6 +77,7 @@ export function createOutgoingQueue({
     count: (clientId) => countQueue(reader, clientId),
     maxFor: maxQueued,
     log,
+    onForgotten: onDepthForgotten,
   })
 
   async function enqueue(clientId: string, p: WirePacket): Promise<void> {

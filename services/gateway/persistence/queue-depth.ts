@@ -23,6 +23,8 @@ export interface QueueDepthOptions {
   recountMs?: number
   /** Sessions remembered; the least recently used is forgotten (and counted again later). */
   maxTracked?: number
+  /** A session was forgotten to keep `maxTracked`. */
+  onForgotten?: () => void
   now?: () => number
 }
 
@@ -43,6 +45,7 @@ export function createQueueDepth({
   log,
   recountMs = DEFAULT_RECOUNT_MS,
   maxTracked = DEFAULT_MAX_TRACKED,
+  onForgotten = () => {},
   now = Date.now,
 }: QueueDepthOptions) {
   const depths = new Map<string, Depth>()
@@ -56,7 +59,10 @@ export function createQueueDepth({
     }
     d = { queued: 0, countedAt: -Infinity, changedSinceCount: 0 }
     depths.set(clientId, d)
-    if (depths.size > maxTracked) depths.delete(depths.keys().next().value as string)
+    if (depths.size > maxTracked) {
+      depths.delete(depths.keys().next().value as string)
+      onForgotten()
+    }
     recount(clientId, d)
     return d
   }
