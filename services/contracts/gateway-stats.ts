@@ -26,6 +26,10 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('session queue depths forgotten to bound how many one gateway follows'),
+  connectSourcesEvicted: z
+    .number()
+    .int()
+    .describe('per-source CONNECT budgets forgotten past the bound on sources'),
   queueFull: z
     .number()
     .int()

@@ -79,7 +79,8 @@ export function createSourceBudget({ perSec, burst, pendingMax, maxSources }: So
     } else {
       s = { tokens: burst, at: now, pending: 0 }
       while (sources.size >= maxSources) {
-        // The least recently seen with nothing in progress goes (a fresh bucket is lenient).
+        // The least recently seen goes (a fresh bucket is lenient; its checks in progress finish
+        // against the forgotten entry).
         const oldest = sources.keys().next().value as string
         sources.delete(oldest)
         evictions++

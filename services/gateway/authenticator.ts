@@ -145,6 +145,7 @@ export function createAuthenticator({
       remoteAddress: string | undefined
     }): Promise<Principal> {
       const admit = budget.admit(sourceKey(remoteAddress))
+      counters.connectSourcesEvicted = budget.evictions // monotonic: mirrored as a counter
       if (!admit.ok) {
         counters.connectRateLimited++
         throw new ConnackError(3, `server unavailable: ${admit.reason} from this address`)

@@ -90,6 +90,11 @@ export function registerGatewayMetrics({
     'queueFull'
   )
   counter(
+    'ub_gateway_connect_sources_evicted_total',
+    'CONNECT budgets of sources forgotten past connectRateSources (least recently seen first)',
+    'connectSourcesEvicted'
+  )
+  counter(
     'ub_gateway_queue_depths_forgotten_total',
     'session queue depths dropped from memory past 100,000 followed sessions (counted again at their next message)',
     'queueDepthsForgotten'
@@ -124,6 +129,7 @@ export function createCounters(): GatewayCounters {
     deliveryDenied: 0,
     slowConsumers: 0,
     queueFull: 0,
+    connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,
     sessionsExpired: 0,
     inboundQos2Exceeded: 0,

@@ -142,3 +142,24 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ outcome: T; ms: number 
   const outcome = await fn()
   return { outcome, ms: performance.now() - t0 }
 }
+
+describe('per-source CONNECT budgets', () => {
+  it('are bounded: past connectRateSources the least recently seen is forgotten, and counted', async () => {
+    const bus = createInProcessBus({ prefix: uniquePrefix('srcs') })
+    const gw = await startTestGateway({
+      bus,
+      trustProxy: true,
+      anonymous: 'always',
+      auth: { connectRateSources: 2 },
+    })
+    try {
+      for (const src of ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.4']) {
+        expect(await connackAfter(gw.ports.mqtt, proxyV1(src))).toBe(0)
+      }
+      expect(gw.stats().connectSourcesEvicted).toBe(2)
+    } finally {
+      await gw.close()
+      await bus.close()
+    }
+  })
+})
