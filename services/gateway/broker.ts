@@ -99,6 +99,10 @@ export async function createBroker({
   }
   const outbound = createOutboundLimiter(limits, slowConsumer)
   const connackGate = createConnackGate({ limits, onOverflow: slowConsumer })
+  // A session catching up tells its gate when to hold live messages again (connack-gate.ts).
+  const outgoingStream = persistence.outgoingStream
+  persistence.outgoingStream = (client) =>
+    outgoingStream(client, () => connackGate.holdLive(client as unknown as GatedClient))
   const aedes = await Aedes.createBroker({
     id,
     mq,

@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import { createStoreClient } from '../../services/contracts/store-client.ts'
@@ -21,6 +22,7 @@ const gateway = await createGateway({
   mqttPort: 0,
 })
 process.stdout.write(JSON.stringify({ port: gateway.ports.mqtt }) + '\n')
+if (process.env.BENCH_ISO_TRACE) traceLoop()
 process.once('SIGTERM', () => {
   void gateway
     .close()
@@ -30,3 +32,31 @@ process.once('SIGTERM', () => {
       process.exit(0)
     })
 })
+
+/**
+ * BENCH_ISO_TRACE=1: the event loop's delay and utilization each second, and GC pauses over
+ * 10 ms, on stderr: where a latency figure came from.
+ */
+function traceLoop(): void {
+  const gcs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries())
+      if (e.duration > 10)
+        process.stderr.write(`gc: ${e.duration.toFixed(0)} ms at ${e.startTime.toFixed(0)}\n`)
+  })
+  gcs.observe({ entryTypes: ['gc'] })
+  const delay = monitorEventLoopDelay({ resolution: 1 })
+  delay.enable()
+  let last = performance.eventLoopUtilization()
+  setInterval(() => {
+    const now = performance.eventLoopUtilization()
+    const elu = performance.eventLoopUtilization(now, last).utilization
+    last = now
+    const ms = (ns: number) => (ns / 1e6).toFixed(1)
+    const heapMiB = (process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)
+    process.stderr.write(
+      `loop: utilization ${(elu * 100).toFixed(0)}%, delay p50 ${ms(delay.percentile(50))} ` +
+        `p99 ${ms(delay.percentile(99))} max ${ms(delay.max)} ms, heap ${heapMiB} MiB\n`
+    )
+    delay.reset()
+  }, 1_000).unref()
+}

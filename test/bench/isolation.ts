@@ -84,7 +84,7 @@ async function prepareBacklogs(url: string, tag: string): Promise<void> {
 }
 
 /** The healthy subscriber's p99 over a paced stream of RATE × SECONDS messages. */
-async function measureP99(url: string, tag: string): Promise<number> {
+export async function measureP99(url: string, tag: string): Promise<number> {
   const sub = await connect(url, { clientId: `${tag}-healthy` })
   await sub.subscribeAsync('iso/live', { qos: 1 })
   const pub = await connect(url, { clientId: `${tag}-pub` })
@@ -109,7 +109,7 @@ async function measureP99(url: string, tag: string): Promise<number> {
 }
 
 /** One stalled measurement: sessions resume their backlogs, two never read. */
-async function stalledRound(url: string, port: number, tag: string): Promise<number> {
+export async function stalledRound(url: string, port: number, tag: string): Promise<number> {
   await prepareBacklogs(url, tag)
   const readers: MqttClient[] = []
   const silent: Socket[] = []
@@ -150,7 +150,7 @@ async function runBroker(url: string, port: number, name: string): Promise<Figur
   }
 }
 
-async function startOurs(): Promise<{ port: number; child: ChildProcess }> {
+export async function startOurs(): Promise<{ port: number; child: ChildProcess }> {
   const script = fileURLToPath(new URL('./isolation-gateway.ts', import.meta.url))
   // BENCH_ISO_NODE_ARGS: extra node flags for our gateway's process (e.g. --cpu-prof).
   const extra = (process.env.BENCH_ISO_NODE_ARGS ?? '').split(' ').filter(Boolean)

@@ -16,8 +16,9 @@ import { connectPacket, rawClient, type RawClient } from './raw.ts'
 /**
  * One client that stops reading must not stop delivery to the others (ARCHITECTURE.md §10):
  * a subscriber whose socket is full, and a persistent session that resumes a backlog and never
- * reads. Each is cut as a slow consumer once its connection's pending deliveries pass the bound,
- * and its persistent session keeps every QoS 1 message for its next connection.
+ * reads. The first is cut as a slow consumer once its connection's pending deliveries pass the
+ * bound; the second is still catching up, so what comes meanwhile stays in its queue. Either way
+ * its persistent session keeps every QoS 1 message for its next connection.
  */
 describe('a client that stops reading', () => {
   const closers: Array<() => Promise<unknown> | unknown> = []
@@ -97,12 +98,13 @@ describe('a client that stops reading', () => {
     again.socket.pause() // resumes its session and never reads the backlog
     await eventually(() => gw.stats().clients >= 3, 5_000)
 
-    // Live messages for the resuming session wait behind its backlog; they must not hold
-    // anyone else's deliveries.
+    // Live messages for the resuming session stay in its queue behind its backlog (it is still
+    // catching up, connack-gate.ts); they must not hold anyone else's deliveries.
     const sent = publishAll(publisher, COUNT, COUNT)
     await got.waitFor(2 * COUNT, 15_000)
     await sent
-    await eventually(() => gw.stats().slowConsumers === 1, 5_000)
+    // Nothing for it waits in the gateway's memory, so it need not be cut.
+    expect(gw.stats().slowConsumers).toBe(0)
     again.end()
 
     const back = await reconnect(gw, 'stalled-resume')

@@ -136,7 +136,7 @@ export function openInProcessKv(
       st.journal?.append('ERASE', key, st.seq, Date.now(), undefined, e.bytes)
     },
     async keys(filter = '>') {
-      return liveEntries(s, filter).map(([k]) => k)
+      return liveKeys(s, filter)
     },
     async watch(onEntry, watchOptions = {}) {
       return watchBucket(s, tracked, log, onEntry, watchOptions)
@@ -277,6 +277,23 @@ function liveEntries(s: InProcessKvStore, filter: string): Array<[string, Stored
         p[1]?.operation === 'PUT' && subjectMatches(tokens, p[0].split('.'))
     )
     .sort((a, b) => a[1].revision - b[1].revision)
+}
+
+/**
+ * Live PUT keys matching `filter`, in no set order (as NATS's `keys()` promises none). A session
+ * queue's listing (`<client>.>`) visits only its own keys and splits none: a gateway recounts a
+ * full queue of 10,000 every second, and the general path took ~20 ms of the loop for it.
+ */
+function liveKeys(s: InProcessKvStore, filter: string): string[] {
+  validateKvKey(filter, { wildcards: true })
+  const st = usable(s)
+  const first = firstToken(filter)
+  if (filter !== `${first}.>` || first === '*' || first === '>')
+    return liveEntries(s, filter).map(([k]) => k)
+  const out: string[] = []
+  for (const k of st.entries.keysFirst(first))
+    if (k.length > first.length && live(st, k)?.operation === 'PUT') out.push(k)
+  return out
 }
 
 function watchBucket(

@@ -8,6 +8,7 @@ import type { KvBucket } from '../../common/bus/bus.ts'
 import type { Logger } from '../../common/log.ts'
 import { decodePacket, encodePacket, keyToken, type WirePacket } from '../codec.ts'
 import type { Client } from './kv.ts'
+import { createDrainPacer, type DrainPacer } from './drain-pacer.ts'
 import { createQueueDepth } from './queue-depth.ts'
 
 // A listing takes milliseconds, but a NATS KV keys() over keys that are being written and deleted
@@ -72,7 +73,7 @@ export function createOutgoingQueue({
   // clientId → messageId → the queued message it stands for; PUBACKs and PUBCOMPs arrive where
   // the client is connected, which is the gateway that assigned the messageId in `outgoingUpdate`.
   const inflight = new Map<string, Map<number, InflightEntry>>()
-  const reader: QueueReader = { kv, log, queueListMs }
+  const reader: QueueReader = { kv, log, queueListMs, pacer: createDrainPacer() }
   const depth = createQueueDepth({
     count: (clientId) => countQueue(reader, clientId),
     maxFor: maxQueued,
@@ -150,8 +151,13 @@ export function createOutgoingQueue({
       for (const k of keys) await kv.erase(k)
       return keys.length
     },
-    outgoingStream(client: Client): Readable {
-      return Readable.from(clientQueue(reader, client.id, client.duplicates))
+    /**
+     * A session's queue, read until it is caught up. `holdLive` is called before the last read:
+     * from then on the connection holds live messages rather than leave them to the queue
+     * (connack-gate.ts).
+     */
+    outgoingStream(client: Client, holdLive: () => void = () => {}): Readable {
+      return Readable.from(clientQueue(reader, client.id, holdLive, client.duplicates))
     },
   }
 }
@@ -159,7 +165,9 @@ export function createOutgoingQueue({
 export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
 
 /** What reading a session's queue on reconnect needs. */
-type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>>
+type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>> & {
+  pacer: DrainPacer
+}
 
 /** A session's queue keys, or undefined if KV did not answer within `waitMs`. */
 async function listWithin(
@@ -200,26 +208,52 @@ async function listQueue(
 }
 
 /**
- * A session's queue, oldest first. `delivered` (the connection's dedupe record) learns each
- * message handed out, so the live copy of a message published just before the reconnect,
- * held until the queue is drained (see connack-gate.ts), is not delivered a second time.
+ * A session's queue, oldest first, read again until it is caught up: a session catching up on a
+ * backlog gets what was queued meanwhile from the queue, not held in memory (connack-gate.ts).
+ * A read that finds at most a page of new entries is the last but one: `holdLive` is called and
+ * one more read hands out what came before it. Every entry handed out takes a permit from the
+ * pacer (drain-pacer.ts).
+ *
+ * `delivered` (the connection's dedupe record) learns each message handed out, so a live copy
+ * held meanwhile is not delivered a second time.
  */
 async function* clientQueue(
   reader: QueueReader,
   clientId: string,
+  holdLive: () => void,
   delivered?: Record<string, number>
 ): AsyncGenerator<WirePacket | PubrelPacket> {
-  const keys = await listQueue(reader, clientId)
-  for await (const q of inOrder(reader.kv, keys)) {
-    // A QoS 2 message the client already received (PUBREC): what is owed is its PUBREL,
-    // with the packet id the client knows [MQTT-4.4.0-1].
-    if (q.extra?.pubrel === true) yield pubrelOf(q.packet)
-    else {
-      const { brokerId, brokerCounter } = q.packet
-      if (delivered && brokerId !== undefined && brokerCounter !== undefined)
-        delivered[brokerId] = Math.max(delivered[brokerId] ?? 0, brokerCounter)
-      yield q.packet
+  // Entries handed out in this connection and still queued (not yet acknowledged): a later read
+  // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
+  let handedOut = new Set<string>()
+  for (let last = false; ;) {
+    const keys = await listQueue(reader, clientId)
+    const still = new Set<string>()
+    const fresh: string[] = []
+    for (const k of keys) {
+      if (handedOut.has(k)) still.add(k)
+      else fresh.push(k)
     }
+    handedOut = still
+    if (!last && fresh.length <= QUEUE_PAGE) {
+      holdLive()
+      last = true
+      continue
+    }
+    for await (const { key, q } of inOrder(reader.kv, fresh)) {
+      await reader.pacer.permit()
+      handedOut.add(key)
+      // A QoS 2 message the client already received (PUBREC): what is owed is its PUBREL,
+      // with the packet id the client knows [MQTT-4.4.0-1].
+      if (q.extra?.pubrel === true) yield pubrelOf(q.packet)
+      else {
+        const { brokerId, brokerCounter } = q.packet
+        if (delivered && brokerId !== undefined && brokerCounter !== undefined)
+          delivered[brokerId] = Math.max(delivered[brokerId] ?? 0, brokerCounter)
+        yield q.packet
+      }
+    }
+    if (last) return
   }
 }
 
@@ -240,10 +274,10 @@ const orderOf = (q: Queued) => ({
  * entry's order is kept, then the entries are read again in that order as the client takes them,
  * so memory holds keys and one page, never the whole backlog.
  */
-async function* inOrder(kv: KvBucket, keys: string[]): AsyncGenerator<Queued> {
+async function* inOrder(kv: KvBucket, keys: string[]): AsyncGenerator<{ key: string; q: Queued }> {
   if (keys.length <= QUEUE_PAGE) {
     const read = await readPage(kv, keys)
-    yield* read.map((r) => r.q).sort((a, b) => arrival(orderOf(a), orderOf(b)))
+    yield* read.sort((a, b) => arrival(orderOf(a.q), orderOf(b.q)))
     return
   }
   const order: Array<{ key: string; at: number; counter: number }> = []
@@ -257,7 +291,7 @@ async function* inOrder(kv: KvBucket, keys: string[]): AsyncGenerator<Queued> {
       kv,
       order.slice(i, i + QUEUE_PAGE).map((o) => o.key)
     )
-    yield* page.map((r) => r.q) // erased meanwhile (acknowledged elsewhere): skipped
+    yield* page // erased meanwhile (acknowledged elsewhere): skipped
   }
 }
 

@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { connectMqtt, sleep } from '../helpers/gateway.ts'
+import { resumeSession, startGatewayPair, type GatewayPair } from './fixture.ts'
+
+/**
+ * A persistent session that resumes a backlog catches up from its queue: what is published while
+ * it drains is read from the queue after the backlog, not held in the gateway's memory
+ * (connack-gate.ts, persistence/outgoing.ts). Held, it passed the connection's outbound bound
+ * and the session was cut as a slow consumer though it read as fast as it was sent to, and
+ * every live message of every session catching up went out in one burst at the end.
+ */
+describe('a session catching up on its queue', () => {
+  const closers: Array<() => Promise<unknown> | unknown> = []
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close()
+  })
+
+  const BACKLOG = 2_000
+  const LIVE = 1_500
+
+  async function pair(): Promise<GatewayPair> {
+    // A small outbound bound on `b`: everything held for one connection counts against it.
+    const limits = { maxPendingMessages: 50, maxPendingBytes: 1 << 30 }
+    const p = await startGatewayPair('catch-up', { b: { limits } })
+    closers.push(() => p.close())
+    return p
+  }
+
+  /** Publish `count` numbered QoS 1 messages from `from` on, paced at `perMs` per ms. */
+  async function publishNumbered(url: string, from: number, count: number, perMs = Infinity) {
+    const publisher = await connectMqtt(url, { clientId: `pub-${from}` })
+    const started = Date.now()
+    const sent: Array<Promise<unknown>> = []
+    for (let i = 0; i < count; i++) {
+      const due = started + i / perMs
+      if (due - Date.now() > 1) await sleep(due - Date.now())
+      sent.push(publisher.publishAsync(`c/${(from + i) % 7}`, String(from + i), { qos: 1 }))
+    }
+    await Promise.all(sent)
+    await publisher.endAsync()
+  }
+
+  it('gets its backlog and then what came meanwhile, in order, without being cut', async () => {
+    const { a, b } = await pair()
+    const first = await connectMqtt(a.url, { clientId: 'catching-up', clean: false })
+    await first.subscribeAsync('c/#', { qos: 1 })
+    await first.endAsync()
+    await publishNumbered(a.url, 0, BACKLOG)
+
+    // Live messages start before the session is back, and go on while it drains and after.
+    const live = publishNumbered(a.url, BACKLOG, LIVE, 2)
+    await sleep(100)
+    const { client, got } = await resumeSession(b.url, 'catching-up')
+    closers.push(() => client.end(true))
+    await live
+    await got.waitFor(BACKLOG + LIVE, 20_000)
+
+    // Each message at least once; first arrivals in publish order (one publisher at a time).
+    const firsts: number[] = []
+    const seen = new Set<number>()
+    for (const m of got.messages) {
+      const n = Number(m.payload)
+      if (!seen.has(n)) firsts.push(n)
+      seen.add(n)
+    }
+    expect(seen.size).toBe(BACKLOG + LIVE)
+    expect(firsts).toEqual([...firsts].sort((x, y) => x - y))
+    expect(b.stats().slowConsumers).toBe(0)
+    expect(client.connected).toBe(true)
+  }, 40_000)
+
+  it('loses nothing published around the moment it catches up', async () => {
+    const { a, b } = await pair()
+    for (let round = 0; round < 3; round++) {
+      const id = `edge-${round}`
+      const s = await connectMqtt(a.url, { clientId: id, clean: false })
+      await s.subscribeAsync('c/#', { qos: 1 })
+      await s.endAsync()
+      await publishNumbered(a.url, 0, 100 * (round + 1)) // short backlogs: the last read comes soon
+      const live = publishNumbered(a.url, 10_000, 600, 1)
+      await sleep(50 * round)
+      const { client, got } = await resumeSession(b.url, id)
+      await live
+      await got.waitFor(100 * (round + 1) + 600, 15_000)
+      const numbers = new Set(got.messages.map((m) => Number(m.payload)))
+      for (let n = 10_000; n < 10_600; n++) expect(numbers.has(n)).toBe(true)
+      await client.endAsync(true)
+      // The next round starts with no session.
+      const clean = await connectMqtt(b.url, { clientId: id, clean: true })
+      await clean.endAsync()
+    }
+  }, 60_000)
+})
