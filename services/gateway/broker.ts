@@ -4,6 +4,7 @@ import { Aedes, type Client } from 'aedes'
 import type { Logger } from '../common/log.ts'
 import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
 import { maySubscribe, type Authenticator, type Principal } from './auth.ts'
+import { ackAfterStore, type AckingClient } from './ack-after-store.ts'
 import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -246,6 +247,7 @@ function asBroker({
       // Before the CONNECT is parsed: its client id, will and username are strings too.
       requireWellFormedStrings((client as unknown as ClientInternals)._parser)
       readFairly(client as unknown as ReadingClient, PACKETS_PER_TURN)
+      ackAfterStore(client as unknown as AckingClient)
       outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
       connackGate.hold(client as unknown as GatedClient)
     },

@@ -1,0 +1,97 @@
+import type { Duplex } from 'node:stream'
+import * as mqttPacket from 'mqtt-packet'
+
+type Done = (err?: Error | null) => void
+
+/** The parts of an aedes client (lib/client.js) and its broker this module uses. */
+export interface AckingClient {
+  conn: Duplex
+  connecting?: boolean
+  connected: boolean
+  connackSent?: boolean
+  errored?: boolean
+  _parsingBatch: number
+  _nextBatch: Done
+  _parser: {
+    listeners(event: 'packet'): Array<(packet: unknown) => void>
+    removeListener(event: 'packet', listener: (packet: unknown) => void): unknown
+    on(event: 'packet', listener: (packet: InboundPublish) => void): unknown
+  }
+  waitForDrain(done: Done): void
+  broker: {
+    maxTopicLevels?: number
+    authorizePublish(client: AckingClient, packet: InboundPublish, done: Done): void
+    publish(packet: InboundPublish, client: AckingClient, done: Done): void
+  }
+}
+
+interface InboundPublish {
+  cmd: string
+  qos?: number
+  topic?: string
+  messageId?: number
+}
+
+/**
+ * Acknowledge a QoS 1 PUBLISH once the gateway has stored and dispatched it, not before.
+ *
+ * aedes 1.2 (lib/handlers/publish.js) writes the PUBACK first and publishes once it is written.
+ * When the write to a persistent session's queue then failed (a NATS node died under the request,
+ * a partition), the message was neither queued nor delivered, and the publisher, holding its
+ * PUBACK, never sent it again: acknowledged messages were lost on every NATS node loss. Here the
+ * PUBACK waits for aedes' whole publish (retained store, queue writes for persistent sessions,
+ * dispatch); if any part fails, the client is disconnected without it and sends the message again
+ * when it reconnects [MQTT-4.3.2-2]: at least once, as QoS 1 promises.
+ *
+ * aedes' parser listener (its `enqueue`) is kept for every other packet, and for a PUBLISH that
+ * comes before the CONNACK, which aedes queues for after it.
+ */
+export function ackAfterStore(client: AckingClient): void {
+  const parser = client._parser
+  const [aedesEnqueue] = parser.listeners('packet')
+  if (!aedesEnqueue) throw new Error('aedes client has no packet listener to wrap')
+  parser.removeListener('packet', aedesEnqueue)
+  parser.on('packet', function (this: unknown, packet) {
+    if (packet.cmd !== 'publish' || packet.qos !== 1 || !client.connackSent)
+      return aedesEnqueue.call(this, packet)
+    client._parsingBatch++ // as aedes' enqueue does: this packet is in flight until `_nextBatch`
+    publishThenAck(client, packet, client._nextBatch)
+  })
+}
+
+function publishThenAck(client: AckingClient, packet: InboundPublish, done: Done): void {
+  const refused = invalidTopic(packet.topic, client.broker.maxTopicLevels)
+  if (refused) return done(new Error(refused))
+  client.broker.authorizePublish(client, packet, (err) => {
+    if (err) return done(err)
+    client.broker.publish(packet, client, (err) => {
+      if (err) return done(err)
+      writePuback(client, packet.messageId, done)
+    })
+  })
+}
+
+/** aedes' own checks of a PUBLISH's topic (lib/handlers/publish.js), in the same words. */
+function invalidTopic(topic: string | undefined, maxLevels = Infinity): string | undefined {
+  if (!topic) return 'empty topic not allowed in PUBLISH'
+  if (topic.includes('#')) return '# is not allowed in PUBLISH'
+  if (topic.includes('+')) return '+ is not allowed in PUBLISH'
+  let levels = 1
+  for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47) levels++
+  return levels > maxLevels ? 'topic has too many levels' : undefined
+}
+
+function writePuback(client: AckingClient, messageId: number | undefined, done: Done): void {
+  // Closed meanwhile: the client sends it again on its next connection.
+  // aedes' `write` test: a resumed session is still `connecting` while its queue drains.
+  if (!(client.connecting || client.connected) || client.conn.destroyed) {
+    setImmediate(done)
+    return
+  }
+  const written = mqttPacket.writeToStream(
+    { cmd: 'puback', messageId: messageId ?? 0 },
+    client.conn as unknown as Parameters<typeof mqttPacket.writeToStream>[1]
+  )
+  if (!written && !client.errored) return client.waitForDrain(done)
+  setImmediate(done)
+}
