@@ -39,4 +39,9 @@ export function registerJournalMetrics(registry: Registry): void {
     'KV writes refused for passing busJournalMaxRecordBytes',
     'refusedRecords'
   )
+  counter(
+    'ub_bus_journal_abandoned_rewrites_total',
+    'background journal rewrites given up (an error, or too much written meanwhile); the old file kept',
+    'abandonedRewrites'
+  )
 }

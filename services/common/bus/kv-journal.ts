@@ -1,14 +1,11 @@
 import {
   chmodSync,
-  fchmodSync,
   closeSync,
-  fsyncSync,
+  fchmodSync,
   ftruncateSync,
   mkdirSync,
   openSync,
-  renameSync,
   rmSync,
-  writeSync,
 } from 'node:fs'
 import { join } from 'node:path'
 import { ValidationError } from '../errors.ts'
@@ -21,11 +18,19 @@ import {
   type JournalRecord,
 } from './kv-journal-format.ts'
 import { READ_CHUNK_BYTES, scanJournal } from './kv-journal-read.ts'
+import {
+  backgroundRewrites,
+  expired,
+  liveBytesOf,
+  PRIVATE_FILE,
+  rewriteJournal,
+  writeAll,
+} from './kv-journal-rewrite.ts'
 
 export type { JournalOp } from './kv-journal-format.ts'
+export { expired } from './kv-journal-rewrite.ts'
 
 const PRIVATE_DIR = 0o700 // owner only: other local users must not read the bus state
-const PRIVATE_FILE = 0o600
 
 /**
  * The on-disk log of one in-process KV bucket, so the embedded default keeps what a NATS server
@@ -33,6 +38,15 @@ const PRIVATE_FILE = 0o600
  * (a bridge's backlog while its upstream is down), wills, leases.
  *
  * An append-only file of records, rewritten from the live entries once it is mostly dead ones.
+ * That rewrite runs in the background (kv-journal-rewrite.ts), a chunk per turn of the event
+ * loop: done in one go, ~50 MB live held the loop, so every MQTT client, for 140–170 ms. The new
+ * file gets the entries as they were when it began, then every batch appended since; appends go
+ * on to the old file meanwhile, so a crash at any moment leaves that one whole, and the new one
+ * replaces it in one synchronous step. A rewrite that fails, or falls too far behind the appends,
+ * is given up, the old file kept, and tried again once the file has grown by another quarter of
+ * the threshold. Only at open (damage, the older format) and after a failed append is the
+ * rewrite synchronous: there the bucket must not go on until the file is whole.
+ *
  * Writes go to the file in batches, one write() every `FLUSH_DELAY_MS`, behind the KV call that
  * made them. A key written and erased within one batch never reaches the file: that is a session
  * queue's entry acknowledged within the delay, which is nearly every message on a healthy link.
@@ -62,11 +76,6 @@ export interface JournalEntry {
   at: number
   /** Bytes of this entry's record in the file, when the bucket has a journal. */
   bytes?: number
-}
-
-/** Past the bucket TTL: gone, silently (no watch event, as on NATS 2.9). */
-export function expired(e: { at: number }, ttlMs: number | undefined, now: number): boolean {
-  return ttlMs !== undefined && ttlMs > 0 && now - e.at >= ttlMs
 }
 
 export interface KvJournal {
@@ -114,25 +123,19 @@ export interface KvJournalStats {
   migratedFiles: number
   /** Writes refused because the record would pass the record bound. */
   refusedRecords: number
+  /** Background rewrites given up (an error, or too much written meanwhile); the old file kept. */
+  abandonedRewrites: number
 }
 const stats: KvJournalStats = {
   damagedRecords: 0,
   tornTails: 0,
   migratedFiles: 0,
   refusedRecords: 0,
+  abandonedRewrites: 0,
 }
 export const kvJournalStats = (): KvJournalStats => ({ ...stats })
 
-export function openKvJournal({
-  dir,
-  name,
-  ttlMs,
-  live,
-  log,
-  rewriteAtBytes = REWRITE_AT_BYTES,
-  maxRecordBytes = MAX_RECORD_BYTES,
-  readChunkBytes = READ_CHUNK_BYTES,
-}: {
+export interface KvJournalOptions {
   dir: string
   /** The bucket's full name (`<prefix>_<bucket>`): safe as a file name. */
   name: string
@@ -146,7 +149,18 @@ export function openKvJournal({
   maxRecordBytes?: number
   /** Read the file at open this many bytes at a time; tests lower it. */
   readChunkBytes?: number
-}): OpenedJournal {
+}
+
+export function openKvJournal({
+  dir,
+  name,
+  ttlMs,
+  live,
+  log,
+  rewriteAtBytes = REWRITE_AT_BYTES,
+  maxRecordBytes = MAX_RECORD_BYTES,
+  readChunkBytes = READ_CHUNK_BYTES,
+}: KvJournalOptions): OpenedJournal {
   // Private: the journal holds retained messages, queued payloads and wills.
   mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR })
   chmodSync(dir, PRIVATE_DIR) // a folder made by an older version was 0755
@@ -163,10 +177,21 @@ export function openKvJournal({
   let closed = false
   // After a failed append the file may lack records the bucket holds: rewrite it whole next time.
   let broken = false
-
-  function rewrite(): void {
-    ;({ fd, fileBytes, liveBytes } = rewriteJournal(path, fd, live(), ttlMs))
-  }
+  const background = backgroundRewrites({
+    path,
+    bucket: name,
+    ttlMs,
+    live,
+    log,
+    rewriteAtBytes,
+    fileBytes: () => fileBytes,
+    install(next) {
+      const old = fd
+      ;({ fd, fileBytes, liveBytes } = next)
+      return old
+    },
+    gaveUp: () => stats.abandonedRewrites++,
+  })
 
   function flush(): void {
     clearTimeout(scheduled)
@@ -178,16 +203,18 @@ export function openKvJournal({
     cancellable = new Map()
     try {
       if (broken && !closed) {
-        rewrite()
+        ;({ fd, fileBytes, liveBytes } = rewriteJournal(path, fd, live(), ttlMs))
         broken = false
       } else if (batch.length > 0 && !closed) {
         const data = encode(batch)
         writeAll(fd, data)
         fileBytes += data.length
-        if (fileBytes > rewriteAtBytes && fileBytes > DEAD_RATIO * liveBytes) rewrite()
+        background.keep(data)
+        if (fileBytes > rewriteAtBytes && fileBytes > DEAD_RATIO * liveBytes) background.start()
       }
     } catch (err) {
       broken = true
+      background.abandon() // it would miss the batch that failed
       log?.error({ err, bucket: name }, 'KV journal write failed; the next write rewrites it whole')
     }
   }
@@ -230,6 +257,8 @@ export function openKvJournal({
     },
     close() {
       if (closed) return
+      // First, so the last batch cannot start another; the old file is complete without it.
+      background.close()
       journal.flushNow()
       closed = true
       closeSync(fd)
@@ -318,58 +347,5 @@ function openJournalFile(
     )
     ftruncateSync(fd, scan.validBytes)
   }
-  let liveBytes = 0
-  for (const e of entries.values()) liveBytes += e.bytes ?? 0
-  return { fd, entries, seq, fileBytes: scan.validBytes, liveBytes }
-}
-
-function writeAll(target: number, data: Buffer): void {
-  for (let off = 0; off < data.length;) off += writeSync(target, data, off)
-}
-
-/**
- * Write the live entries to a new file and put it in place of the old (fsynced first, so a crash
- * leaves one whole file or the other). Returns the new append descriptor and the new sizes.
- */
-function rewriteJournal(
-  path: string,
-  fd: number,
-  { entries: current, seq: last }: { entries: Map<string, JournalEntry>; seq: number },
-  ttlMs: number | undefined
-): { fd: number; fileBytes: number; liveBytes: number } {
-  const now = Date.now()
-  const records: JournalRecord[] = []
-  let bytes = 0
-  for (const [key, e] of current) {
-    if (expired(e, ttlMs, now)) continue
-    const rec = record(e.operation, key, e.revision, e.at, e.value)
-    e.bytes = rec.size
-    records.push(rec)
-    bytes += rec.size
-  }
-  const seqRecord = record('SEQ', '', last, now)
-  records.push(seqRecord)
-  const tmp = `${path}.tmp`
-  const out = openSync(tmp, 'w', PRIVATE_FILE)
-  try {
-    // In batches: one Buffer cannot hold a 2 GiB backlog either.
-    for (let i = 0; i < records.length;) {
-      const batch: JournalRecord[] = []
-      for (let size = 0; i < records.length && (batch.length === 0 || size < 8 << 20); i++) {
-        batch.push(records[i]!)
-        size += records[i]!.size
-      }
-      writeAll(out, encode(batch, batch[0] === records[0]))
-    }
-    fsyncSync(out)
-  } finally {
-    closeSync(out)
-  }
-  renameSync(tmp, path)
-  closeSync(fd)
-  return {
-    fd: openSync(path, 'a+', PRIVATE_FILE),
-    fileBytes: FILE_HEADER.length + bytes + seqRecord.size,
-    liveBytes: bytes,
-  }
+  return { fd, entries, seq, fileBytes: scan.validBytes, liveBytes: liveBytesOf(entries, ttlMs) }
 }
