@@ -7,7 +7,8 @@
  * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte. Anchor: Mosquitto
  * with `max_queued_messages 1000` (its default), in the same run. Ours is one gateway in its own
  * process, as `uns-bridge start` runs it. After one unrecorded warm-up round, each figure is the
- * median over ROUNDS rounds, quiet and stalled alternating. Target: our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
+ * median over ROUNDS rounds, quiet and stalled alternating, each quiet one after the broker had
+ * SETTLE_MS to finish what the previous round left. Target: our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
  * Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -23,6 +24,9 @@ const BACKLOG = Number(process.env.BENCH_ISO_BACKLOG ?? 5_000) // per session
 const SESSIONS = 10
 const NEVER_READ = 2
 const ROUNDS = Number(process.env.BENCH_ISO_ROUNDS ?? 3)
+// Before each quiet figure: a stalled round leaves work behind (queues purged by the clean
+// reconnects, the journal's rewrite, GC); measured at once, "quiet" was 8-16 ms instead of ~1.5.
+const SETTLE_MS = Number(process.env.BENCH_ISO_SETTLE_MS ?? 5_000)
 
 interface Figures {
   quietP99Ms: number
@@ -136,6 +140,7 @@ async function runBroker(url: string, port: number, name: string): Promise<Figur
   await measureP99(url, `${name}-warm-q`)
   await stalledRound(url, port, `${name}-warm`)
   for (let r = 0; r < ROUNDS; r++) {
+    await sleep(SETTLE_MS)
     const q = await measureP99(url, `${name}-q${r}`)
     const s = await stalledRound(url, port, `${name}-r${r}`)
     quiet.push(q)

@@ -291,8 +291,12 @@ function liveKeys(s: InProcessKvStore, filter: string): string[] {
   if (filter !== `${first}.>` || first === '*' || first === '>')
     return liveEntries(s, filter).map(([k]) => k)
   const out: string[] = []
-  for (const k of st.entries.keysFirst(first))
-    if (k.length > first.length && live(st, k)?.operation === 'PUT') out.push(k)
+  const now = Date.now()
+  for (const k of st.entries.keysFirst(first)) {
+    const e = st.entries.get(k)!
+    // Expired entries are skipped here and freed by the sweep: no Map writes while listing.
+    if (k.length > first.length && e.operation === 'PUT' && !expired(e, st.ttlMs, now)) out.push(k)
+  }
   return out
 }
 
