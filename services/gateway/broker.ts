@@ -5,6 +5,7 @@ import type { Logger } from '../common/log.ts'
 import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
 import { maySubscribe, type Authenticator, type Principal } from './auth.ts'
 import { ackAfterStore, type AckingClient } from './ack-after-store.ts'
+import { orderOwnEmits, type OrderedBroker } from './emit-order.ts'
 import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -113,6 +114,7 @@ export async function createBroker({
     ...createHooks(ctx),
   })
   dropDeniedPublishes(aedes, ctx.denied)
+  orderOwnEmits(aedes as unknown as OrderedBroker)
   watchEvents(aedes, connackGate, counters, log)
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   return asBroker({ aedes, persistence, limits, connackGate, outbound, expiry, ctx })
