@@ -45,6 +45,15 @@ export const configSchema = z.object({
     .regex(/^[A-Za-z0-9_-]+$/, 'must be one NATS token of letters, digits, - or _')
     .default('ub')
     .describe('subject prefix and bucket-name prefix on the bus'),
+  busReplicas: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(5)
+    .default(1)
+    .describe(
+      "copies JetStream keeps of every KV bucket the fabric makes (3 on a three-node NATS cluster, so a node's loss loses nothing); existing buckets are changed to it at start; unused in-process"
+    ),
   logLevel: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
     .default('info')

@@ -52,6 +52,7 @@ export async function startFabric({
       log,
       dataDir: join(config.dataDir, 'bus'),
       journalMaxRecordBytes: config.busJournalMaxRecordBytes,
+      replicas: config.busReplicas,
     })
     stops.add(() => bus.close())
     const metrics = new Registry()

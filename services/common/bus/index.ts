@@ -23,6 +23,8 @@ export interface CreateBusOptions {
   dataDir?: string
   /** The in-process bus's journal record bound (`busJournalMaxRecordBytes`); unused with NATS. */
   journalMaxRecordBytes?: number
+  /** JetStream copies of every KV bucket (`busReplicas`); unused in-process. */
+  replicas?: number
 }
 
 /** The NATS bus when a server is configured, the in-process bus otherwise. */
@@ -32,6 +34,7 @@ export async function createBus({
   log,
   dataDir,
   journalMaxRecordBytes,
+  replicas,
 }: CreateBusOptions): Promise<Bus> {
   const opts = log === undefined ? { prefix } : { prefix, log }
   return natsUrl === undefined || natsUrl.length === 0
@@ -40,5 +43,5 @@ export async function createBus({
         ...(dataDir === undefined ? {} : { dataDir }),
         ...(journalMaxRecordBytes === undefined ? {} : { journalMaxRecordBytes }),
       })
-    : connectNatsBus({ ...opts, servers: natsUrl })
+    : connectNatsBus({ ...opts, servers: natsUrl, ...(replicas === undefined ? {} : { replicas }) })
 }

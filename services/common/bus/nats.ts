@@ -9,7 +9,7 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
-import { jetstreamManager } from '@nats-io/jetstream'
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { BusTimeoutError, NoRespondersError, UbError } from '../errors.ts'
 import {
   answerRequest,
@@ -35,6 +35,11 @@ export interface NatsBusOptions {
   /** Connection name shown by the server's monitoring (`/connz`). */
   name?: string
   log?: BusLogger
+  /**
+   * JetStream copies of each KV bucket (`busReplicas`): 3 on a three-node cluster, so a node's
+   * loss loses no acknowledged write. A bucket made earlier with another count is changed to it.
+   */
+  replicas?: number
 }
 
 /** Oldest server the bus is verified on (ARCHITECTURE.md §13): KV, CAS, bucket TTL, direct get. */
@@ -94,11 +99,16 @@ export async function connectNatsBus({
   prefix = 'ub',
   name,
   log,
+  replicas = 1,
 }: NatsBusOptions): Promise<Bus> {
   validateSubject(prefix)
   const nc = await openConnection(servers, name)
   const kvm = new Kvm(nc)
-  const jsm = await jetstreamManager(nc)
+  // No JetStream answer yet (a cluster still electing its leader): close, or the connection leaks.
+  const jsm = await jetstreamManager(nc).catch(async (err: unknown) => {
+    await nc.close()
+    throw err
+  })
   const link: NatsLink = { nc, prefix, cut: prefix.length + 1, log }
   let closing: Promise<void> | undefined
 
@@ -132,7 +142,12 @@ export async function connectNatsBus({
       checkOpen(closing !== undefined)
       const name = bucketName(prefix, bucket)
       // `ttl` is in ms in v3 (KvLimits.ttl); 2.9 supports only this bucket-wide max_age.
-      const kv = await kvm.create(name, { history: 1, ...(ttlMs ? { ttl: ttlMs } : {}) })
+      const kv = await kvm
+        .create(name, { history: 1, replicas, ...(ttlMs ? { ttl: ttlMs } : {}) })
+        .catch((err: unknown) => {
+          throw replicasError(err, name, replicas)
+        })
+      await keepReplicas(jsm, name, replicas, log)
       return wrapNatsKv(kv, name, log, jsm)
     },
     async flush() {
@@ -254,4 +269,35 @@ function respond(m: Msg, r: Reply, subject: string, log: BusLogger | undefined):
   } catch (err) {
     log?.warn({ err, subject }, 'could not send a reply')
   }
+}
+
+/** A bucket made with another replica count (an earlier `busReplicas`) is changed to this one. */
+async function keepReplicas(
+  jsm: JetStreamManager,
+  bucket: string,
+  replicas: number,
+  log: BusLogger | undefined
+): Promise<void> {
+  const stream = `KV_${bucket}`
+  const info = await jsm.streams.info(stream)
+  if (info.config.num_replicas === replicas) return
+  try {
+    await jsm.streams.update(stream, { ...info.config, num_replicas: replicas })
+  } catch (err) {
+    throw replicasError(err, bucket, replicas)
+  }
+  log?.warn(
+    { bucket, from: info.config.num_replicas, to: replicas },
+    'KV bucket replicas changed to busReplicas'
+  )
+}
+
+function replicasError(err: unknown, bucket: string, replicas: number): unknown {
+  if (replicas === 1) return err
+  const why = err instanceof Error ? err.message : String(err)
+  return new UbError(
+    'bus_replicas',
+    `KV bucket ${bucket} cannot have ${replicas} replicas (busReplicas): ${why}; ` +
+      'the NATS cluster needs at least that many JetStream servers'
+  )
 }
