@@ -4,7 +4,7 @@ import { bool, optionalString } from './config-values.ts'
 /** The bridge supervisor's keys: the local broker, windows, leases, the mesh (config.ts composes them; README, Configuration). */
 export const supervisorKeys = {
   localBrokerUrl: optionalString.describe(
-    'the gateway the bridge supervisor reads from; default mqtt://127.0.0.1:<mqttPort>'
+    'the gateways the bridge supervisor reads from, comma-separated, tried in turn after a failure (every gateway of a fabric, or their load balancer); default mqtt://127.0.0.1:<mqttPort>'
   ),
   bridgeWindow: z.coerce
     .number()

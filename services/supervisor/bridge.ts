@@ -8,7 +8,7 @@ import {
   type BridgeState,
 } from '../../machines/index.ts'
 import type { Logger } from '../common/log.ts'
-import { connectMqttSession, discardSession, type MqttSession } from './mqtt-session.ts'
+import { connectMqttSession, discardOnAny, type MqttSession } from './mqtt-session.ts'
 import type { DupGuard } from './dup-guard.ts'
 import { createRemapper, type Remapper } from './remap.ts'
 import {
@@ -62,6 +62,10 @@ export interface CreateBridgeLinkOptions {
   bindings: readonly Binding[]
   /** Read on every connect attempt: a credential may change between attempts. */
   credentials: () => Promise<Credentials>
+  /**
+   * The local gateways, comma-separated (`localBrokerUrl`): the session is the cluster's, so it
+   * resumes on any of them; the next is tried after a failure.
+   */
   local: { url: string; username?: string; password?: string }
   /** Stable per upstream: the gateway keeps this session's queue while the bridge is down. */
   localClientId: string
@@ -93,6 +97,8 @@ interface Link {
   local: MqttSession | undefined
   upstream: UpstreamSession | undefined
   fw: ForwardWindow | undefined
+  /** Which of the local gateways the next attempt dials; moves on after a failure there. */
+  localTurn: number
   /** Forwarded by the windows of earlier connections. */
   forwardedBefore: number
   unrouted: number
@@ -138,6 +144,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     local: undefined,
     upstream: undefined,
     fw: undefined,
+    localTurn: 0,
     forwardedBefore: 0,
     unrouted: 0,
     closing: Promise.resolve(),
@@ -179,7 +186,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     async forget() {
       await stop('deleted')
       const { url, username, password } = options.local
-      await discardSession({ url, clientId: options.localClientId, username, password })
+      await discardOnAny(localUrls(url), { clientId: options.localClientId, username, password })
     },
   }
 }
@@ -286,8 +293,13 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     onError: (err) => fail(link, gen, err),
   })
   attempt.window = win
+  const urls = localUrls(endpoint.url)
+  // A dead gateway must not keep the link: the next attempt dials the next one.
+  const moveOn = () => {
+    if (gen === link.gen) link.localTurn++
+  }
   attempt.local = await connectMqttSession({
-    url: endpoint.url,
+    url: urls[link.localTurn % urls.length]!,
     clientId: localClientId,
     clean: false,
     bridgeMode: true,
@@ -301,10 +313,23 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
       else if (dupGuard && dupGuard.check(msg.topic, msg.payload, msg.retain)) targets = []
       win.push(msg, targets)
     },
-    onClose: (err) => fail(link, gen, err),
+    onClose: (err) => {
+      moveOn()
+      fail(link, gen, err)
+    },
+  }).catch((err: unknown) => {
+    moveOn()
+    throw err
   })
   sessionLocal = attempt.local
 }
+
+/** `localBrokerUrl` may list several gateways, comma-separated. */
+export const localUrls = (list: string): string[] =>
+  list
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean)
 
 function handOver(link: Link, attempt: Attempt): void {
   link.local = attempt.local

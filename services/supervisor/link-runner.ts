@@ -4,10 +4,10 @@ import type { RemoteClient } from '../contracts/handshake-client.ts'
 import { localClientId, upstreamClientId } from '../contracts/links.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
-import { createBridgeLink, type BridgeLink, type Credentials } from './bridge.ts'
+import { createBridgeLink, localUrls, type BridgeLink, type Credentials } from './bridge.ts'
 import { createDupGuard } from './dup-guard.ts'
 import { createLinkStatusWriter, type LinkStatusWriter } from './link-status.ts'
-import { discardSession } from './mqtt-session.ts'
+import { discardOnAny } from './mqtt-session.ts'
 import type { LeaseManager } from './ownership.ts'
 import { createPeerLookup, type PeerLookup } from './peer.ts'
 
@@ -107,7 +107,8 @@ export function createLinkRunner(options: LinkRunnerOptions): LinkRunner {
   async function forgetOrphan(id: string): Promise<void> {
     if (!(await leases.acquire(id))) return // its owner forgets it
     try {
-      await discardSession({ ...local, clientId: localClientId(id) })
+      const { url, username, password } = local
+      await discardOnAny(localUrls(url), { clientId: localClientId(id), username, password })
       await linksKv.delete(id)
     } finally {
       await leases.release(id)

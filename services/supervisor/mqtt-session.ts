@@ -154,6 +154,22 @@ export async function discardSession(
   await session.close()
 }
 
+/** `discardSession` on the first of `urls` that answers: the session is the whole cluster's. */
+export async function discardOnAny(
+  urls: readonly string[],
+  options: Pick<MqttSessionOptions, 'clientId' | 'username' | 'password'>
+): Promise<void> {
+  let last: unknown = new Error('no local gateway configured')
+  for (const url of urls) {
+    try {
+      return await discardSession({ ...options, url })
+    } catch (err) {
+      last = err
+    }
+  }
+  throw last
+}
+
 function openSocket(url: string, tls: TlsOptions | null | undefined): Socket {
   const u = new URL(url)
   const secure = u.protocol === 'mqtts:'
