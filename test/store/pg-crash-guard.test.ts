@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { isPostgresJsUnheldConnectionClosed } from '../../services/launch/runtime/pg-crash-guard.ts'
+import { isPostgresJsUnheldConnectionLoss } from '../../services/launch/runtime/pg-crash-guard.ts'
 import { TEST_POSTGRES_URL } from '../helpers/db.ts'
 
 const run = promisify(execFile)
@@ -26,23 +26,34 @@ describe('a Postgres backend killed under a transaction (porsager/postgres#1208)
     expect(guarded).toMatchObject({ code: 0, stdout: 'survived (rejected CONNECTION_CLOSED)\n' })
   })
 
-  it("drops only postgres.js's own unheld CONNECTION_CLOSED, not one from anywhere else", () => {
-    const fromPostgresJs = Object.assign(new Error('write CONNECTION_CLOSED 127.0.0.1:5432'), {
-      code: 'CONNECTION_CLOSED',
-      stack:
-        'Error: write CONNECTION_CLOSED 127.0.0.1:5432\n' +
-        '    at Socket.closed (file:///app/node_modules/postgres/src/connection.js:457:32)',
-    })
+  it("drops only postgres.js's own unheld connection losses, not one from anywhere else", () => {
+    const stack = (message: string) =>
+      `Error: ${message}\n` +
+      '    at Socket.closed (file:///app/node_modules/postgres/src/connection.js:457:32)'
+    const fromPostgresJs = (message: string, code: string) =>
+      Object.assign(new Error(message), { code, stack: stack(message) })
     const elsewhere = Object.assign(new Error('write CONNECTION_CLOSED'), {
       code: 'CONNECTION_CLOSED',
       stack: 'Error: write CONNECTION_CLOSED\n    at ours (file:///app/services/store/repo.ts:1:1)',
     })
-    const otherCode = Object.assign(new Error('boom'), {
-      code: 'ECONNRESET',
-      stack: fromPostgresJs.stack,
-    })
-    expect(isPostgresJsUnheldConnectionClosed(fromPostgresJs)).toBe(true)
-    expect(isPostgresJsUnheldConnectionClosed(elsewhere)).toBe(false)
-    expect(isPostgresJsUnheldConnectionClosed(otherCode)).toBe(false)
+    // The server's goodbye when its backend is terminated (pg_terminate_backend): seen unheld.
+    const terminated = fromPostgresJs(
+      'terminating connection due to administrator command',
+      '57P01'
+    )
+    expect(
+      isPostgresJsUnheldConnectionLoss(
+        fromPostgresJs('write CONNECTION_CLOSED', 'CONNECTION_CLOSED')
+      )
+    ).toBe(true)
+    expect(isPostgresJsUnheldConnectionLoss(terminated)).toBe(true)
+    expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('read ECONNRESET', 'ECONNRESET'))).toBe(
+      true
+    )
+    expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('server closed', '08006'))).toBe(true)
+    expect(isPostgresJsUnheldConnectionLoss(elsewhere)).toBe(false)
+    // Not a connection loss: a query's own failure still ends the process when nobody held it.
+    expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('duplicate key', '23505'))).toBe(false)
+    expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('syntax error', '42601'))).toBe(false)
   })
 })

@@ -17,15 +17,33 @@ export function isPostgresJsDeadSocketWrite(err: unknown): boolean {
 }
 
 /**
- * The same class of failure, second form: when the backend dies under load, postgres.js can
- * reject an internal promise that no caller holds with `CONNECTION_CLOSED` (seen 1 in 20 runs of
- * the dead-socket fixture on a busy machine). The query that a caller does hold rejects with its
- * own copy, so this unhandled one carries nothing a caller could still act on.
+ * The same class of failure, other forms: when the backend dies under load, postgres.js can
+ * reject an internal promise that no caller holds, with `CONNECTION_CLOSED` (1 in 20 runs of the
+ * dead-socket fixture on a busy machine) or with the server's own goodbye, a `57P01
+ * terminating connection due to administrator command` (1 in 6 runs of connections cut every
+ * 50 ms, test/store/pg-terminate-storm.test.ts). A rejection nobody handles has no caller
+ * waiting on it: the query a caller does hold rejects with its own copy. Excused are connection
+ * losses only, and only when raised inside postgres.js: its own connection codes, SQLSTATE
+ * classes 08 (connection exception) and 57P (operator intervention: shutdown, crash, restart),
+ * and socket errors.
  */
-export function isPostgresJsUnheldConnectionClosed(err: unknown): boolean {
+const CONNECTION_LOSS = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+  'CONNECT_TIMEOUT',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+])
+
+export function isPostgresJsUnheldConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code
   return (
     err instanceof Error &&
-    (err as { code?: unknown }).code === 'CONNECTION_CLOSED' &&
+    typeof code === 'string' &&
+    (CONNECTION_LOSS.has(code) || /^(08|57P)/.test(code)) &&
     /postgres[\\/](src|cjs[\\/]src)[\\/]connection\.js/.test(err.stack ?? '')
   )
 }
@@ -36,8 +54,8 @@ export function installPostgresJsCrashGuard(log: Logger): () => void {
       log.warn({ err }, 'dropped a write to a dead Postgres connection (porsager/postgres#1208)')
       return
     }
-    if (isPostgresJsUnheldConnectionClosed(err)) {
-      log.warn({ err }, 'a Postgres connection closed under a query nobody awaited')
+    if (isPostgresJsUnheldConnectionLoss(err)) {
+      log.warn({ err }, 'a Postgres connection was lost under a query nobody awaited')
       return
     }
     log.fatal({ err }, 'uncaught exception')
