@@ -39,7 +39,9 @@ export const configSchema = z.object({
     .string()
     .min(16)
     .optional()
-    .describe('operator token; made at first start when absent'),
+    .describe(
+      'operator token, the same for every process (required on NATS); without NATS made at first start in <dataDir>/admin-token'
+    ),
   busPrefix: z
     .string()
     .regex(/^[A-Za-z0-9_-]+$/, 'must be one NATS token of letters, digits, - or _')
@@ -53,6 +55,15 @@ export const configSchema = z.object({
     .default(1)
     .describe(
       "copies JetStream keeps of every KV bucket the fabric makes (3 on a three-node NATS cluster, so a node's loss loses nothing); existing buckets are changed to it at start; unused in-process"
+    ),
+  presenceIntervalMs: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(60_000)
+    .default(2_000)
+    .describe(
+      'ms between the announcements each service makes for GET /api/v1/cluster; a member unheard for 3× this is gone (the same on every process of a fabric)'
     ),
   logLevel: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
@@ -105,6 +116,12 @@ export const flagName = (key: string): string =>
   '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
 export const envName = (key: string): string =>
   'UB_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase()
+
+/** Every environment variable the config reads: `UB_<KEY>` for each key, and the aliases. */
+export const knownEnvNames = (): string[] => [
+  ...Object.keys(configSchema.shape).map(envName),
+  ...Object.values(ENV_ALIASES),
+]
 
 export interface LoadedConfig {
   config: Config

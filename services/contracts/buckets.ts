@@ -5,6 +5,7 @@
  */
 import { INTERNAL_BUCKET } from '../common/internal-credential.ts'
 import { PEER_KEYS_BUCKET } from '../common/instance-key.ts'
+import { PRESENCE_BUCKET } from '../common/presence.ts'
 import { TOPOLOGY_BUCKET, TOPOLOGY_HEARD_BUCKET } from '../common/topology-db.ts'
 
 export const BUCKETS = {
@@ -20,6 +21,8 @@ export const BUCKETS = {
   internal: INTERNAL_BUCKET,
   /** Peers' public keys as learned in the handshake (`req.<request id>`, `up.<upstream id>`). */
   peerKeys: PEER_KEYS_BUCKET,
+  /** Who is in the fabric: one record per service and process, TTL 3 × presenceIntervalMs. */
+  presence: PRESENCE_BUCKET,
   /** Gateway state shared by every gateway: retained messages, subscriptions, queues, wills. */
   gatewayRetained: 'gw_retained',
   gatewaySubscriptions: 'gw_subs',

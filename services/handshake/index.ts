@@ -98,6 +98,7 @@ export async function startHandshake(
     sseQueueMax: config.sseQueueMax,
     meshClockSkewMs: config.meshClockSkewMs,
     auditAlarms: audit,
+    presenceIntervalMs: config.presenceIntervalMs,
   })
   const { guards } = createApiMetrics(ctx.metrics)
   const expiry = startExpirySweeper({

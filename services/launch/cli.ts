@@ -4,6 +4,7 @@ import { ConfigError } from '../common/errors.ts'
 import { createLogger } from '../common/log.ts'
 import { installPostgresJsCrashGuard } from './runtime/pg-crash-guard.ts'
 import { onShutdownSignal } from './runtime/signals.ts'
+import { clusterCommand } from './cluster-command.ts'
 
 const packageJson = JSON.parse(
   readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
@@ -16,6 +17,7 @@ Usage: uns-bridge <command> [flags]      (npm start -- [flags] runs "start")
 Commands:
   start     run the services (all four in one process by default)
   migrate   apply database migrations and exit
+  cluster   list every member of the fabric (uns-bridge cluster --help)
   hash-password
             read a password on stdin, print its hash for the "users" config key
   version   print the version
@@ -48,6 +50,8 @@ async function main(argv: string[]): Promise<number> {
       return migrate(rest)
     case 'hash-password':
       return hashPasswordFromStdin()
+    case 'cluster':
+      return clusterCommand(rest)
     default:
       console.error(`unknown command '${command}'\n\n${HELP}`)
       return 2
@@ -63,12 +67,12 @@ async function start(argv: string[]): Promise<number> {
   const shutdown = onShutdownSignal()
   if (config.databaseUrl) installPostgresJsCrashGuard(log)
   const fabric = await startFabric({ config, explicit, log })
-  const token =
-    fabric.adminToken === null
-      ? '(not needed by these services)'
-      : fabric.adminTokenCreated
-        ? fabric.adminToken
-        : `(kept in ${config.adminToken ? 'your config' : config.dataDir + '/admin-token'})`
+  // Every process checks the operator token, and accepts only the one named here.
+  const token = fabric.adminTokenCreated
+    ? `${fabric.adminToken}   (made now and kept in ${fabric.adminTokenFile}; shown only this once)`
+    : fabric.adminTokenFile
+      ? `(kept in ${fabric.adminTokenFile})`
+      : '(the adminToken you set, e.g. UB_ADMIN_TOKEN; no other is accepted)'
   process.stdout.write(
     [
       '',
@@ -115,14 +119,26 @@ async function hashPasswordFromStdin(): Promise<number> {
   return 0
 }
 
+/** Bring the schema up to date; on Postgres, create the database first when it is missing. */
 async function migrate(argv: string[]): Promise<number> {
   const { config } = loadConfig({ argv })
   const log = createLogger({ level: config.logLevel })
   const { createDb } = await import('../../db/client.ts')
   const { migrateDb } = await import('../../db/migrate.ts')
+  const { postgresFailure } = await import('./reach.ts')
+  const url = config.databaseUrl
+  if (url) {
+    const { ensureDatabase } = await import('../../db/ensure-database.ts')
+    const { database, created } = await ensureDatabase(url).catch((err: unknown) => {
+      throw postgresFailure(err, url, 'create the database on')
+    })
+    if (created) log.info({ database }, 'created the database')
+  }
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   try {
-    await migrateDb(db)
+    await migrateDb(db).catch((err: unknown) => {
+      throw url ? postgresFailure(err, url, 'migrate') : err
+    })
     log.info({ database: config.databaseUrl ? 'postgres' : 'pglite' }, 'migrations applied')
   } finally {
     await db.close()
@@ -133,8 +149,9 @@ async function migrate(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
+    // A setting to fix is one line naming it; anything else keeps its stack for a bug report.
     if (err instanceof ConfigError) {
-      console.error(`config error: ${err.message}`)
+      console.error(`uns-bridge: config error: ${err.message}`)
       process.exit(2)
     }
     console.error(err)

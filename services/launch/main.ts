@@ -4,31 +4,35 @@ import { createBus } from '../common/bus/index.ts'
 import type { Bus } from '../common/bus/bus.ts'
 import type { Config } from '../common/config.ts'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
-import { ConfigError, UbError } from '../common/errors.ts'
 import type { Logger } from '../common/log.ts'
 import { createOpsRoutes } from '../common/ops-routes.ts'
-import { readTlsMaterial } from '../common/pem.ts'
+import { startPresence, type MemberFacts } from '../common/presence.ts'
 import { serveHttp } from './runtime/node.ts'
 import { createStoreClient, type StoreClient } from '../contracts/store-client.ts'
-import { resolveAdminToken, type AdminToken } from './admin-token.ts'
+import { matchesHash } from '../common/digest.ts'
+import { keepMadeToken, operatorToken, type AdminToken } from './admin-token.ts'
 import { listenWithFallback } from './listen.ts'
 import { lockDataDir } from './data-lock.ts'
 import { registerJournalMetrics } from './journal-metrics.ts'
 import { resolveSecretKeys } from './secret-key.ts'
+import { preflight } from './preflight.ts'
+import { natsFailure, postgresFailure } from './reach.ts'
+import { joinInstance } from './store-wait.ts'
 
 export interface Fabric {
   instanceId: string
-  /** Null in a process that runs neither the store nor the handshake API: it needs none. */
-  adminToken: string | null
+  /** The one operator token every token check in this process accepts (admin-token.ts). */
+  adminToken: string
+  /** True when this start made it: the only time it is printed in full. */
   adminTokenCreated: boolean
+  /** The data folder's token file it came from, or null when configured (`adminToken`). */
+  adminTokenFile: string | null
   httpUrl: string
   mqttUrl: string | null
   endpoints: string[]
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
-
-const STORE_WAIT_MS = 30_000 // a service started before the store waits this long for it
 
 type FetchHandler = (req: Request, env?: object) => Response | Promise<Response>
 
@@ -46,6 +50,9 @@ export async function startFabric({
   try {
     const wants = new Set(config.services)
     lockDataDirIfStateful(config, wants, stops)
+    // Settings that can be checked alone fail here, before a server is dialled or a service starts.
+    const admin = operatorToken(config, log)
+    const { httpTls } = await preflight(config, explicit, wants)
     const bus = await createBus({
       natsUrl: config.natsUrl,
       prefix: config.busPrefix,
@@ -53,18 +60,27 @@ export async function startFabric({
       dataDir: join(config.dataDir, 'bus'),
       journalMaxRecordBytes: config.busJournalMaxRecordBytes,
       replicas: config.busReplicas,
+    }).catch((err: unknown) => {
+      throw natsFailure(err, config.natsUrl ?? '')
     })
     stops.add(() => bus.close())
     const metrics = new Registry()
     collectDefaultMetrics({ register: metrics })
     if (bus.kind === 'in-process') registerJournalMetrics(metrics)
-    if (wants.has('store')) await startStoreHere(config, bus, log, stops)
+    const presence = await startPresence({
+      bus,
+      log,
+      metrics,
+      intervalMs: config.presenceIntervalMs,
+    })
+    stops.add(() => presence.close())
+    if (wants.has('store')) {
+      await startStoreHere(config, bus, log, stops, admin)
+      presence.join('store')
+    }
 
     const store = createStoreClient({ bus })
-    const admin = operatorToken(config)
-    // The store keeps the token's hash too (the configured or file token replaces it), so the
-    // instance row and every handshake replica agree on one token.
-    const instance = await waitForStore(store, log, admin?.token)
+    const instance = await joinInstance(store, log, admin, config)
     const ctx: ServiceContext = {
       config,
       explicit,
@@ -75,13 +91,13 @@ export async function startFabric({
       metrics,
     }
     const services: RunningService[] = []
-    const started = (svc: RunningService) => {
+    const started: Started = (svc, facts) => {
       services.push(svc)
       stops.add(() => svc.close())
+      presence.join(svc.name, facts)
     }
     const mqttPort = await startBrokerAndBridges(ctx, wants, started)
     const fetch = await startHttpApp(ctx, wants, started, admin)
-    const httpTls = config.httpTls ? readTlsMaterial(config, 'httpTls') : undefined
     const http = await listenWithFallback({
       key: 'httpPort',
       port: config.httpPort,
@@ -91,6 +107,10 @@ export async function startFabric({
         serveHttp({ fetch, port, hostname: config.httpHost, ...(httpTls ? { tls: httpTls } : {}) }),
     })
     stops.add(() => http.close())
+    keepMadeToken(admin)
+    // Listed before the ready line; on shutdown, gone from the cluster view first (close is once).
+    await presence.announce()
+    stops.add(() => presence.close())
 
     const host = displayHost(config.httpHost)
     const httpUrl = `${httpTls ? 'https' : 'http'}://${host}:${http.port}`
@@ -102,8 +122,9 @@ export async function startFabric({
     const stop = () => (closing ??= stops.stopAll())
     return {
       instanceId: instance.instanceId,
-      adminToken: admin?.token ?? instance.adminToken ?? null,
-      adminTokenCreated: admin?.created ?? instance.adminToken !== undefined,
+      adminToken: admin.token,
+      adminTokenCreated: admin.created,
+      adminTokenFile: admin.file,
       httpUrl,
       mqttUrl,
       endpoints,
@@ -133,6 +154,8 @@ function createStopList(log: Logger) {
 }
 
 type StopList = ReturnType<typeof createStopList>
+/** A service started: stopped with the others, and announced with its facts (common/presence.ts). */
+type Started = (svc: RunningService, facts?: () => MemberFacts) => void
 
 function lockDataDirIfStateful(config: Config, wants: Set<string>, stops: StopList): void {
   // PGlite and the in-process bus keep their state in the data folder.
@@ -143,15 +166,30 @@ function lockDataDirIfStateful(config: Config, wants: Set<string>, stops: StopLi
 }
 
 /** The binding store in this process, on its database migrated first. */
-async function startStoreHere(config: Config, bus: Bus, log: Logger, stops: StopList) {
+async function startStoreHere(
+  config: Config,
+  bus: Bus,
+  log: Logger,
+  stops: StopList,
+  admin: AdminToken
+) {
   const { createDb } = await import('../../db/client.ts')
   const { migrateDb } = await import('../../db/migrate.ts')
   const { startStore } = await import('../store/index.ts')
   const secretKeys = resolveSecretKeys(config, log) // before the database: a missing key stops here
+  if (config.databaseUrl) {
+    // One line naming databaseUrl for a wrong host, user or database, not the migrator's stack.
+    const { checkDatabase } = await import('../../db/ensure-database.ts')
+    const url = config.databaseUrl
+    await checkDatabase(url).catch((err: unknown) => {
+      throw postgresFailure(err, url)
+    })
+  }
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   stops.add(() => db.close())
   await migrateDb(db)
-  const store = await startStore({ bus, db, log, secretKeys })
+  // With the operator's token, a first start records its hash rather than a throwaway one's.
+  const store = await startStore({ bus, db, log, secretKeys, adminToken: admin.token })
   stops.add(() => store.close())
 }
 
@@ -159,19 +197,25 @@ async function startStoreHere(config: Config, bus: Bus, log: Logger, stops: Stop
 async function startBrokerAndBridges(
   ctx: ServiceContext,
   wants: Set<string>,
-  started: (svc: RunningService) => void
+  started: Started
 ): Promise<number | null> {
   let mqttPort: number | null = null
   if (wants.has('gateway')) {
     const { startGateway } = await import('../gateway/index.ts')
     const gateway = await startGateway(ctx)
     mqttPort = gateway.ports.mqtt
-    started(gateway)
+    started(gateway, () => {
+      const { gatewayId, clients, ports } = gateway.gateway.stats()
+      return { gateway: { gatewayId, clients, ports } }
+    })
   }
   if (wants.has('supervisor')) {
     const { startSupervisor } = await import('../supervisor/index.ts')
     const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
-    started(await startSupervisor(ctx, { localBrokerUrl }))
+    const supervisor = await startSupervisor(ctx, { localBrokerUrl })
+    started(supervisor, () => ({
+      supervisor: { supervisorId: supervisor.supervisorId, bridges: supervisor.bridges() },
+    }))
   }
   return mqttPort
 }
@@ -180,63 +224,29 @@ async function startBrokerAndBridges(
 async function startHttpApp(
   ctx: ServiceContext,
   wants: Set<string>,
-  started: (svc: RunningService) => void,
-  admin: AdminToken | null
+  started: Started,
+  admin: AdminToken
 ): Promise<FetchHandler> {
   const { bus, store, metrics } = ctx
   const ready = readiness(bus, store)
   // `env` carries node-server's socket: the handshake API reads the caller's IP from it.
   if (wants.has('handshake')) {
     const { startHandshake } = await import('../handshake/index.ts')
-    const handshake = await startHandshake(ctx, { ready, adminTokenHash: admin!.hash })
+    const handshake = await startHandshake(ctx, { ready, adminTokenHash: admin.hash })
     started(handshake)
     return (req, env) => handshake.app.fetch(req, env)
   }
+  // The process's own token, as the handshake API checks it: one story for every process.
   const ops = createOpsRoutes({
     ready,
     metrics,
-    verifyToken: async (token) => (await store.call('instance.verifyAdminToken', { token })).ok,
+    verifyToken: async (token) => matchesHash(token, admin.hash),
   })
   return (req, env) => ops.fetch(req, env)
 }
 
 function displayHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
-}
-
-/**
- * The operator token, where this process needs one: from config; else, when the store and the
- * handshake API share this process (the embedded default), the data folder's token file. A
- * handshake API without the store cannot make a token its replicas would share, so it must be
- * given one; a store alone makes one at its first start and answers it once.
- */
-function operatorToken(config: Config): AdminToken | null {
-  const here = new Set(config.services)
-  if (config.adminToken)
-    return resolveAdminToken({ configured: config.adminToken, dataDir: config.dataDir })
-  if (!here.has('handshake')) return null
-  if (!here.has('store')) {
-    throw new ConfigError(
-      'adminToken',
-      'must be set when the handshake API runs without the store in its process'
-    )
-  }
-  return resolveAdminToken({ configured: undefined, dataDir: config.dataDir })
-}
-
-async function waitForStore(store: StoreClient, log: Logger, adminToken: string | undefined) {
-  const deadline = Date.now() + STORE_WAIT_MS
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await store.call('instance.get', adminToken ? { adminToken } : {})
-    } catch (err) {
-      const retriable =
-        err instanceof UbError && ['no_responders', 'bus_timeout'].includes(err.code)
-      if (!retriable || Date.now() > deadline) throw err
-      if (attempt === 0) log.info('waiting for the binding store to answer on the bus')
-      await new Promise((r) => setTimeout(r, Math.min(1_000, 100 * 2 ** attempt)))
-    }
-  }
 }
 
 function readiness(bus: Bus, store: StoreClient) {

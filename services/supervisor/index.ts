@@ -42,6 +42,8 @@ export interface Supervisor extends RunningService {
   readonly supervisorId: string
   /** Links this replica runs now, by upstream id. */
   links(): Map<string, LinkCounters>
+  /** The bridges this replica owns now (holds the lease of), for the cluster view. */
+  bridges(): Array<{ upstreamId: string; host: string; state: string }>
   /** Reconcile now (tests; the supervisor also does it on every event and tick). */
   reconcile(): Promise<void>
   /** The mesh spanning tree as this replica sees it. */
@@ -133,6 +135,12 @@ export async function startSupervisor(
     supervisorId,
     endpoints: [],
     links: () => new Map([...running].map(([id, r]) => [id, r.link.status()])),
+    bridges: () =>
+      [...running].map(([id, r]) => ({
+        upstreamId: id,
+        host: r.upstream.host,
+        state: r.link.status().state,
+      })),
     reconcile: reconciler.reconcile,
     mesh,
     close: () =>

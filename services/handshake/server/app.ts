@@ -12,6 +12,7 @@ import { createRouter, type RouteDeps } from './deps.ts'
 import { ApiError, createErrorHandler, notFound } from './errors.ts'
 import { createApiMetrics } from './metrics.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
+import { clusterRoutes } from './routes/cluster.ts'
 import { eventRoutes } from './routes/events.ts'
 import { handshakeRoutes } from './routes/handshake.ts'
 import { instanceRoutes } from './routes/instance.ts'
@@ -36,6 +37,8 @@ export interface AppOptions extends RouteDeps {
   meshClockSkewMs?: number
   /** Chain-break alarms of the periodic audit, sent to every SSE client. */
   auditAlarms?: AuditAlarms
+  /** Config `presenceIntervalMs`: the cluster view's bucket TTL, should this process make it. */
+  presenceIntervalMs?: number
 }
 
 export const HANDSHAKE_BODY_LIMIT = 16 * 1_024 // 16 KiB: a request is two short strings
@@ -99,6 +102,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', upstreamRoutes(options))
   app.route('/', requestRoutes(options))
   app.route('/', observeRoutes(options))
+  app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
   app.route(
     '/',
     eventRoutes({
