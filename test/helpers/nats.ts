@@ -71,6 +71,19 @@ export interface NatsServer {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+export interface NatsServerOptions {
+  cluster?: ClusterOptions
+  jetstream?: boolean
+  /** A fixed client port (a restart on the same port); a free one when absent. */
+  port?: number
+  /**
+   * A JetStream store folder the caller owns: kept when the server stops, so a server started
+   * again on it (same ports, so the same name) rejoins with its data, as a crashed node would.
+   * A temp folder, removed on stop, when absent.
+   */
+  storeDir?: string
+}
+
 /**
  * Spawn a private nats-server with JetStream on free ports and a temp store dir, for failover
  * tests that must stop a server. Resolves once it accepts connections.
@@ -78,10 +91,14 @@ export interface NatsServer {
 export async function startNatsServer({
   cluster,
   jetstream = true,
-}: { cluster?: ClusterOptions; jetstream?: boolean } = {}): Promise<NatsServer> {
-  const port = await freePort()
+  port: fixedPort,
+  storeDir,
+}: NatsServerOptions = {}): Promise<NatsServer> {
+  const port = fixedPort ?? (await freePort())
+  // spawnServer removes its folder on stop: with a caller's store it gets an empty one of its own.
   const dir = await mkdtemp(join(tmpdir(), 'ub-nats-'))
-  const args = ['-a', '127.0.0.1', '-p', String(port), ...(jetstream ? ['-js', '-sd', dir] : [])]
+  const store = storeDir ?? dir
+  const args = ['-a', '127.0.0.1', '-p', String(port), ...(jetstream ? ['-js', '-sd', store] : [])]
   let clusterUrl: string | undefined
   if (cluster) {
     const cport = cluster.port ?? (await freePort())

@@ -171,6 +171,13 @@ export async function connectNatsBus({
   return bus
 }
 
+/**
+ * `natsUrl` lists servers comma-separated; nats.js takes a string as one URL, so a list would
+ * dial a mangled address (it connected only when the last entry happened to be up).
+ */
+const serverList = (servers: string | string[]): string[] =>
+  (Array.isArray(servers) ? servers : servers.split(',')).map((s) => s.trim()).filter(Boolean)
+
 /** Connect, and check the server can carry the bus; a server that cannot is let go. */
 async function openConnection(
   servers: string | string[],
@@ -178,7 +185,7 @@ async function openConnection(
 ): Promise<NatsConnection> {
   let nc: NatsConnection
   try {
-    nc = await connect({ servers, ...(name === undefined ? {} : { name }) })
+    nc = await connect({ servers: serverList(servers), ...(name === undefined ? {} : { name }) })
   } catch (err) {
     throw new UbError('bus_unavailable', `cannot connect to NATS at ${String(servers)}`, {
       cause: err,
@@ -293,8 +300,9 @@ async function keepReplicas(
 }
 
 function replicasError(err: unknown, bucket: string, replicas: number): unknown {
-  if (replicas === 1) return err
   const why = err instanceof Error ? err.message : String(err)
+  // Only the server's answer about placing copies is about busReplicas; a timeout is not.
+  if (replicas === 1 || !/replica|insufficient resources|no suitable peers/i.test(why)) return err
   return new UbError(
     'bus_replicas',
     `KV bucket ${bucket} cannot have ${replicas} replicas (busReplicas): ${why}; ` +

@@ -1,0 +1,70 @@
+import mqtt from 'mqtt'
+import { TARGET } from './bridge.ts'
+
+/** What the cloud side received of one fault's traffic. */
+export interface Arrivals {
+  /** `<publisher>:<seq>` → copies received. */
+  copies: Map<string, number>
+  /** Receive times, in order. */
+  times: number[]
+  /** Receive times of the copies beyond the first. */
+  duplicateTimes: number[]
+  maxLatencyMs: number
+}
+
+/**
+ * The counting subscriber on the upstream broker: subscribed to everything the bridge writes,
+ * connected for the whole run, so late arrivals of an earlier fault are still counted.
+ */
+export interface CloudCounter {
+  of(tag: string): Arrivals
+  close(): Promise<void>
+}
+
+export async function startCloudCounter(url: string): Promise<CloudCounter> {
+  const client = await mqtt.connectAsync(url, {
+    protocolVersion: 4,
+    clientId: `chaos-cloud-${Math.random().toString(36).slice(2, 8)}`,
+    clean: false,
+    reconnectPeriod: 250,
+  })
+  const byTag = new Map<string, Arrivals>()
+  const of = (tag: string) => {
+    let a = byTag.get(tag)
+    if (!a)
+      byTag.set(tag, (a = { copies: new Map(), times: [], duplicateTimes: [], maxLatencyMs: 0 }))
+    return a
+  }
+  const prefix = `${TARGET}/`
+  client.on('message', (topic, payload) => {
+    const now = Date.now()
+    const [tag, publisher] = topic.slice(prefix.length).split('/')
+    const [seq, sentAt] = payload.toString().split(':')
+    const a = of(tag!)
+    const key = `${publisher}:${seq}`
+    const copies = (a.copies.get(key) ?? 0) + 1
+    a.copies.set(key, copies)
+    a.times.push(now)
+    if (copies > 1) a.duplicateTimes.push(now)
+    a.maxLatencyMs = Math.max(a.maxLatencyMs, now - Number(sentAt))
+  })
+  await client.subscribeAsync(`${TARGET}/#`, { qos: 1 })
+  return { of, close: () => client.endAsync(true).catch(() => {}) }
+}
+
+/** Longest silence between two arrivals. */
+export function maxGap(times: readonly number[]): number {
+  let gap = 0
+  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!)
+  return gap
+}
+
+/** Times bunched by second from `start`: `+12s ×40, +19s ×3`. */
+export function bySecond(times: readonly number[], start: number): string {
+  const counts = new Map<number, number>()
+  for (const t of times) {
+    const s = Math.floor((t - start) / 1_000)
+    counts.set(s, (counts.get(s) ?? 0) + 1)
+  }
+  return [...counts].map(([s, n]) => `+${s}s ×${n}`).join(', ')
+}

@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto'
+import { rm } from 'node:fs/promises'
+import type { ServiceName } from '../../services/common/config.ts'
+import { createTestDb, type TestDb } from '../helpers/db.ts'
+import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.ts'
+import { uniquePrefix } from '../helpers/nats.ts'
+import { startNatsCluster, type NatsCluster } from './nats-cluster.ts'
+import { sleep } from './wait.ts'
+import { defineService, type ServiceProcess, type ServiceSettings } from './services.ts'
+
+export const LAYOUT: Record<ServiceName, number> = {
+  store: 2,
+  gateway: 2,
+  supervisor: 2,
+  handshake: 1,
+}
+const START_ORDER: ServiceName[] = ['store', 'gateway', 'supervisor', 'handshake']
+const LEASE_TTL_MS = 3_000
+
+/**
+ * The distributed fabric under test: a three-node NATS cluster (every bucket with 3 copies), one
+ * Postgres database, 2 stores, 2 gateways, 2 supervisors (each given both gateways), 1 handshake
+ * API, each its own process; a Mosquitto stands in for the cloud upstream.
+ */
+export interface Fabric {
+  nats: NatsCluster
+  cloud: Mosquitto
+  prefix: string
+  adminToken: string
+  services: ServiceProcess[]
+  of(service: ServiceName): ServiceProcess[]
+  /** The stream behind the gateways' persistent-session queues. */
+  outgoingStream: string
+  /** The operator API (the handshake process), with the admin token. */
+  api(path: string, init?: RequestInit): Promise<{ status: number; body: any }>
+  /** Every process's output, by label. */
+  logs(): Record<string, string>
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+export async function startFabric(): Promise<Fabric> {
+  const prefix = uniquePrefix('chaos')
+  const adminToken = 'ubt_chaos_' + randomBytes(12).toString('hex')
+  const closers: Array<() => Promise<unknown>> = []
+  const services: ServiceProcess[] = []
+  const close = async () => {
+    // SIGTERM, and SIGKILL for a process that has not exited 15 s later.
+    await Promise.all(services.map((s) => Promise.race([s.stop(), sleep(15_000).then(s.kill)])))
+    await Promise.all(services.map((s) => rm(s.dataDir, { recursive: true, force: true })))
+    for (const c of closers.splice(0).reverse()) await c().catch(() => {})
+  }
+  try {
+    const nats = await startNatsCluster(3)
+    closers.push(() => nats.close())
+    const cloud = await startMosquitto()
+    closers.push(() => cloud.stop())
+    // The stores migrate it themselves (two at once: the advisory lock serialises them).
+    const db: TestDb = await createTestDb('postgres', { migrate: false })
+    closers.push(() => db.close())
+    const settings: ServiceSettings = {
+      env: {
+        NATS_URL: nats.urls,
+        DATABASE_URL: db.databaseUrl!,
+        UB_BUS_PREFIX: prefix,
+        UB_ADMIN_TOKEN: adminToken,
+        UB_SECRET_KEY: randomBytes(32).toString('base64'),
+      },
+      args: ['--bus-replicas', '3', '--lease-ttl-ms', String(LEASE_TTL_MS)],
+    }
+    for (const service of START_ORDER) {
+      for (let i = 0; i < LAYOUT[service]; i++) {
+        services.push(
+          await defineService(service, i, settings, supervisorArgs(service, i, services))
+        )
+      }
+    }
+    for (const service of START_ORDER) {
+      await Promise.all(services.filter((s) => s.service === service).map((s) => s.start()))
+    }
+    const of = (service: ServiceName) => services.filter((s) => s.service === service)
+    const fabric: Fabric = {
+      nats,
+      cloud,
+      prefix,
+      adminToken,
+      services,
+      of,
+      outgoingStream: `KV_${prefix}_gw_outgoing`,
+      api: (path, init = {}) => callApi(of('handshake')[0]!.httpUrl, adminToken, path, init),
+      logs: () => Object.fromEntries(services.map((s) => [s.label, s.output()])),
+      close,
+      [Symbol.asyncDispose]: close,
+    }
+    return fabric
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
+/** Supervisor i lists every gateway, starting with gateway i (as a load balancer would spread them). */
+function supervisorArgs(service: ServiceName, index: number, defined: ServiceProcess[]) {
+  return () => {
+    if (service !== 'supervisor') return []
+    const gateways = defined.filter((s) => s.service === 'gateway').map((s) => s.mqttUrl!)
+    const rotated = [...gateways.slice(index), ...gateways.slice(0, index)]
+    return ['--local-broker-url', rotated.join(',')]
+  }
+}
+
+async function callApi(base: string, token: string, path: string, init: RequestInit) {
+  const res = await fetch(`${base}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    signal: AbortSignal.timeout(10_000),
+  })
+  const text = await res.text()
+  let body: any = text
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // not JSON: keep the text, for the error message
+  }
+  return { status: res.status, body }
+}

@@ -1,0 +1,94 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
+import type { ServiceName } from '../../services/common/config.ts'
+import { freePort } from '../helpers/mosquitto.ts'
+import { retry } from './wait.ts'
+
+/**
+ * One service replica in its own process, on fixed ports and a fixed data folder, so a replica
+ * killed (SIGKILL) or stopped (SIGTERM) starts again as the same member: its gateway port stays
+ * in the publishers' and supervisors' lists.
+ */
+export interface ServiceProcess {
+  service: ServiceName
+  index: number
+  /** `gateway#0` */
+  label: string
+  httpUrl: string
+  /** Gateways only. */
+  mqttUrl: string | null
+  readonly pid: number | undefined
+  readonly running: boolean
+  start(): Promise<void>
+  /** SIGKILL: a crash, no cleanup. */
+  kill(): Promise<void>
+  /** SIGTERM: a graceful stop. */
+  stop(): Promise<void>
+  /** Its data folder, kept across restarts; the harness removes it at the end. */
+  dataDir: string
+  /** Everything every run of it wrote, oldest first. */
+  output(): string
+}
+
+export interface ServiceSettings {
+  env: Record<string, string>
+  /** Flags every process gets. */
+  args: string[]
+}
+
+export async function defineService(
+  service: ServiceName,
+  index: number,
+  settings: ServiceSettings,
+  ownArgs: (ports: { http: number; mqtt: number }) => string[] = () => []
+): Promise<ServiceProcess> {
+  const ports = { http: await freePort(), mqtt: await freePort() }
+  const dir = await mkdtemp(join(tmpdir(), `ub-chaos-${service}-`))
+  const earlier: string[] = []
+  let proc: LaunchedProcess | undefined
+  const host = '127.0.0.1'
+  const args = [
+    ...['--services', service, '--data-dir', dir, '--http-host', host],
+    ...['--http-port', String(ports.http), '--mqtt-host', host, '--mqtt-port', String(ports.mqtt)],
+    ...settings.args,
+    ...ownArgs(ports),
+  ]
+  const retire = () => {
+    if (proc) earlier.push(proc.output())
+    proc = undefined
+  }
+  return {
+    service,
+    index,
+    label: `${service}#${index}`,
+    httpUrl: `http://${host}:${ports.http}`,
+    mqttUrl: service === 'gateway' ? `mqtt://${host}:${ports.mqtt}` : null,
+    get pid() {
+      return proc?.child.pid
+    },
+    get running() {
+      return proc !== undefined
+    },
+    async start() {
+      if (proc) return
+      // A port the killed process held may linger a moment; the launcher refuses a taken one.
+      proc = await retry(() => launchProcess({ args, env: settings.env }), {
+        timeoutMs: 120_000,
+        everyMs: 1_000,
+        what: `${service}#${index} to start`,
+      })
+    },
+    async kill() {
+      await proc?.kill()
+      retire()
+    },
+    async stop() {
+      await proc?.stop()
+      retire()
+    },
+    dataDir: dir,
+    output: () => [...earlier, proc?.output() ?? ''].join('\n--- restarted ---\n'),
+  }
+}
