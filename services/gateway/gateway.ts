@@ -98,12 +98,13 @@ export async function createGateway({
   const started = Date.now()
   const brokerId = randomUUID()
   const counters = createCounters()
+  const internalSecret = cachedInternalSecret(bus, log)
   const authenticator = createAuthenticator({
     anonymous,
     users,
     store,
     log,
-    internalSecret: cachedInternalSecret(bus),
+    internalSecret,
     counters,
     limits: auth,
   })
@@ -191,11 +192,17 @@ export async function createGateway({
 }
 
 /** The internal credential, read from the bus once; a failed read is tried again next time. */
-function cachedInternalSecret(bus: Bus): () => Promise<string> {
+function cachedInternalSecret(bus: Bus, log: Logger): () => Promise<string> {
   let secret: Promise<string> | undefined
-  return () =>
+  const get = () =>
     (secret ??= internalCredential(bus).catch((err: unknown) => {
       secret = undefined
       throw err
     }))
+  // Read now, in the background: read at a bridge's first login, it added one more bus round
+  // trip (5 s when a NATS node had just died) to the failover it was part of (npm run chaos).
+  get().catch((err: unknown) =>
+    log.warn({ err }, 'could not read the internal credential yet; read again at first use')
+  )
+  return get
 }
