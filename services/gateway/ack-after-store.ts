@@ -51,23 +51,49 @@ export function ackAfterStore(client: AckingClient): void {
   const [aedesEnqueue] = parser.listeners('packet')
   if (!aedesEnqueue) throw new Error('aedes client has no packet listener to wrap')
   parser.removeListener('packet', aedesEnqueue)
+  const inOrder = orderedAcks(client)
   parser.on('packet', function (this: unknown, packet) {
     if (packet.cmd !== 'publish' || packet.qos !== 1 || !client.connackSent)
       return aedesEnqueue.call(this, packet)
     client._parsingBatch++ // as aedes' enqueue does: this packet is in flight until `_nextBatch`
-    publishThenAck(client, packet, client._nextBatch)
+    publishThenAck(client, packet, inOrder(packet.messageId, client._nextBatch))
   })
 }
 
-function publishThenAck(client: AckingClient, packet: InboundPublish, done: Done): void {
+/**
+ * PUBACKs in the order their PUBLISHes came [MQTT-4.6.0-2], whichever publish ends first: a
+ * message with queue writes to make ends after one without, so each ack waits for the ones
+ * before it. Returns, for one PUBLISH, what its publish calls when it ended.
+ */
+function orderedAcks(client: AckingClient) {
+  const line: Array<{ messageId: number | undefined; ended: boolean; done: Done }> = []
+  function writeReady(): void {
+    while (line[0]?.ended) {
+      const { messageId, done } = line.shift()!
+      writePuback(client, messageId, done)
+    }
+  }
+  return (messageId: number | undefined, done: Done): Done => {
+    const entry = { messageId, ended: false, done }
+    line.push(entry)
+    return (err) => {
+      if (err) {
+        // The connection is closed for it: no PUBACK, and the ones behind it are resent too.
+        line.splice(line.indexOf(entry), 1)
+        return done(err)
+      }
+      entry.ended = true
+      writeReady()
+    }
+  }
+}
+
+function publishThenAck(client: AckingClient, packet: InboundPublish, ended: Done): void {
   const refused = invalidTopic(packet.topic, client.broker.maxTopicLevels)
-  if (refused) return done(new Error(refused))
+  if (refused) return ended(new Error(refused))
   client.broker.authorizePublish(client, packet, (err) => {
-    if (err) return done(err)
-    client.broker.publish(packet, client, (err) => {
-      if (err) return done(err)
-      writePuback(client, packet.messageId, done)
-    })
+    if (err) return ended(err)
+    client.broker.publish(packet, client, ended)
   })
 }
 

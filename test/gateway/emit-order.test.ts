@@ -1,6 +1,8 @@
+import * as mqttPacket from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { collect, connectMqtt, eventually, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus } from '../helpers/nats.ts'
+import { connectPacket, rawClient } from './raw.ts'
 
 /**
  * A gateway hands its own messages to subscribers in the order it numbered them (emit-order.ts).
@@ -45,6 +47,38 @@ describe('a mix of QoS 0 and QoS 1 from one gateway', () => {
     expect(missing).toEqual([])
     // Clean the persistent session's queue up.
     const clean = await connectMqtt(gw.url, { clientId: 'mix-offline', clean: true })
+    await clean.endAsync()
+  }, 30_000)
+
+  it('acknowledges QoS 1 PUBLISHes in the order they came [MQTT-4.6.0-2], slow queue writes or not', async () => {
+    const bus = await createTestNatsBus()
+    closers.push(() => bus.close())
+    const gw = await startTestGateway({ bus })
+    closers.push(() => gw.close())
+    // Only `slow/#` has a persistent session: its messages wait for a NATS queue write.
+    const offline = await connectMqtt(gw.url, { clientId: 'order-offline', clean: false })
+    await offline.subscribeAsync('slow/#', { qos: 1 })
+    await offline.endAsync()
+
+    const raw = await rawClient(gw.ports.mqtt)
+    closers.push(() => raw.end())
+    raw.send(connectPacket({ clientId: 'order-pub' }))
+    await raw.next('connack')
+    const COUNT = 200
+    const burst = Array.from({ length: COUNT }, (_, i) => ({
+      cmd: 'publish' as const,
+      topic: i % 2 === 0 ? `slow/${i}` : `fast/${i}`,
+      payload: Buffer.from(String(i)),
+      qos: 1 as const,
+      dup: false,
+      retain: false,
+      messageId: i + 1,
+    }))
+    raw.write(Buffer.concat(burst.map((p) => mqttPacket.generate(p)))) // one write: one read batch
+    const acked: number[] = []
+    for (let i = 0; i < COUNT; i++) acked.push((await raw.next('puback', 10_000)).messageId!)
+    expect(acked).toEqual(burst.map((p) => p.messageId))
+    const clean = await connectMqtt(gw.url, { clientId: 'order-offline', clean: true })
     await clean.endAsync()
   }, 30_000)
 })
