@@ -101,10 +101,16 @@ export async function createBroker({
   }
   const outbound = createOutboundLimiter(limits, slowConsumer)
   const connackGate = createConnackGate({ limits, onOverflow: slowConsumer })
-  // A session catching up tells its gate when to hold live messages again (connack-gate.ts).
+  // A persistent session catching up tells its gate when to hold live messages again
+  // (connack-gate.ts); a clean one has nothing left to its queue, so its queue is read once.
   const outgoingStream = persistence.outgoingStream
   persistence.outgoingStream = (client) =>
-    outgoingStream(client, () => connackGate.holdLive(client as unknown as GatedClient))
+    outgoingStream(
+      client,
+      (client as unknown as GatedClient).clean === false
+        ? () => connackGate.holdLive(client as unknown as GatedClient)
+        : undefined
+    )
   const aedes = await Aedes.createBroker({
     id,
     mq,

@@ -154,9 +154,9 @@ export function createOutgoingQueue({
     /**
      * A session's queue, read until it is caught up. `holdLive` is called before the last read:
      * from then on the connection holds live messages rather than leave them to the queue
-     * (connack-gate.ts).
+     * (connack-gate.ts). Without it (a clean session) the queue is read once.
      */
-    outgoingStream(client: Client, holdLive: () => void = () => {}): Readable {
+    outgoingStream(client: Client, holdLive?: () => void): Readable {
       return Readable.from(clientQueue(reader, client.id, holdLive, client.duplicates))
     },
   }
@@ -211,7 +211,7 @@ async function listQueue(
  * A session's queue, oldest first, read again until it is caught up: a session catching up on a
  * backlog gets what was queued meanwhile from the queue, not held in memory (connack-gate.ts).
  * A read that finds at most a page of new entries is the last but one: `holdLive` is called and
- * one more read hands out what came before it. Every entry handed out takes a permit from the
+ * one more read hands out what came before it (without `holdLive`, that read is the last). Every entry handed out takes a permit from the
  * pacer (drain-pacer.ts).
  *
  * `delivered` (the connection's dedupe record) learns each message handed out, so a live copy
@@ -220,7 +220,7 @@ async function listQueue(
 async function* clientQueue(
   reader: QueueReader,
   clientId: string,
-  holdLive: () => void,
+  holdLive: (() => void) | undefined,
   delivered?: Record<string, number>
 ): AsyncGenerator<WirePacket | PubrelPacket> {
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
@@ -236,9 +236,11 @@ async function* clientQueue(
     }
     handedOut = still
     if (!last && fresh.length <= QUEUE_PAGE) {
-      holdLive()
       last = true
-      continue
+      if (holdLive) {
+        holdLive()
+        continue
+      }
     }
     for await (const { key, q } of inOrder(reader.kv, fresh)) {
       await reader.pacer.permit()
