@@ -7,13 +7,13 @@
  * without listening a period, alike on NATS and on the in-process bus.
  */
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { Counter, type Registry } from 'prom-client'
 import { z } from 'zod'
 import { decodeJson, encodeJson, validateKvKey, type Bus, type KvBucket } from './bus/bus.ts'
 import { SERVICE_NAMES } from './config.ts'
 import type { Logger } from './log.ts'
+import { packageVersion } from './version.ts'
 
 export const PRESENCE_BUCKET = 'presence'
 export const DEFAULT_PRESENCE_INTERVAL_MS = 2_000 // config `presenceIntervalMs`
@@ -280,13 +280,4 @@ function refusedCounter(registry: Registry | undefined): { inc(): void } {
     help: 'presence announcements not written because the cluster view held its maximum of members',
     registers: [registry],
   })
-}
-
-function packageVersion(): string {
-  try {
-    const url = new URL('../../package.json', import.meta.url)
-    return (JSON.parse(readFileSync(url, 'utf8')) as { version?: string }).version ?? '0.0.0'
-  } catch {
-    return '0.0.0' // bundled or relocated without package.json: the view still works
-  }
 }

@@ -1,5 +1,4 @@
 import { getConnInfo } from '@hono/node-server/conninfo'
-import { readFileSync } from 'node:fs'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { createApp } from './server/app.ts'
 import { instanceKey } from '../common/instance-key.ts'
@@ -8,6 +7,7 @@ import { startExpirySweeper } from './server/expiry.ts'
 import { createApiMetrics } from './server/metrics.ts'
 import { startPoller } from './poller/poller.ts'
 import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
+import { packageVersion } from '../common/version.ts'
 
 export { createApp, type AppOptions } from './server/app.ts'
 export { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
@@ -25,18 +25,6 @@ export interface HandshakeOptions {
 
 export interface HandshakeService extends RunningService {
   app: { fetch(req: Request, env?: unknown): Response | Promise<Response> }
-}
-
-const version = (): string => {
-  try {
-    const pkg = JSON.parse(
-      readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
-    ) as { version?: string }
-    return pkg.version ?? '0.0.0'
-  } catch {
-    // Bundled or relocated without package.json: the version is unknown, the API still works.
-    return '0.0.0'
-  }
 }
 
 /**
@@ -83,7 +71,7 @@ export async function startHandshake(
     adminTokenHash,
     ready,
     metrics: ctx.metrics,
-    version: version(),
+    version: packageVersion(),
     services: [...config.services],
     rate: {
       perMinute: config.handshakeRatePerMin,

@@ -1,16 +1,14 @@
-import { readFileSync } from 'node:fs'
 import { configSchema, envName, flagName, loadConfig } from '../common/config.ts'
 import { ConfigError } from '../common/errors.ts'
 import { createLogger } from '../common/log.ts'
 import { installPostgresJsCrashGuard } from './runtime/pg-crash-guard.ts'
 import { onShutdownSignal } from './runtime/signals.ts'
 import { clusterCommand } from './cluster-command.ts'
+import { packageVersion } from '../common/version.ts'
 
-const packageJson = JSON.parse(
-  readFileSync(new URL('../../package.json', import.meta.url), 'utf8')
-) as { version: string }
+const version = packageVersion()
 
-const HELP = `uns-bridge ${packageJson.version}: an MQTT bridge fabric for Unified Namespaces
+const HELP = `uns-bridge ${version}: an MQTT bridge fabric for Unified Namespaces
 
 Usage: uns-bridge <command> [flags]      (npm start -- [flags] runs "start")
 
@@ -37,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'version':
     case '--version':
-      console.log(packageJson.version)
+      console.log(version)
       return 0
     case 'help':
     case '--help':
@@ -76,7 +74,7 @@ async function start(argv: string[]): Promise<number> {
   process.stdout.write(
     [
       '',
-      `uns-bridge ${packageJson.version} is running as instance ${fabric.instanceId}`,
+      `uns-bridge ${version} is running as instance ${fabric.instanceId}`,
       ...fabric.endpoints.map((e) => `  ${e}`),
       `  admin token: ${token}`,
       `  try: curl -H "Authorization: Bearer <token>" ${fabric.httpUrl}/api/v1/instance`,
