@@ -60,30 +60,18 @@ export function rewriteJournal(
   { entries: current, seq: last }: Live,
   ttlMs: number | undefined
 ): Rewritten {
-  const now = Date.now()
-  const records: JournalRecord[] = []
-  let bytes = 0
-  for (const [key, e] of current) {
-    if (expired(e, ttlMs, now)) continue
-    const rec = record(e.operation, key, e.revision, e.at, e.value)
-    e.bytes = rec.size
-    records.push(rec)
-    bytes += rec.size
-  }
-  const seqRecord = record('SEQ', '', last, now)
-  records.push(seqRecord)
   const tmp = `${path}.tmp`
   const out = openSync(tmp, 'w', PRIVATE_FILE)
+  let fileBytes = 0
   try {
-    // In batches: one Buffer cannot hold a 2 GiB backlog either.
-    for (let i = 0; i < records.length;) {
-      const batch: JournalRecord[] = []
-      for (let size = 0; i < records.length && (batch.length === 0 || size < 8 << 20); i++) {
-        batch.push(records[i]!)
-        size += records[i]!.size
-      }
-      writeAll(out, encode(batch, batch[0] === records[0]))
+    // A chunk at a time, as the background rewrite encodes them: one Buffer cannot hold a 2 GiB
+    // backlog either, nor should all of its chunks be in memory at once.
+    const append = (data: Buffer) => {
+      writeAll(out, data)
+      fileBytes += data.length
     }
+    for (const data of snapshotChunks({ entries: current, seq: last }, ttlMs, 8 << 20)) append(data)
+    append(encode([record('SEQ', '', last, Date.now())]))
     fsyncSync(out)
   } finally {
     closeSync(out)
@@ -92,8 +80,8 @@ export function rewriteJournal(
   closeSync(fd)
   return {
     fd: openSync(path, 'a+', PRIVATE_FILE),
-    fileBytes: FILE_HEADER.length + bytes + seqRecord.size,
-    liveBytes: bytes,
+    fileBytes,
+    liveBytes: liveBytesOf(current, ttlMs),
   }
 }
 

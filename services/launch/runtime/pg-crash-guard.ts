@@ -1,5 +1,8 @@
 import type { Logger } from '../../common/log.ts'
 
+/** A stack that passes through postgres.js's connection code, ESM or CommonJS build. */
+const RAISED_IN_POSTGRES_JS = /postgres[\\/](src|cjs[\\/]src)[\\/]connection\.js/
+
 /**
  * postgres.js 3.4.x writes to a connection's socket from a `setImmediate` after the backend died
  * under a transaction (`begin`) and the socket was already dropped: a TypeError that no caller
@@ -12,7 +15,7 @@ export function isPostgresJsDeadSocketWrite(err: unknown): boolean {
     err instanceof TypeError &&
     /reading 'write'/.test(err.message) &&
     /\bnextWrite\b/.test(err.stack ?? '') &&
-    /postgres[\\/](src|cjs[\\/]src)[\\/]connection\.js/.test(err.stack ?? '')
+    RAISED_IN_POSTGRES_JS.test(err.stack ?? '')
   )
 }
 
@@ -44,7 +47,7 @@ export function isPostgresJsUnheldConnectionLoss(err: unknown): boolean {
     err instanceof Error &&
     typeof code === 'string' &&
     (CONNECTION_LOSS.has(code) || /^(08|57P)/.test(code)) &&
-    /postgres[\\/](src|cjs[\\/]src)[\\/]connection\.js/.test(err.stack ?? '')
+    RAISED_IN_POSTGRES_JS.test(err.stack ?? '')
   )
 }
 
