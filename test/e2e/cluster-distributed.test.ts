@@ -12,7 +12,8 @@ import { destroyBucketsWithPrefix, natsUrl, uniquePrefix } from '../helpers/nats
 
 const run = promisify(execFile)
 const ROOT = new URL('../..', import.meta.url).pathname
-const INTERVAL_MS = 1_000
+// The default period: with 1 s, a 3 s stall of a loaded CI machine dropped a live gateway's record.
+const INTERVAL_MS = 2_000
 const TTL_MS = 3 * INTERVAL_MS
 
 /**
@@ -94,7 +95,8 @@ describe('GET /api/v1/cluster across processes (NATS + Postgres)', () => {
     const client = await connectMqtt(second.mqttUrl!, { clientId: 'cluster-view-dist' })
     try {
       await eventually(
-        async () => (await memberOf(second)).gateway.clients === before[1] + 1,
+        // A record may be missing for a moment on a loaded machine (a late renewal): asked again.
+        async () => (await memberOf(second))?.gateway.clients === before[1] + 1,
         10_000
       )
       expect((await memberOf(first)).gateway.clients).toBe(before[0])
