@@ -42,6 +42,12 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('connections cut because their pending deliveries passed the bound'),
+  drainedForgotten: z
+    .number()
+    .int()
+    .describe(
+      'queued messages a resuming session got that its connection did not remember (past 100,000): a live copy of one may be sent twice'
+    ),
   authFailures: z.number().int(),
   // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
   authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),

@@ -100,17 +100,21 @@ export async function createBroker({
     client.conn?.destroy()
   }
   const outbound = createOutboundLimiter(limits, slowConsumer)
-  const connackGate = createConnackGate({ limits, onOverflow: slowConsumer })
+  const connackGate = createConnackGate({
+    limits,
+    onOverflow: slowConsumer,
+    onDrainedForgotten: () => counters.drainedForgotten++,
+  })
   // A persistent session catching up tells its gate when to hold live messages again
   // (connack-gate.ts); a clean one has nothing left to its queue, so its queue is read once.
   const outgoingStream = persistence.outgoingStream
-  persistence.outgoingStream = (client) =>
-    outgoingStream(
-      client,
-      (client as unknown as GatedClient).clean === false
-        ? () => connackGate.holdLive(client as unknown as GatedClient)
-        : undefined
-    )
+  persistence.outgoingStream = (client) => {
+    const gated = client as unknown as GatedClient
+    return outgoingStream(client, {
+      ...(gated.clean === false ? { holdLive: () => connackGate.holdLive(gated) } : {}),
+      onHandedOut: (p) => connackGate.drained(gated, p),
+    })
+  }
   const aedes = await Aedes.createBroker({
     id,
     mq,

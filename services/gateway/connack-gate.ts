@@ -19,6 +19,14 @@ interface LivePacket {
   topic?: string
   qos?: number
   retain?: boolean
+  brokerId?: string
+  brokerCounter?: number
+}
+
+/** Where a message comes from: its gateway's broker id and that gateway's counter. */
+export interface Origin {
+  brokerId?: string
+  brokerCounter?: number
 }
 
 /**
@@ -60,6 +68,13 @@ function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  * the end: 8 sessions catching up on 5,000 messages each held ~50,000 of them and took the loop
  * from every other client for seconds (npm run bench -- isolation).
  *
+ * The drain tells the gate each message it hands out (`drained`), by origin and counter, so a
+ * live copy of one, held or arriving just after, is dropped rather than sent twice. Not aedes'
+ * per-client dedupe record: that keeps the highest counter seen per gateway, and two queue
+ * writes of one gateway finish in any order, so a message numbered below one the drain handed
+ * out may reach the queue after the drain read it; refused as "seen" live, its queued copy was
+ * erased too (aedes clears it on that refusal) and the message was lost.
+ *
  * Call `hold(client)` before aedes reads the CONNECT, and `release(client)` once the connect
  * finished (aedes' `clientReady` event). If the connection closes first, held deliveries are
  * dropped and their callbacks run (a persistent session still has its QoS > 0 copies in the
@@ -68,18 +83,52 @@ function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  * consumer, not left to grow.
  */
 const RELEASE_SLICE = 64 // held deliveries written per turn of the event loop
+/** How long after the release a live copy of a drained message is still recognised. */
+const DRAINED_GRACE_MS = 10_000
+/** Drained messages remembered per connection; past it a late live copy may go out twice. */
+export const MAX_DRAINED_REMEMBERED = 100_000
+
+/** The messages one connection's drain handed out, by origin, bounded. */
+class Drained {
+  private readonly byOrigin = new Map<string, Set<number>>()
+  private size = 0
+
+  /** False when the bound is reached (not remembered). */
+  add(p: Origin): boolean {
+    if (p.brokerId === undefined || p.brokerCounter === undefined) return true
+    if (this.size >= MAX_DRAINED_REMEMBERED) return false
+    let counters = this.byOrigin.get(p.brokerId)
+    if (!counters) this.byOrigin.set(p.brokerId, (counters = new Set()))
+    if (!counters.has(p.brokerCounter)) (counters.add(p.brokerCounter), this.size++)
+    return true
+  }
+
+  /** Was this message drained? Forgotten once asked: there is one live copy per connection. */
+  take(p: Origin): boolean {
+    if (p.brokerId === undefined || p.brokerCounter === undefined) return false
+    const found = this.byOrigin.get(p.brokerId)?.delete(p.brokerCounter) ?? false
+    if (found) this.size--
+    return found
+  }
+}
 
 export function createConnackGate({
   limits,
   onOverflow,
+  onDrainedForgotten = () => {},
 }: {
   limits: OutboundLimits
   onOverflow: (client: GatedClient, held: { messages: number; bytes: number }) => void
+  /** A drained message was not remembered (MAX_DRAINED_REMEMBERED): its live copy may repeat. */
+  onDrainedForgotten?: () => void
 }) {
   // Client → how to end its hold: deliver what was held (CONNACK sent) or drop it (closed).
   const holds = new WeakMap<GatedClient, (deliver: boolean) => void>()
   // Clients whose live QoS > 0 messages with a queued copy are still left to the drain.
   const leftToQueue = new WeakSet<GatedClient>()
+  const drainedOf = new WeakMap<GatedClient, Drained>()
+  const drainedBefore = (client: GatedClient, packet: unknown): boolean =>
+    drainedOf.get(client)?.take(packet as Origin) ?? false
 
   function hold(client: GatedClient): void {
     const { deliver0, deliverQoS } = client
@@ -92,6 +141,7 @@ export function createConnackGate({
       (packet, cb) => {
         // Subscriptions restored before CONNACK keep this wrapper, which only forwards once
         // released; subscriptions made later get the original functions back.
+        if (drainedBefore(client, packet)) return cb()
         if (!holding) return deliver(packet, cb)
         if (leftToQueue.has(client) && queuedToo(client, packet as LivePacket)) return cb()
         const bytes = payloadBytes(packet)
@@ -110,6 +160,7 @@ export function createConnackGate({
     client.deliver0 = gate(deliver0)
     client.deliverQoS = gate(deliverQoS)
     leftToQueue.add(client)
+    drainedOf.set(client, new Drained())
     const open = () => {
       holding = false
       leftToQueue.delete(client)
@@ -126,7 +177,8 @@ export function createConnackGate({
       if (client.conn.destroyed) return open()
       for (const h of held.splice(0, RELEASE_SLICE)) {
         heldBytes -= payloadBytes(h.packet)
-        h.deliver(h.packet, h.cb)
+        if (drainedBefore(client, h.packet)) h.cb()
+        else h.deliver(h.packet, h.cb)
       }
       if (held.length > 0) setImmediate(releaseSome)
       else open()
@@ -135,6 +187,7 @@ export function createConnackGate({
       holds.delete(client)
       if (deliver) releaseSome()
       else open()
+      setTimeout(() => drainedOf.delete(client), DRAINED_GRACE_MS).unref()
     })
     client.conn.once('close', () => holds.get(client)?.(false))
   }
@@ -144,6 +197,10 @@ export function createConnackGate({
     /** From now on hold live messages too: the drain reads the queue one last time. */
     holdLive(client: GatedClient): void {
       leftToQueue.delete(client)
+    },
+    /** The drain handed this message out: a live copy of it is not delivered. */
+    drained(client: GatedClient, packet: Origin): void {
+      if (drainedOf.get(client)?.add(packet) === false) onDrainedForgotten()
     },
     release(client: GatedClient): void {
       holds.get(client)?.(true)

@@ -85,6 +85,11 @@ export function registerGatewayMetrics({
     'slowConsumers'
   )
   counter(
+    'ub_gateway_drained_forgotten_total',
+    'queued messages a resuming session got past the 100,000 its connection remembers (a live copy of one may repeat)',
+    'drainedForgotten'
+  )
+  counter(
     'ub_gateway_queue_full_total',
     'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
     'queueFull'
@@ -128,6 +133,7 @@ export function createCounters(): GatewayCounters {
     subscribeDenied: 0,
     deliveryDenied: 0,
     slowConsumers: 0,
+    drainedForgotten: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

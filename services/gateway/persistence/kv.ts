@@ -6,11 +6,6 @@ import type { WirePacket } from '../codec.ts'
 /** The parts of an aedes client (lib/client.js) the persistence reads. */
 export interface Client {
   id: string
-  /**
-   * aedes' per-connection dedupe record (lib/client.js `dedupe`): the highest broker counter
-   * delivered from each origin broker; live copies at or below it are dropped.
-   */
-  duplicates?: Record<string, number>
 }
 
 /** The parts of the aedes broker the persistence uses (handed over in `setup`). */

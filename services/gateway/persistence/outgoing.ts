@@ -152,17 +152,24 @@ export function createOutgoingQueue({
       return keys.length
     },
     /**
-     * A session's queue, read until it is caught up. `holdLive` is called before the last read:
-     * from then on the connection holds live messages rather than leave them to the queue
-     * (connack-gate.ts). Without it (a clean session) the queue is read once.
+     * A session's queue, read until it is caught up. `catchUp.holdLive` is called before the
+     * last read: from then on the connection holds live messages rather than leave them to the
+     * queue (connack-gate.ts); without it (a clean session) the queue is read once.
+     * `catchUp.onHandedOut` learns every message handed out.
      */
-    outgoingStream(client: Client, holdLive?: () => void): Readable {
-      return Readable.from(clientQueue(reader, client.id, holdLive, client.duplicates))
+    outgoingStream(client: Client, catchUp: CatchUp = {}): Readable {
+      return Readable.from(clientQueue(reader, client.id, catchUp))
     },
   }
 }
 
 export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
+
+/** How a drain tells its connection where it is (connack-gate.ts). */
+export interface CatchUp {
+  holdLive?: () => void
+  onHandedOut?: (p: { brokerId?: string; brokerCounter?: number }) => void
+}
 
 /** What reading a session's queue on reconnect needs. */
 type QueueReader = Required<Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs'>> & {
@@ -214,14 +221,15 @@ async function listQueue(
  * one more read hands out what came before it (without `holdLive`, that read is the last). Every entry handed out takes a permit from the
  * pacer (drain-pacer.ts).
  *
- * `delivered` (the connection's dedupe record) learns each message handed out, so a live copy
- * held meanwhile is not delivered a second time.
+ * `onHandedOut` learns each message handed out, so a live copy held meanwhile is not delivered a
+ * second time. Not aedes' dedupe record (`client.duplicates`, the highest counter seen per
+ * gateway): queue writes finish out of order, and a message below that mark that reached the
+ * queue after this read was then refused live and its queued copy erased.
  */
 async function* clientQueue(
   reader: QueueReader,
   clientId: string,
-  holdLive: (() => void) | undefined,
-  delivered?: Record<string, number>
+  { holdLive, onHandedOut }: CatchUp
 ): AsyncGenerator<WirePacket | PubrelPacket> {
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
   // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
@@ -249,9 +257,7 @@ async function* clientQueue(
       // with the packet id the client knows [MQTT-4.4.0-1].
       if (q.extra?.pubrel === true) yield pubrelOf(q.packet)
       else {
-        const { brokerId, brokerCounter } = q.packet
-        if (delivered && brokerId !== undefined && brokerCounter !== undefined)
-          delivered[brokerId] = Math.max(delivered[brokerId] ?? 0, brokerCounter)
+        onHandedOut?.(q.packet)
         yield q.packet
       }
     }
