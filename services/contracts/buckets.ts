@@ -13,6 +13,8 @@ export const BUCKETS = {
   links: 'links',
   /** Bridge ownership leases per upstream id: one supervisor replica owns a bridge. */
   leases: 'bridge-leases',
+  /** Supervisor replicas present now (TTL = lease TTL): how many share the bridges. */
+  supervisors: 'supervisors',
   /** The mesh's link-state database: one advert per instance. */
   topology: TOPOLOGY_BUCKET,
   /** Accepted requests whose downstream called the topology exchange recently. */

@@ -26,6 +26,7 @@ export type LinkStatus = z.infer<typeof LinkStatusSchema>
 
 export const LINKS_BUCKET = BUCKETS.links
 export const LEASES_BUCKET = BUCKETS.leases
+export const ROSTER_BUCKET = BUCKETS.supervisors
 
 /** The local session's client id starts with this; the gateway recognises bridge sessions by it. */
 export const BRIDGE_CLIENT_PREFIX = 'ub-bridge-'

@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { INTERNAL_USERNAME, internalCredential } from '../common/internal-credential.ts'
 import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
-import { LEASES_BUCKET, LINKS_BUCKET } from '../contracts/links.ts'
+import { LEASES_BUCKET, LINKS_BUCKET, ROSTER_BUCKET } from '../contracts/links.ts'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
+import { createRoster } from './balance.ts'
 import type { LinkCounters } from './bridge.ts'
 import { createLinkRunner, type RunningLinks } from './link-runner.ts'
 import type { Mesh } from './mesh.ts'
@@ -66,6 +67,7 @@ export async function startSupervisor(
   const leasesKv = await bus.kv(LEASES_BUCKET, { ttlMs })
   const linksKv = await bus.kv(LINKS_BUCKET)
   const leases = createLeaseManager({ kv: leasesKv, owner: supervisorId, ttlMs })
+  const roster = createRoster({ kv: await bus.kv(ROSTER_BUCKET, { ttlMs }), supervisorId, log })
   const localAuth = { username: INTERNAL_USERNAME, password: await internalCredential(bus) }
   const running: RunningLinks = new Map()
   const remote = options.remote ?? createRemoteClient({ timeoutMs: PEER_TIMEOUT_MS })
@@ -109,6 +111,7 @@ export async function startSupervisor(
     running,
     runner,
     leases,
+    roster,
     everyMs,
     isClosed,
     log,
@@ -150,6 +153,7 @@ export async function startSupervisor(
         await reconciler.stop()
         await mesh.close()
         await reconciler.drain()
+        await roster.leave() // counted out before its bridges are free, so the others take them all
         // Hand every lease back: a successor takes over at once instead of after the TTL.
         await Promise.all(
           [...running.keys()].map((id) => runner.stop(id, 'stop', 'supervisor stopped'))

@@ -4,6 +4,7 @@ import { UbError } from '../common/errors.ts'
 import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import { transitionSubject, type TransitionRecord, type Upstream } from '../contracts/store.ts'
+import { excessOf, fairShare, type Roster } from './balance.ts'
 import type { LinkRunner, RunningLink, RunningLinks } from './link-runner.ts'
 import type { LeaseManager } from './ownership.ts'
 import { sameBindings } from './remap.ts'
@@ -37,6 +38,8 @@ export interface ReconcilerOptions {
   running: RunningLinks
   runner: LinkRunner
   leases: LeaseManager
+  /** The supervisor replicas: with it, this one keeps to its fair share (balance.ts). */
+  roster?: Roster
   /** A pass at least this often, ms. */
   everyMs: number
   isClosed: () => boolean
@@ -44,7 +47,7 @@ export interface ReconcilerOptions {
 }
 
 export async function startReconciler(options: ReconcilerOptions): Promise<Reconciler> {
-  const { bus, store, running, runner, leases, isClosed, log } = options
+  const { bus, store, running, runner, leases, roster, isClosed, log } = options
   /** Upstreams that reached a PURGED state: their session is dropped by the next pass. */
   const deleted = new Set<string>()
   let sweptAtStart = false
@@ -103,17 +106,6 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
     }
   }
 
-  async function startMissing(): Promise<void> {
-    for (const [id, upstream] of desired) {
-      if (running.has(id) || isClosed()) continue
-      try {
-        if (await leases.acquire(id)) runner.start(upstream)
-      } catch (err) {
-        log.warn({ upstreamId: id, err }, 'could not claim the lease')
-      }
-    }
-  }
-
   async function forgetDeleted(): Promise<void> {
     if (!sweptAtStart) sweptAtStart = await refusedAtStart(store, deleted, log)
     for (const id of deleted) {
@@ -126,8 +118,10 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
   const passes = createPassQueue(
     async () => {
       await refreshDesired()
+      const share = await shareOf(roster, desired.size, log)
       await reconcileRunning()
-      await startMissing()
+      await handBack(options, share)
+      await startMissing(options, desired, share)
       await forgetDeleted()
     },
     { isClosed, log }
@@ -155,6 +149,51 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
       await events.unsubscribe().catch(() => {}) // the bus may already be closing
     },
     drain: passes.drain,
+  }
+}
+
+/** How many bridges this replica should run now; undefined: no limit (no roster, or unread). */
+async function shareOf(
+  roster: Roster | undefined,
+  active: number,
+  log: Logger
+): Promise<number | undefined> {
+  if (!roster) return undefined
+  await roster.announce()
+  try {
+    return fairShare(active, await roster.count())
+  } catch (err) {
+    log.warn({ err }, 'could not read the supervisor roster; not rebalancing this pass')
+    return undefined
+  }
+}
+
+/** Hand back what this replica runs beyond its share: a replica below it claims them. */
+async function handBack(
+  { running, runner, log }: ReconcilerOptions,
+  share: number | undefined
+): Promise<void> {
+  if (share === undefined) return
+  const excess = excessOf([...running.keys()], share)
+  if (excess.length > 0)
+    log.info({ handedBack: excess.length, running: running.size, share }, 'rebalancing bridges')
+  for (const id of excess) await runner.stop(id, 'stop', 'handed to another supervisor')
+}
+
+/** Claim and start the Active upstreams nobody runs, up to this replica's share. */
+async function startMissing(
+  { running, runner, leases, isClosed, log }: ReconcilerOptions,
+  desired: Map<string, Upstream>,
+  share: number | undefined
+): Promise<void> {
+  for (const [id, upstream] of desired) {
+    if (running.has(id) || isClosed()) continue
+    if (share !== undefined && running.size >= share) return
+    try {
+      if (await leases.acquire(id)) runner.start(upstream)
+    } catch (err) {
+      log.warn({ upstreamId: id, err }, 'could not claim the lease')
+    }
   }
 }
 
