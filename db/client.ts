@@ -6,6 +6,7 @@ import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
+import { postgresSocket, usesOwnSockets } from './pg-socket.ts'
 import * as schema from './schema.ts'
 
 export type DbKind = 'postgres' | 'pglite'
@@ -54,6 +55,7 @@ export function createDb({
     const client = postgres(databaseUrl, {
       max: maxConnections,
       onnotice: () => {}, // "relation already exists, skipping" and friends are not news
+      ...(usesOwnSockets(databaseUrl) ? { socket: postgresSocket } : {}),
     })
     orm = drizzlePostgres(client, { schema }) as unknown as Orm
     end = () => client.end({ timeout: 5 })

@@ -116,6 +116,17 @@ export const transitions = pgTable(
     at: timestamptz('at').notNull(),
     prevHash: text('prev_hash').notNull(),
     hash: text('hash').notNull(),
+    /**
+     * The caller's key for the write that made this row (store-client.ts): a retry of the same
+     * write, on this replica or another, finds it and gets this row back instead of a second.
+     * Not part of the hash: it says how the row was asked for, not what happened.
+     */
+    requestKey: text('request_key'),
   },
-  (t) => [unique('transitions_machine_seq').on(t.machine, t.machineId, t.seq)]
+  (t) => [
+    unique('transitions_machine_seq').on(t.machine, t.machineId, t.seq),
+    uniqueIndex('transitions_request_key')
+      .on(t.requestKey)
+      .where(sql`${t.requestKey} is not null`),
+  ]
 )

@@ -19,6 +19,8 @@ import {
   BindingsSchema,
   HostUrl,
   Port,
+  RequestKey,
+  Retry,
   SecretHash,
   TlsSchema,
 } from './values.ts'
@@ -49,6 +51,8 @@ const ById = z.object({ id: Id })
 // ---- inputs -----------------------------------------------------------------------------------
 
 export const CreateUpstreamInputSchema = z.object({
+  requestKey: RequestKey,
+  retry: Retry,
   kind: z.enum(['uns', 'mqtt']).default('uns'),
   host: HostUrl,
   brokerPort: Port,
@@ -91,6 +95,8 @@ function storableProblem(value: unknown): string | null {
 /** A well-formed event the machine knows; its bindings and grants checked as the API checks them. */
 export const SendEventInputSchema = z
   .object({
+    requestKey: RequestKey,
+    retry: Retry,
     machine: MachineKindSchema,
     id: Id,
     actor: ActorSchema,

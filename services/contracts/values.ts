@@ -112,3 +112,14 @@ export type ActorKind = EventActor['kind']
 export function dropNull<T>(v: T | null | undefined): T | undefined {
   return v ?? undefined
 }
+
+/**
+ * The caller's key for one write, the same on every retry of it (store-client.ts adds one): the
+ * store answers a retry with what the first attempt wrote, even on another replica.
+ */
+export const RequestKey = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{8,64}$/, 'requestKey: 8 to 64 letters, digits, _ or -')
+  .optional()
+/** Set on a retry: only then does the store look the key up first (a first attempt saves the read). */
+export const Retry = z.boolean().optional()

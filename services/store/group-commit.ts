@@ -15,7 +15,12 @@ export interface GroupCommit {
    * lost race writes nothing). When the batch statement fails, nothing of it was written, and
    * each write is tried again alone, so a database error reaches only the write that caused it.
    */
-  write(table: string, expectedSeq: number, record: TransitionRecord): Promise<number | null>
+  write(
+    table: string,
+    expectedSeq: number,
+    record: TransitionRecord,
+    requestKey?: string
+  ): Promise<number | null>
 }
 
 export const DEFAULT_MAX_IN_FLIGHT = 4 // batches on the wire at once, per store process
@@ -30,12 +35,14 @@ interface Pending extends VersionCheckedWrite {
 /** The columns of one batched write, as `jsonb_to_recordset` reads them. */
 const INPUT_COLUMNS = sql.raw(`i(ord int, id text, expected_seq int, seq int, event jsonb,
   actor jsonb, from_state text, to_state text, snapshot jsonb, machine_version int,
-  at timestamptz, prev_hash text, hash text)`)
+  at timestamptz, prev_hash text, hash text, request_key text)`)
 
 /** A version-checked write: the row must still be at `expectedSeq`. */
 export interface VersionCheckedWrite {
   expectedSeq: number
   record: TransitionRecord
+  /** The caller's key for this write (unique among log rows): see `transitions.request_key`. */
+  requestKey?: string | undefined
 }
 
 /**
@@ -48,7 +55,7 @@ export function versionCheckedWrites(
   commitOrderLockKey: number,
   writes: readonly VersionCheckedWrite[]
 ) {
-  const rows = writes.map(({ expectedSeq, record: r }, ord) => ({
+  const rows = writes.map(({ expectedSeq, record: r, requestKey }, ord) => ({
     ord,
     id: r.machineId,
     expected_seq: expectedSeq,
@@ -62,6 +69,7 @@ export function versionCheckedWrites(
     at: r.at,
     prev_hash: r.prevHash,
     hash: r.hash,
+    request_key: requestKey ?? null,
   }))
   const machine = writes[0]!.record.machine
   const target = sql.identifier(table)
@@ -76,9 +84,9 @@ export function versionCheckedWrites(
       returning t.id
     ), logged as (
       insert into transitions (machine, machine_id, seq, event, actor, from_state, to_state,
-        snapshot, machine_version, at, prev_hash, hash)
+        snapshot, machine_version, at, prev_hash, hash, request_key)
       select ${machine}::text, i.id, i.seq, i.event, i.actor, i.from_state, i.to_state,
-        i.snapshot, i.machine_version, i.at, i.prev_hash, i.hash
+        i.snapshot, i.machine_version, i.at, i.prev_hash, i.hash, i.request_key
       from input i join moved m on m.id = i.id,
         (select pg_advisory_xact_lock_shared(${commitOrderLockKey}::bigint)) as commit_order
       order by i.ord
@@ -136,9 +144,9 @@ export function createGroupCommit({
   }
 
   return {
-    write(table, expectedSeq, record) {
+    write(table, expectedSeq, record, requestKey) {
       return new Promise((resolve, reject) => {
-        pending.push({ table, expectedSeq, record, resolve, reject })
+        pending.push({ table, expectedSeq, record, requestKey, resolve, reject })
         // Writes submitted in the same turn of the event loop share a batch.
         if (!scheduled) {
           scheduled = true

@@ -11,6 +11,7 @@ import type {
   Upstream,
 } from '../contracts/store.ts'
 import { sameDigest, sha256Hex } from '../common/digest.ts'
+import { selectTransitions } from './log-rows.ts'
 import { COMMIT_ORDER_LOCK_KEY, MACHINE_TABLES } from './repo.ts'
 import { keyringOf, unseal, unsealTls } from './sealed.ts'
 
@@ -151,14 +152,6 @@ export async function authenticate(
   }
   return { ok: false }
 }
-
-/** Log rows as API records; `at` is formatted in SQL so both drivers give the same string. */
-export const selectTransitions = sql.raw(`
-  select global_seq::float8 as "globalSeq", machine, machine_id as "machineId", seq, event, actor,
-         from_state as "from", to_state as "to", snapshot, machine_version as "machineVersion",
-         to_char(at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as at,
-         prev_hash as "prevHash", hash
-  from transitions`)
 
 export type LogRow = TransitionRecord & { globalSeq: number }
 

@@ -10,6 +10,7 @@ import {
 import { InvalidTransitionError, NotFoundError, VersionConflictError } from '../common/errors.ts'
 import type { EventActor, StoreInput, TransitionRecord } from '../contracts/store.ts'
 import { withRetry } from './db-errors.ts'
+import { earlierAttempt } from './log-rows.ts'
 import { versionCheckedWrites, type GroupCommit } from './group-commit.ts'
 import { GENESIS_HASH, transitionHash } from './hash.ts'
 import { newRequestId, newUpstreamId } from './ids.ts'
@@ -58,13 +59,14 @@ function seal(
 }
 
 const insertColumns = sql.raw(`insert into transitions (machine, machine_id, seq, event, actor,
-  from_state, to_state, snapshot, machine_version, at, prev_hash, hash)`)
+  from_state, to_state, snapshot, machine_version, at, prev_hash, hash, request_key)`)
 
 /** The log row as a SELECT list; INSERT … SELECT leaves parameter types unresolved, hence the casts. */
-function rowValues(r: TransitionRecord) {
+function rowValues(r: TransitionRecord, requestKey?: string) {
   return sql`select ${r.machine}::text, ${r.machineId}::text, ${r.seq}::int, ${json(r.event)}::jsonb,
     ${json(r.actor)}::jsonb, ${r.from}::text, ${r.to}::text, ${json(r.snapshot)}::jsonb,
-    ${r.machineVersion}::int, ${r.at}::timestamptz, ${r.prevHash}::text, ${r.hash}::text`
+    ${r.machineVersion}::int, ${r.at}::timestamptz, ${r.prevHash}::text, ${r.hash}::text,
+    ${requestKey ?? null}::text`
 }
 
 const commitOrder = sql`(select pg_advisory_xact_lock_shared(${COMMIT_ORDER_LOCK_KEY}::bigint)) as commit_order`
@@ -73,10 +75,11 @@ const commitOrder = sql`(select pg_advisory_xact_lock_shared(${COMMIT_ORDER_LOCK
 async function appendTransition(
   db: Db,
   tx: Executor,
-  r: TransitionRecord
+  r: TransitionRecord,
+  requestKey?: string
 ): Promise<TransitionRecord> {
   const [row] = await db.execute<{ globalSeq: number }>(
-    sql`${insertColumns} ${rowValues(r)} from ${commitOrder} returning global_seq::float8 as "globalSeq"`,
+    sql`${insertColumns} ${rowValues(r, requestKey)} from ${commitOrder} returning global_seq::float8 as "globalSeq"`,
     tx
   )
   return { ...r, globalSeq: row!.globalSeq }
@@ -169,14 +172,21 @@ export function applyMachineEvent(
     expectedSeq: number,
     record: TransitionRecord
   ): Promise<number | null> {
+    const write = { expectedSeq, record, requestKey: input.requestKey }
     const [logged] = await db.execute<{ globalSeq: number }>(
-      versionCheckedWrites(tableName, COMMIT_ORDER_LOCK_KEY, [{ expectedSeq, record }]),
+      versionCheckedWrites(tableName, COMMIT_ORDER_LOCK_KEY, [write]),
       tx
     )
     return logged?.globalSeq ?? null
   }
 
-  async function attempt(tx: Executor, lock: boolean): Promise<TransitionRecord> {
+  async function attempt(tx: Executor, lock: boolean, n: number): Promise<TransitionRecord> {
+    // A retry of the caller's, or ours after a race (a racing retry of the same key is one):
+    // what an earlier attempt wrote is the answer.
+    if (input.requestKey && (input.retry || n > 1)) {
+      const done = await earlierAttempt(db, tx, input.requestKey, input.machine, input.id)
+      if (done) return done
+    }
     let current = lock ? undefined : heads.get(key)
     const cached = current !== undefined
     heads.delete(key) // whatever happens next, only a successful write puts it back
@@ -193,7 +203,7 @@ export function applyMachineEvent(
     }
     const result = applyEvent(entry.machine, current.snapshot, input.event, entry.explain)
     // Another replica may have moved the machine since we cached it: refuse only on fresh data.
-    if (!result.ok && cached) return attempt(tx, lock)
+    if (!result.ok && cached) return attempt(tx, lock, n)
     if (!result.ok) {
       throw new InvalidTransitionError(result.reason, {
         machine: input.machine,
@@ -220,7 +230,7 @@ export function applyMachineEvent(
     )
     const globalSeq =
       !lock && groupCommit
-        ? await groupCommit.write(tableName, current.seq, sealed)
+        ? await groupCommit.write(tableName, current.seq, sealed, input.requestKey)
         : await writeOne(tx, current.seq, sealed)
     if (globalSeq === null) {
       throw new VersionConflictError(`${input.machine} '${input.id}' moved past seq ${current.seq}`)
@@ -235,7 +245,9 @@ export function applyMachineEvent(
   const optimistic = !hooks.afterLogInsert
   return enqueue(queues, key, () =>
     withRetry((n) =>
-      n === 1 && optimistic ? attempt(db.orm, false) : db.orm.transaction((tx) => attempt(tx, true))
+      n === 1 && optimistic
+        ? attempt(db.orm, false, n)
+        : db.orm.transaction((tx) => attempt(tx, true, n))
     )
   )
 }
@@ -272,8 +284,12 @@ export function createUpstream(
 ): Promise<TransitionRecord> {
   const { db, now = () => new Date() } = ctx
   const kind = input.kind ?? 'uns'
-  return withRetry(() =>
+  return withRetry((n) =>
     db.orm.transaction(async (tx) => {
+      if (input.requestKey && (input.retry || n > 1)) {
+        const done = await earlierAttempt(db, tx, input.requestKey, 'upstream')
+        if (done) return done
+      }
       const id = newUpstreamId()
       const at = now().toISOString()
       const snapshot = initial(MACHINES.upstream.machine, { kind })
@@ -296,7 +312,7 @@ export function createUpstream(
               ${snapshot.value}, 1, ${record.hash}, ${at}::timestamptz, ${at}::timestamptz)`,
         tx
       )
-      return appendTransition(db, tx, record)
+      return appendTransition(db, tx, record, input.requestKey)
     })
   )
 }

@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
+import { connect, createServer, type AddressInfo } from 'node:net'
+import { postgresSocket } from '../../db/pg-socket.ts'
 import { isPostgresJsUnheldConnectionLoss } from '../../services/launch/runtime/pg-crash-guard.ts'
 import { TEST_POSTGRES_URL } from '../helpers/db.ts'
 
@@ -55,5 +57,25 @@ describe('a Postgres backend killed under a transaction (porsager/postgres#1208)
     // Not a connection loss: a query's own failure still ends the process when nobody held it.
     expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('duplicate key', '23505'))).toBe(false)
     expect(isPostgresJsUnheldConnectionLoss(fromPostgresJs('syntax error', '42601'))).toBe(false)
+  })
+
+  it('drops a raw socket error only when one of our Postgres sockets emitted it', async () => {
+    // A server that resets every connection once it is up: the error has Node's frames only.
+    const server = createServer((socket) => void setTimeout(() => socket.resetAndDestroy(), 50))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const port = (server.address() as AddressInfo).port
+    try {
+      const ours = await postgresSocket({ host: ['127.0.0.1'], port: [port] })
+      const reset = await new Promise<Error>((resolve) => ours.once('error', resolve))
+      expect((reset as NodeJS.ErrnoException).code).toBe('ECONNRESET')
+      expect(isPostgresJsUnheldConnectionLoss(reset)).toBe(true)
+
+      const stranger = connect(port, '127.0.0.1')
+      const other = await new Promise<Error>((resolve) => stranger.once('error', resolve))
+      expect((other as NodeJS.ErrnoException).code).toBe('ECONNRESET')
+      expect(isPostgresJsUnheldConnectionLoss(other)).toBe(false)
+    } finally {
+      server.close()
+    }
   })
 })

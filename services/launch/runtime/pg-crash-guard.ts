@@ -1,3 +1,4 @@
+import { isPostgresSocketError } from '../../../db/pg-socket.ts'
 import type { Logger } from '../../common/log.ts'
 
 /** A stack that passes through postgres.js's connection code, ESM or CommonJS build. */
@@ -47,7 +48,9 @@ export function isPostgresJsUnheldConnectionLoss(err: unknown): boolean {
     err instanceof Error &&
     typeof code === 'string' &&
     (CONNECTION_LOSS.has(code) || /^(08|57P)/.test(code)) &&
-    RAISED_IN_POSTGRES_JS.test(err.stack ?? '')
+    // Raised in postgres.js, or a socket error its pool's socket emitted (db/pg-socket.ts):
+    // those carry only Node's internal frames (`read ECONNRESET` at TCP.onStreamRead).
+    (RAISED_IN_POSTGRES_JS.test(err.stack ?? '') || isPostgresSocketError(err))
   )
 }
 

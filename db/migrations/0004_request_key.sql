@@ -1,0 +1,2 @@
+ALTER TABLE "transitions" ADD COLUMN "request_key" text;--> statement-breakpoint
+CREATE UNIQUE INDEX "transitions_request_key" ON "transitions" USING btree ("request_key") WHERE "transitions"."request_key" is not null;
