@@ -20,7 +20,7 @@ export interface LinkView {
 export async function setUpBridge(fabric: Fabric): Promise<string> {
   const created = await fabric.api('/api/v1/upstreams', {
     method: 'POST',
-    body: JSON.stringify({ kind: 'mqtt', host: 'mqtt://127.0.0.1', brokerPort: fabric.cloud.port }),
+    body: JSON.stringify({ kind: 'mqtt', ...fabric.cloudUpstream }),
   })
   if (created.status !== 201) throw new Error(`create upstream: ${JSON.stringify(created)}`)
   const id = created.body.id as string
@@ -76,11 +76,18 @@ export interface LogCheck {
   detail?: string
 }
 
-/** The upstream's lifecycle log, replayed and its hash chain verified by the store. */
-export async function verifyLog(fabric: Fabric, id: string): Promise<LogCheck> {
+/**
+ * An upstream's (or an incoming request's) lifecycle log, replayed and its hash chain verified
+ * by the store.
+ */
+export async function verifyLog(
+  fabric: Fabric,
+  id: string,
+  machine: 'upstreams' | 'requests' = 'upstreams'
+): Promise<LogCheck> {
   const { body } = await retry(
     async () => {
-      const res = await fabric.api(`/api/v1/upstreams/${id}/replay`)
+      const res = await fabric.api(`/api/v1/${machine}/${id}/replay`)
       if (res.status !== 200) throw new Error(`replay: ${res.status} ${JSON.stringify(res.body)}`)
       return res
     },

@@ -9,6 +9,7 @@ export const FULL_TIMING: FaultTiming = {
   leadMs: 10_000,
   tailMs: 10_000,
   downMs: 5_000,
+  linkDownMs: 30_000,
   ratePerSec: 300,
   publishers: 2,
   settleMs: 30_000,

@@ -9,6 +9,8 @@ export interface Arrivals {
   times: number[]
   /** Receive times of the copies beyond the first. */
   duplicateTimes: number[]
+  /** `<publisher>:<seq>` → when its first copy came, and when that copy was sent. */
+  firstAt: Map<string, { at: number; sentAt: number }>
   maxLatencyMs: number
 }
 
@@ -32,7 +34,16 @@ export async function startCloudCounter(url: string): Promise<CloudCounter> {
   const of = (tag: string) => {
     let a = byTag.get(tag)
     if (!a)
-      byTag.set(tag, (a = { copies: new Map(), times: [], duplicateTimes: [], maxLatencyMs: 0 }))
+      byTag.set(
+        tag,
+        (a = {
+          copies: new Map(),
+          times: [],
+          duplicateTimes: [],
+          firstAt: new Map(),
+          maxLatencyMs: 0,
+        })
+      )
     return a
   }
   const prefix = `${TARGET}/`
@@ -46,10 +57,27 @@ export async function startCloudCounter(url: string): Promise<CloudCounter> {
     a.copies.set(key, copies)
     a.times.push(now)
     if (copies > 1) a.duplicateTimes.push(now)
+    else a.firstAt.set(key, { at: now, sentAt: Number(sentAt) })
     a.maxLatencyMs = Math.max(a.maxLatencyMs, now - Number(sentAt))
   })
   await client.subscribeAsync(`${TARGET}/#`, { qos: 1 })
   return { of, close: () => client.endAsync(true).catch(() => {}) }
+}
+
+/**
+ * After a part came back at `healedAt`: how long until the next arrival, and until the last
+ * message sent before it arrived (the backlog drained). Undefined while nothing arrived after.
+ */
+export function afterHeal(
+  a: Arrivals,
+  healedAt: number
+): { resumeMs: number | undefined; drainMs: number } {
+  const next = a.times.find((t) => t >= healedAt)
+  let drained = healedAt
+  for (const { at, sentAt } of a.firstAt.values()) {
+    if (sentAt < healedAt) drained = Math.max(drained, at)
+  }
+  return { resumeMs: next === undefined ? undefined : next - healedAt, drainMs: drained - healedAt }
 }
 
 /** Longest silence between two arrivals. */

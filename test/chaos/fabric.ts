@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import type { ServiceName } from '../../services/common/config.ts'
-import { createTestDb, type TestDb } from '../helpers/db.ts'
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
+import { startLinkProxy, type LinkProxy } from './link-proxy.ts'
 import { startNatsCluster, type NatsCluster } from './nats-cluster.ts'
+import { startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts'
 import { sleep } from './wait.ts'
 import { defineService, type ServiceProcess, type ServiceSettings } from './services.ts'
 
@@ -16,15 +17,25 @@ export const LAYOUT: Record<ServiceName, number> = {
 }
 const START_ORDER: ServiceName[] = ['store', 'gateway', 'supervisor', 'handshake']
 const LEASE_TTL_MS = 3_000
+const DATABASE = 'ub_chaos'
 
 /**
- * The distributed fabric under test: a three-node NATS cluster (every bucket with 3 copies), one
- * Postgres database, 2 stores, 2 gateways, 2 supervisors (each given both gateways), 1 handshake
- * API, each its own process; a Mosquitto stands in for the cloud upstream.
+ * The distributed fabric under test: a three-node NATS cluster (every bucket with 3 copies), a
+ * Postgres of its own, 2 stores, 2 gateways, 2 supervisors (each given both gateways), 1 handshake
+ * API, each its own process; a Mosquitto stands in for the cloud upstream, reached through a
+ * proxy that can cut the link.
  */
 export interface Fabric {
   nats: NatsCluster
   cloud: Mosquitto
+  /** Between the supervisors and the cloud: every upstream to the cloud goes through it. */
+  cloudLink: LinkProxy
+  /** An upstream's `host` and `brokerPort` for the cloud, through `cloudLink`. */
+  cloudUpstream: { host: string; brokerPort: number }
+  /** Restarted by the Postgres faults, so private (the machine's 5432 serves other tests). */
+  postgres: PrivatePostgres
+  /** The stores' database on it. */
+  database: string
   prefix: string
   adminToken: string
   services: ServiceProcess[]
@@ -55,16 +66,22 @@ export async function startFabric(): Promise<Fabric> {
     closers.push(() => nats.close())
     const cloud = await startMosquitto()
     closers.push(() => cloud.stop())
+    const cloudLink = await startLinkProxy({ targetPort: cloud.port })
+    closers.push(() => cloudLink.close())
+    const pg = await startPrivatePostgres()
+    closers.push(() => pg.close())
     // The stores migrate it themselves (two at once: the advisory lock serialises them).
-    const db: TestDb = await createTestDb('postgres', { migrate: false })
-    closers.push(() => db.close())
+    const databaseUrl = await pg.createDatabase(DATABASE)
     const settings: ServiceSettings = {
       env: {
         NATS_URL: nats.urls,
-        DATABASE_URL: db.databaseUrl!,
+        DATABASE_URL: databaseUrl,
         UB_BUS_PREFIX: prefix,
         UB_ADMIN_TOKEN: adminToken,
         UB_SECRET_KEY: randomBytes(32).toString('base64'),
+        // The lifecycle faults send handshake requests to this fabric's own API, all from
+        // 127.0.0.1: more than the default 10 a minute.
+        UB_HANDSHAKE_RATE_PER_MIN: '600',
       },
       args: ['--bus-replicas', '3', '--lease-ttl-ms', String(LEASE_TTL_MS)],
     }
@@ -82,13 +99,20 @@ export async function startFabric(): Promise<Fabric> {
     const fabric: Fabric = {
       nats,
       cloud,
+      cloudLink,
+      cloudUpstream: { host: 'mqtt://127.0.0.1', brokerPort: cloudLink.port },
+      postgres: pg,
+      database: DATABASE,
       prefix,
       adminToken,
       services,
       of,
       outgoingStream: `KV_${prefix}_gw_outgoing`,
       api: (path, init = {}) => callApi(of('handshake')[0]!.httpUrl, adminToken, path, init),
-      logs: () => Object.fromEntries(services.map((s) => [s.label, s.output()])),
+      logs: () => ({
+        ...Object.fromEntries(services.map((s) => [s.label, s.output()])),
+        postgres: pg.log(),
+      }),
       close,
       [Symbol.asyncDispose]: close,
     }

@@ -1,5 +1,8 @@
 import { forwarding, owningSupervisor } from './bridge.ts'
 import type { Fabric } from './fabric.ts'
+import { LIFECYCLE_FAULTS } from './lifecycle-faults.ts'
+import type { LifecycleReport } from './lifecycle.ts'
+import type { CutMode } from './link-proxy.ts'
 import type { NatsNode } from './nats-cluster.ts'
 import { remotePortsOf } from './sockets.ts'
 import { sleep } from './wait.ts'
@@ -9,13 +12,23 @@ export interface FaultContext {
   bridgeId: string
   /** How long a killed part stays down before it is started again. */
   downMs: number
+  /** How long a cut link stays cut. */
+  linkDownMs: number
   note(line: string): void
+}
+
+/** What a fault tells beyond its notes. */
+export interface FaultOutcome {
+  /** When the broken part was back: delivery's resumption and the backlog's drain count from here. */
+  healedAt?: number
+  /** Other upstreams driven through their lifecycle while it lasted. */
+  lifecycle?: LifecycleReport
 }
 
 /** One fault: it breaks something and brings it back, while traffic flows. */
 export interface Fault {
   name: string
-  inject(ctx: FaultContext): Promise<void>
+  inject(ctx: FaultContext): Promise<FaultOutcome | void>
 }
 
 const RECOVERY_MS = 90_000
@@ -106,12 +119,31 @@ const rollingRestart: Fault = {
   },
 }
 
+/** The link between the supervisors and the cloud broker cut (the counter's own stays up). */
+function cloudCut(name: string, mode: CutMode): Fault {
+  return {
+    name,
+    async inject({ fabric, linkDownMs, note }) {
+      note(`cloud link cut (${mode}) for ${linkDownMs} ms, ${fabric.cloudLink.open} connections`)
+      fabric.cloudLink.cut(mode)
+      await sleep(linkDownMs)
+      fabric.cloudLink.restore()
+      const healedAt = Date.now()
+      note(`cloud link back; ${fabric.cloudLink.connections} connections accepted in all`)
+      return { healedAt }
+    },
+  }
+}
+
 export const FAULTS: Fault[] = [
   natsNodeKill,
   natsLeaderKill,
   gatewayKill,
   supervisorKill,
   rollingRestart,
+  cloudCut('cloud-cut', 'silent'),
+  cloudCut('cloud-reset', 'reset'),
+  ...LIFECYCLE_FAULTS,
 ]
 
 export function faultNamed(name: string): Fault {

@@ -1,7 +1,8 @@
 import { forwarding, verifyLog } from './bridge.ts'
 import type { Fabric } from './fabric.ts'
-import type { Fault } from './faults.ts'
-import { bySecond, maxGap, type CloudCounter } from './cloud-counter.ts'
+import type { Fault, FaultOutcome } from './faults.ts'
+import { afterHeal, bySecond, maxGap, type CloudCounter } from './cloud-counter.ts'
+import type { LifecycleReport } from './lifecycle.ts'
 import { startPublisher, type Publisher } from './publisher.ts'
 import { sleep, until } from './wait.ts'
 
@@ -14,6 +15,8 @@ export interface FaultTiming {
   tailMs: number
   /** How long a killed part stays down. */
   downMs: number
+  /** How long a cut link stays cut; `downMs` when not given. */
+  linkDownMs?: number
   /** Messages per second, over all publishers. */
   ratePerSec: number
   publishers: number
@@ -38,6 +41,12 @@ export interface FaultReport {
   maxAckGapMs: number
   /** From injecting the fault until its part was back (and NATS settled). */
   faultMs: number
+  /** From the part's return (faults that say when) to the next arrival upstream. */
+  resumeMs?: number
+  /** From the part's return to the arrival of the last message sent before it. */
+  drainMs?: number
+  /** Other upstreams driven through their lifecycle during the fault. */
+  lifecycle?: LifecycleReport
   notes: string[]
   error?: string
   /** Lost, counted again now: the counter keeps listening, so a late arrival still counts. */
@@ -73,13 +82,17 @@ export async function runFault(
   )
   let error: string | undefined
   let faultMs = 0
+  let outcome: FaultOutcome | void = undefined
   try {
     await sleep(timing.leadMs)
     const injectedAt = Date.now()
-    await fault.inject({ fabric, bridgeId, downMs: timing.downMs, note }).catch((err: unknown) => {
-      error = String(err instanceof Error ? err.message : err)
-      note(`fault failed: ${error}`)
-    })
+    const { downMs, linkDownMs = downMs } = timing
+    outcome = await fault
+      .inject({ fabric, bridgeId, downMs, linkDownMs, note })
+      .catch((err: unknown) => {
+        error = String(err instanceof Error ? err.message : err)
+        note(`fault failed: ${error}`)
+      })
     faultMs = Date.now() - injectedAt
     await sleep(Math.max(timing.tailMs, startedAt + timing.trafficMs - Date.now()))
     const stoppedAt = Date.now()
@@ -102,6 +115,8 @@ export async function runFault(
     const log = await verifyLog(fabric, bridgeId)
     if (log.detail) note(`log: ${log.detail}`)
     const lostNow = () => expected.filter((k) => !arrivals.copies.has(k)).length
+    const healed =
+      outcome?.healedAt === undefined ? undefined : afterHeal(arrivals, outcome.healedAt)
     return {
       fault: fault.name,
       sent: expected.length,
@@ -113,6 +128,9 @@ export async function runFault(
       maxLatencyMs: arrivals.maxLatencyMs,
       maxAckGapMs: Math.max(...publishers.map((p) => p.maxAckGapMs)),
       faultMs,
+      ...(healed?.resumeMs === undefined ? {} : { resumeMs: healed.resumeMs }),
+      ...(healed ? { drainMs: healed.drainMs } : {}),
+      ...(outcome?.lifecycle ? { lifecycle: outcome.lifecycle } : {}),
       notes,
       ...(error ? { error } : {}),
       lostNow,
