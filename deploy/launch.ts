@@ -20,14 +20,18 @@ export async function launchProcess({
   args,
   env = {},
   startTimeoutMs = DEFAULT_START_TIMEOUT_MS,
+  wrap = [],
 }: {
   args: string[]
   env?: Record<string, string>
   startTimeoutMs?: number
+  /** A command it runs under, e.g. `ip netns exec <ns>` (which execs it: the pid stays its own). */
+  wrap?: string[]
 }): Promise<LaunchedProcess> {
+  const [bin, ...wrapArgs] = [...wrap, process.execPath]
   const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'services/launch/cli.ts', 'start', ...args],
+    bin!,
+    [...wrapArgs, '--import', 'tsx', 'services/launch/cli.ts', 'start', ...args],
     {
       cwd: ROOT,
       env: { ...process.env, UB_LOG_LEVEL: 'info', ...env },

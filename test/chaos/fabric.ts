@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import type { ServiceName } from '../../services/common/config.ts'
-import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.ts'
+import type { Mosquitto } from '../helpers/mosquitto.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
 import { startLinkProxy, type LinkProxy } from './link-proxy.ts'
 import { startNatsCluster, type NatsCluster } from './nats-cluster.ts'
+import { createNetns } from './netns.ts'
+import { startCloudInNetns, type NetnsHandles } from './partition-faults.ts'
 import { startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts'
 import { sleep } from './wait.ts'
 import { defineService, type ServiceProcess, type ServiceSettings } from './services.ts'
@@ -32,6 +34,8 @@ export interface Fabric {
   cloudLink: LinkProxy
   /** An upstream's `host` and `brokerPort` for the cloud, through `cloudLink`. */
   cloudUpstream: { host: string; brokerPort: number }
+  /** The cloud broker's namespace and gateway#0's: what the partition faults cut. */
+  netns: NetnsHandles
   /** Restarted by the Postgres faults, so private (the machine's 5432 serves other tests). */
   postgres: PrivatePostgres
   /** The stores' database on it. */
@@ -62,11 +66,21 @@ export async function startFabric(): Promise<Fabric> {
     for (const c of closers.splice(0).reverse()) await c().catch(() => {})
   }
   try {
-    const nats = await startNatsCluster(3)
+    // The partition faults' namespaces: the cloud broker in one, gateway#0 in the other.
+    const cloudNs = await createNetns()
+    closers.push(() => cloudNs.destroy())
+    const gatewayNs = await createNetns()
+    closers.push(() => gatewayNs.destroy())
+    // On the gateway namespace's host-side address: reached from inside it over its data link.
+    const nats = await startNatsCluster(3, { host: gatewayNs.hostAddress })
     closers.push(() => nats.close())
-    const cloud = await startMosquitto()
+    // `cloud.url` (the counter's) is its control link; the proxy reaches it over the data link.
+    const cloud = await startCloudInNetns(cloudNs)
     closers.push(() => cloud.stop())
-    const cloudLink = await startLinkProxy({ targetPort: cloud.port })
+    const cloudLink = await startLinkProxy({
+      targetHost: cloudNs.nsAddress,
+      targetPort: cloud.port,
+    })
     closers.push(() => cloudLink.close())
     const pg = await startPrivatePostgres()
     closers.push(() => pg.close())
@@ -88,7 +102,13 @@ export async function startFabric(): Promise<Fabric> {
     for (const service of START_ORDER) {
       for (let i = 0; i < LAYOUT[service]; i++) {
         services.push(
-          await defineService(service, i, settings, supervisorArgs(service, i, services))
+          await defineService(
+            service,
+            i,
+            settings,
+            supervisorArgs(service, i, services),
+            service === 'gateway' && i === 0 ? gatewayNs : undefined
+          )
         )
       }
     }
@@ -101,6 +121,7 @@ export async function startFabric(): Promise<Fabric> {
       cloud,
       cloudLink,
       cloudUpstream: { host: 'mqtt://127.0.0.1', brokerPort: cloudLink.port },
+      netns: { cloud: cloudNs, gateway: { process: of('gateway')[0]!, ns: gatewayNs } },
       postgres: pg,
       database: DATABASE,
       prefix,
@@ -137,7 +158,8 @@ async function callApi(base: string, token: string, path: string, init: RequestI
   const res = await fetch(`${base}${path}`, {
     ...init,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    signal: AbortSignal.timeout(10_000),
+    // Longer than a store call with its two retries (3 × 5 s): a slow answer is not a lost one.
+    signal: AbortSignal.timeout(30_000),
   })
   const text = await res.text()
   let body: any = text

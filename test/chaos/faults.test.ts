@@ -39,8 +39,16 @@ describe('faults under load, every message counted', () => {
 
   // gateway-kill once lost 8 acknowledged messages here: a drain's high-water mark refused live
   // copies of messages whose queue writes finished late, and aedes erased their queued copies
-  // (test/gateway/drain-dedupe.test.ts). Every fault that can reorder queue writes runs here.
-  for (const name of ['nats-leader-kill', 'nats-node-kill', 'gateway-kill']) {
+  // (test/gateway/drain-dedupe.test.ts). Every fault that can reorder queue writes runs here,
+  // a store's death under lifecycle calls, and both network partitions.
+  for (const name of [
+    'nats-leader-kill',
+    'nats-node-kill',
+    'gateway-kill',
+    'store-kill',
+    'cloud-partition',
+    'gateway-nats-partition',
+  ]) {
     it(`${name}: loses no acknowledged message`, async () => {
       const report = await runFault(fabric, bridgeId, counter, faultNamed(name), SHORT)
       const context = JSON.stringify(report, null, 1)
@@ -50,6 +58,13 @@ describe('faults under load, every message counted', () => {
       expect(report.lost, context).toBe(0)
       expect(report.unacked, context).toBe(0)
       expect(report.logVerifies, context).toBe(true)
+      if (report.lifecycle) {
+        // Every lifecycle call answered clearly (a JSON error at worst) and took in the end.
+        expect(report.lifecycle.unclear, context).toEqual([])
+        expect(report.lifecycle.gaveUp, context).toEqual([])
+        expect(report.lifecycle.logFailures, context).toEqual([])
+        expect(report.lifecycle.completed, context).toBe(report.lifecycle.attempted)
+      }
     }, 120_000)
   }
 })

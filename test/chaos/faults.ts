@@ -4,6 +4,7 @@ import { LIFECYCLE_FAULTS } from './lifecycle-faults.ts'
 import type { LifecycleReport } from './lifecycle.ts'
 import type { CutMode } from './link-proxy.ts'
 import type { NatsNode } from './nats-cluster.ts'
+import { PARTITION_FAULTS } from './partition-faults.ts'
 import { remotePortsOf } from './sockets.ts'
 import { sleep } from './wait.ts'
 
@@ -144,6 +145,7 @@ export const FAULTS: Fault[] = [
   cloudCut('cloud-cut', 'silent'),
   cloudCut('cloud-reset', 'reset'),
   ...LIFECYCLE_FAULTS,
+  ...PARTITION_FAULTS,
 ]
 
 export function faultNamed(name: string): Fault {

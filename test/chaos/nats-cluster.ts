@@ -34,7 +34,11 @@ export interface NatsCluster {
  * Three nats-servers with JetStream, routed to each other from the start (JetStream clustering
  * wants every route at boot), each on its own ports and its own store folder.
  */
-export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+export async function startNatsCluster(
+  size = 3,
+  /** The client listen address: a namespace's host-side address lets what runs inside reach it. */
+  { host = '127.0.0.1' }: { host?: string } = {}
+): Promise<NatsCluster> {
   const clusterName = `chaos${Math.random().toString(36).slice(2, 8)}`
   const ports = await Promise.all(
     Array.from({ length: size }, async () => ({
@@ -44,7 +48,9 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
   )
   const routes = ports.map((p) => `nats://127.0.0.1:${p.route}`)
   const dirs = await Promise.all(ports.map(() => mkdtemp(join(tmpdir(), 'ub-chaos-nats-'))))
-  const nodes = ports.map((p, i) => makeNode(clusterName, p.client, p.route, routes, dirs[i]!))
+  const nodes = ports.map((p, i) =>
+    makeNode(clusterName, host, p.client, p.route, routes, dirs[i]!)
+  )
   let admin: NatsConnection | undefined
   const urls = nodes.map((n) => n.url).join(',')
   const manager = async () => {
@@ -110,6 +116,7 @@ function isSettled(info: StreamInfo): boolean {
 
 function makeNode(
   clusterName: string,
+  host: string,
   port: number,
   routePort: number,
   routes: string[],
@@ -119,7 +126,7 @@ function makeNode(
   const node: NatsNode = {
     // startNatsServer names a node `<cluster>-<client port>`: the same name after a restart.
     name: `${clusterName}-${port}`,
-    url: `nats://127.0.0.1:${port}`,
+    url: `nats://${host}:${port}`,
     get running() {
       return server !== undefined
     },
@@ -134,6 +141,7 @@ function makeNode(
       server = await retry(
         () =>
           startNatsServer({
+            host,
             port,
             storeDir,
             cluster: { name: clusterName, port: routePort, routes },

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
 import type { ServiceName } from '../../services/common/config.ts'
 import { freePort } from '../helpers/mosquitto.ts'
+import type { Netns } from './netns.ts'
 import { retry } from './wait.ts'
 
 /**
@@ -42,18 +43,22 @@ export async function defineService(
   service: ServiceName,
   index: number,
   settings: ServiceSettings,
-  ownArgs: (ports: { http: number; mqtt: number }) => string[] = () => []
+  ownArgs: (ports: { http: number; mqtt: number }) => string[] = () => [],
+  /** Run it inside this namespace, listening on its control link (which no partition cuts). */
+  netns?: Netns
 ): Promise<ServiceProcess> {
   const ports = { http: await freePort(), mqtt: await freePort() }
   const dir = await mkdtemp(join(tmpdir(), `ub-chaos-${service}-`))
   const earlier: string[] = []
   let proc: LaunchedProcess | undefined
-  const host = '127.0.0.1'
+  const host = netns?.controlNsAddress ?? '127.0.0.1'
   const args = [
     ...['--services', service, '--data-dir', dir, '--http-host', host],
     ...['--http-port', String(ports.http), '--mqtt-host', host, '--mqtt-port', String(ports.mqtt)],
     ...settings.args,
     ...ownArgs(ports),
+    // Its clients come from the control link's host side, not loopback: let them in anyway.
+    ...(netns ? ['--anonymous', 'always'] : []),
   ]
   const retire = () => {
     if (proc) earlier.push(proc.output())
@@ -74,11 +79,14 @@ export async function defineService(
     async start() {
       if (proc) return
       // A port the killed process held may linger a moment; the launcher refuses a taken one.
-      proc = await retry(() => launchProcess({ args, env: settings.env }), {
-        timeoutMs: 120_000,
-        everyMs: 1_000,
-        what: `${service}#${index} to start`,
-      })
+      proc = await retry(
+        () => launchProcess({ args, env: settings.env, wrap: netns?.wrap ?? [] }),
+        {
+          timeoutMs: 120_000,
+          everyMs: 1_000,
+          what: `${service}#${index} to start`,
+        }
+      )
     },
     async kill() {
       await proc?.kill()

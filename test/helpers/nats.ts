@@ -82,6 +82,8 @@ export interface NatsServerOptions {
    * A temp folder, removed on stop, when absent.
    */
   storeDir?: string
+  /** The client listen address: 127.0.0.1 when absent. */
+  host?: string
 }
 
 /**
@@ -93,12 +95,13 @@ export async function startNatsServer({
   jetstream = true,
   port: fixedPort,
   storeDir,
+  host = '127.0.0.1',
 }: NatsServerOptions = {}): Promise<NatsServer> {
   const port = fixedPort ?? (await freePort())
   // spawnServer removes its folder on stop: with a caller's store it gets an empty one of its own.
   const dir = await mkdtemp(join(tmpdir(), 'ub-nats-'))
   const store = storeDir ?? dir
-  const args = ['-a', '127.0.0.1', '-p', String(port), ...(jetstream ? ['-js', '-sd', store] : [])]
+  const args = ['-a', host, '-p', String(port), ...(jetstream ? ['-js', '-sd', store] : [])]
   let clusterUrl: string | undefined
   if (cluster) {
     const cport = cluster.port ?? (await freePort())
@@ -113,9 +116,9 @@ export async function startNatsServer({
     )
     if (cluster.routes?.length) args.push('--routes', cluster.routes.join(','))
   }
-  const { stop } = await spawnServer({ bin: NATS_SERVER_BIN, args, port, dir })
+  const { stop } = await spawnServer({ bin: NATS_SERVER_BIN, args, port, dir, host })
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `nats://${host}:${port}`,
     port,
     ...(clusterUrl ? { clusterUrl } : {}),
     stop,

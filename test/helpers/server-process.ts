@@ -16,9 +16,9 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-function accepts(port: number): Promise<boolean> {
+function accepts(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = netConnect(port, '127.0.0.1')
+    const s = netConnect(port, host)
     s.once('connect', () => (s.destroy(), resolve(true)))
     s.once('error', () => resolve(false))
   })
@@ -39,19 +39,22 @@ export async function spawnServer({
   port,
   dir,
   startTimeoutMs = DEFAULT_START_TIMEOUT_MS,
+  host = '127.0.0.1',
 }: {
   bin: string
   args: string[]
   port: number
   dir: string
   startTimeoutMs?: number
+  /** Where it listens: where readiness is checked. */
+  host?: string
 }): Promise<ServerProcess> {
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4_000)))
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const deadline = Date.now() + startTimeoutMs
-  while (!(await accepts(port))) {
+  while (!(await accepts(port, host))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL')
       await rm(dir, { recursive: true, force: true })
