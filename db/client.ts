@@ -36,6 +36,7 @@ export interface CreateDbOptions {
 }
 
 const DEFAULT_MAX_CONNECTIONS = 10
+const CONNECT_TIMEOUT_SEC = 10
 
 export function rowsOf<T>(result: unknown): T[] {
   if (Array.isArray(result)) return result as T[]
@@ -55,6 +56,9 @@ export function createDb({
     const client = postgres(databaseUrl, {
       max: maxConnections,
       onnotice: () => {}, // "relation already exists, skipping" and friends are not news
+      // A connection that does not come up in 10 s is given up (postgres.js waits 30): under
+      // terminations a write queued on one waited 30 s, past every caller's deadline.
+      connect_timeout: CONNECT_TIMEOUT_SEC,
       ...(usesOwnSockets(databaseUrl) ? { socket: postgresSocket } : {}),
     })
     orm = drizzlePostgres(client, { schema }) as unknown as Orm

@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   bridge: async () => (await import('./bridge.ts')).runBridgeBench(),
   gateway: async () => (await import('./gateway.ts')).runGatewayBench(),
   isolation: async () => (await import('./isolation.ts')).runIsolationBench(),
+  scale: async () => (await import('./scale.ts')).runScaleBench(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))
