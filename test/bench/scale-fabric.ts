@@ -10,6 +10,7 @@ import { rm } from 'node:fs/promises'
 import { connectNatsBus } from '../../services/common/bus/nats.ts'
 import { decodeJson, type Bus, type KvBucket } from '../../services/common/bus/bus.ts'
 import { LINKS_BUCKET, type LinkStatus } from '../../services/contracts/links.ts'
+import { callApi } from '../chaos/fabric.ts'
 import { defineService, type ServiceProcess, type ServiceSettings } from '../chaos/services.ts'
 import { retry, sleep } from '../chaos/wait.ts'
 import { createTestDb, type TestDb } from '../helpers/db.ts'
@@ -174,20 +175,4 @@ export async function startScaleFabric(cloudConfig: string): Promise<ScaleFabric
     await close()
     throw err
   }
-}
-
-async function callApi(base: string, token: string, path: string, init: RequestInit) {
-  const res = await fetch(`${base}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    signal: AbortSignal.timeout(30_000),
-  })
-  const text = await res.text()
-  let body: any = text
-  try {
-    body = JSON.parse(text)
-  } catch {
-    // not JSON: keep the text, for the error message
-  }
-  return { status: res.status, body }
 }

@@ -154,7 +154,8 @@ function supervisorArgs(service: ServiceName, index: number, defined: ServicePro
   }
 }
 
-async function callApi(base: string, token: string, path: string, init: RequestInit) {
+/** An operator API call with the admin token; the body parsed as JSON when it is. */
+export async function callApi(base: string, token: string, path: string, init: RequestInit) {
   const res = await fetch(`${base}${path}`, {
     ...init,
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
