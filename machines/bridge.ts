@@ -22,7 +22,9 @@ export type BridgeEvent =
   | { type: 'bridge.start' }
 
 export const DEFAULT_BACKOFF_BASE_MS = 250 // first retry after ~0.25 s
-export const DEFAULT_BACKOFF_MAX_MS = 30_000 // 30 s cap
+// 8 s cap: a link whose upstream is back resumes within 10 s of it (the data-centre target),
+// and 100 links retrying a dead upstream cost it one connect each per 4–8 s.
+export const DEFAULT_BACKOFF_MAX_MS = 8_000
 const STABLE_MS = 10_000 // a link that stayed up 10 s resets the backoff
 
 /**

@@ -25,8 +25,10 @@ export const supervisorKeys = {
     .number()
     .int()
     .min(100)
-    .default(30_000)
-    .describe("ms cap of a bridge link's reconnect backoff"),
+    .default(8_000) // machines/bridge.ts DEFAULT_BACKOFF_MAX_MS
+    .describe(
+      "ms cap of a bridge link's reconnect backoff (each wait is uniform in [cap/2, cap]): a link resumes at most this long after its upstream is back"
+    ),
   bridgeDupGuard: bool
     .default(false)
     .describe(
