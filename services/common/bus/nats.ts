@@ -142,11 +142,11 @@ export async function connectNatsBus({
       checkOpen(closing !== undefined)
       const name = bucketName(prefix, bucket)
       // `ttl` is in ms in v3 (KvLimits.ttl); 2.9 supports only this bucket-wide max_age.
-      const kv = await kvm
-        .create(name, { history: 1, replicas, ...(ttlMs ? { ttl: ttlMs } : {}) })
-        .catch((err: unknown) => {
-          throw replicasError(err, name, replicas)
-        })
+      const kv = await retryTimeouts(() =>
+        kvm.create(name, { history: 1, replicas, ...(ttlMs ? { ttl: ttlMs } : {}) })
+      ).catch((err: unknown) => {
+        throw replicasError(err, name, replicas)
+      })
       await keepReplicas(jsm, name, replicas, log)
       return wrapNatsKv(kv, name, log, jsm)
     },
@@ -279,6 +279,24 @@ function respond(m: Msg, r: Reply, subject: string, log: BusLogger | undefined):
 }
 
 /** A bucket made with another replica count (an earlier `busReplicas`) is changed to this one. */
+const BUCKET_OPEN_ATTEMPTS = 3
+
+/**
+ * nats-server 2.9 leaves one of two clients unanswered when both create the same replicated
+ * bucket at once (two replicas starting together: 2 rounds in 3 timed out after 5 s). The
+ * create is idempotent, so a timed-out one is asked again.
+ */
+async function retryTimeouts<T>(open: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await open()
+    } catch (err) {
+      const timedOut = err instanceof Error && /timeout/i.test(`${err.name} ${err.message}`)
+      if (!timedOut || attempt >= BUCKET_OPEN_ATTEMPTS) throw err
+    }
+  }
+}
+
 async function keepReplicas(
   jsm: JetStreamManager,
   bucket: string,
