@@ -5,6 +5,7 @@ import {
   ConnackError,
   connectMqttSession,
   DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_SEC,
   type MqttSession,
 } from './mqtt-session.ts'
 
@@ -37,7 +38,7 @@ export class UpstreamRefusedError extends Error {
   }
 }
 
-const KEEPALIVE_SEC = 30
+const KEEPALIVE_SEC = DEFAULT_KEEPALIVE_SEC
 const CLOSE_GRACE_MS = 1_000 // 1 s for what is in flight when we close
 
 export function upstreamUrl({ host, brokerPort }: UpstreamTarget): string {
