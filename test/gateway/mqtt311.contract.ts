@@ -281,12 +281,14 @@ export function mqtt311Contract(name: string, setup: () => Promise<Topology>): v
     it('keeps a pinging client and closes a silent one after 1.5 keep-alives [MQTT-3.1.2-24]', async () => {
       const alive = await open(t.a, { keepalive: 1 })
       const raw = await rawClient(t.a.ports.mqtt)
+      // Timed from the CONNECT sent, which the broker's timer cannot precede: from the CONNACK
+      // received, a loaded machine's late CONNACK made the wait look short (1,187 ms).
+      const started = Date.now()
       raw.send(connectPacket({ keepalive: 1 }))
       await raw.next('connack')
-      const started = Date.now()
       await raw.closed
       expect(Date.now() - started).toBeGreaterThanOrEqual(1_400)
-      expect(Date.now() - started).toBeLessThan(3_000)
+      expect(Date.now() - started).toBeLessThan(5_000)
       expect(alive.connected).toBe(true)
     })
 
