@@ -101,6 +101,45 @@ describe('KV buckets on a three-node NATS cluster', () => {
     expect((await streamInfo(nodes, `KV_${prefix}_grow`)).config.num_replicas).toBe(3)
   }, 90_000)
 
+  // On a cluster (not a single server), a purge of another key under the filter (a queue entry
+  // erased once acknowledged) moved the default listing's consumer past last values it had not
+  // delivered yet (nats-server 2.9.10): the list came back short, often empty, and a gateway's
+  // drain left queued messages undelivered (the chaos rolling-restart loss).
+  it('lists every queue entry while others are erased and new ones written', async () => {
+    const nodes = await cluster()
+    const bus = await openBus(nodes, uniquePrefix('erase'), 3)
+    const kv = await retry(() => bus.kv('erasing'))
+    const value = new TextEncoder().encode('x')
+    let short = 0
+    for (let round = 0; round < 8; round++) {
+      const kept: string[] = []
+      const erased: string[] = []
+      for (let i = 0; i < 300; i++) {
+        await kv.put(`q${round}.k${i}`, value)
+        ;(i % 3 === 0 ? kept : erased).push(`q${round}.k${i}`)
+      }
+      let writing = true
+      const churn = Promise.all([
+        (async () => {
+          for (const key of erased) await kv.erase(key)
+        })(),
+        (async () => {
+          for (let n = 0; writing; n++) await kv.put(`q${round}.new${n}`, value)
+        })(),
+      ])
+      try {
+        for (let listing = 0; listing < 5; listing++) {
+          const listed = new Set(await kv.keys(`q${round}.>`, { withDeleted: true }))
+          if (kept.some((k) => !listed.has(k))) short++
+        }
+      } finally {
+        writing = false
+        await churn
+      }
+    }
+    expect(short).toBe(0)
+  }, 120_000)
+
   it('names busReplicas when the cluster has fewer JetStream servers than it asks for', async () => {
     await using single = await startNatsServer()
     const bus = await connectNatsBus({

@@ -47,6 +47,28 @@ export interface KvOptions {
   ttlMs?: number
 }
 
+export interface KvGetOptions {
+  /**
+   * Read from the stream's leader. A plain get is a direct get, which any replica may answer,
+   * and a replica may not hold yet a write the leader acknowledged: read-after-write is not
+   * promised (nats-server 2.9 before 2.9.17 answered from a restarted replica that had not caught
+   * up, nats-server#4162). For a miss that has to mean "gone".
+   */
+  latest?: boolean
+}
+
+export interface KvKeysOptions {
+  /**
+   * The keys of every message the stream holds under the filter, as its leader says, delete
+   * markers included, without reading a value. Exact for keys that are only ever erased (queue
+   * entries). The default listing reads each key's last value through a consumer to leave out
+   * deleted keys, and on nats-server 2.9.10 a purge of another key under the filter while it ran
+   * moved that consumer past values it had not delivered yet: the list came back short, often
+   * empty.
+   */
+  withDeleted?: boolean
+}
+
 export interface KvWatchOptions {
   /** Key filter with NATS wildcards (`lease.*`, `retained.>`); all keys when absent. */
   key?: string
@@ -64,7 +86,7 @@ export interface KvWatchOptions {
 export interface KvBucket {
   /** The bucket's name on the server: `<prefix>_<bucket>`. */
   readonly name: string
-  get(key: string): Promise<KvEntry | null>
+  get(key: string, options?: KvGetOptions): Promise<KvEntry | null>
   /** Succeeds only if the key is absent (or deleted); otherwise throws KvConflictError. */
   create(key: string, value: Uint8Array): Promise<number>
   /** Compare-and-set on the key's revision; throws KvConflictError if it moved. */
@@ -78,7 +100,7 @@ export interface KvBucket {
    * `revision`, only that write is erased: a newer value of the key stays.
    */
   erase(key: string, revision?: number): Promise<void>
-  keys(filter?: string): Promise<string[]>
+  keys(filter?: string, options?: KvKeysOptions): Promise<string[]>
   watch(onEntry: (entry: KvEntry) => void, options?: KvWatchOptions): Promise<Subscription>
   /** Remove the bucket and everything in it (tests and teardown). */
   destroy(): Promise<void>

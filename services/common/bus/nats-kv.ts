@@ -7,6 +7,7 @@ import { callSafely, validateKvKey, type BusLogger, type KvBucket, type KvEntry 
 const WRONG_LAST_SEQUENCE = 10071
 const WRONG_LAST_SEQUENCE_UNKNOWN = 10164
 const STREAM_NOT_FOUND = 10059
+const KV_OPERATION = 'KV-Operation' // NATS.js's KV marks a delete or purge with this header
 
 function apiCode(err: unknown): number | undefined {
   const code = (err as { code?: unknown })?.code
@@ -78,6 +79,25 @@ async function listKeys(
   return [...live]
 }
 
+/** The keys of the messages under `filter`, from the leader's stream info (KvKeysOptions). */
+async function subjectKeys(jsm: JetStreamManager, name: string, filter: string) {
+  const prefix = `$KV.${name}.`
+  const info = await jsm.streams.info(`KV_${name}`, { subjects_filter: `${prefix}${filter}` })
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length))
+}
+
+/** A key's value as the stream's leader has it (STREAM.MSG.GET), not a replica's direct get. */
+async function leaderGet(
+  jsm: JetStreamManager,
+  name: string,
+  key: string
+): Promise<KvEntry | null> {
+  const m = await jsm.streams.getMessage(`KV_${name}`, { last_by_subj: `$KV.${name}.${key}` })
+  const op = m?.header?.get(KV_OPERATION)
+  if (!m || op === 'DEL' || op === 'PURGE') return null
+  return { key, value: new Uint8Array(m.data), revision: m.seq, operation: 'PUT' }
+}
+
 export function wrapNatsKv(
   kv: KV,
   name: string,
@@ -97,9 +117,10 @@ export function wrapNatsKv(
 
   return {
     name,
-    async get(key) {
+    async get(key, { latest = false } = {}) {
       validateKvKey(key)
       return guard(key, async () => {
+        if (latest && jsm) return leaderGet(jsm, name, key)
         const e = await kv.get(key)
         return e?.operation === 'PUT' ? toEntry(e) : null
       })
@@ -135,9 +156,10 @@ export function wrapNatsKv(
         })
       })
     },
-    async keys(filter = '>') {
+    async keys(filter = '>', { withDeleted = false } = {}) {
       validateKvKey(filter, { wildcards: true })
       return guard(filter, async () => {
+        if (jsm && withDeleted) return subjectKeys(jsm, name, filter)
         if (jsm) return listKeys(kv, jsm, name, filter)
         const out: string[] = []
         for await (const k of await kv.keys(filter)) out.push(k)

@@ -184,7 +184,8 @@ async function listWithin(
 ): Promise<string[] | undefined> {
   let timer: NodeJS.Timeout | undefined
   return Promise.race([
-    kv.keys(`${keyToken(clientId)}.>`),
+    // Queue entries are erased, never deleted (no markers): the stream's subjects are the list.
+    kv.keys(`${keyToken(clientId)}.>`, { withDeleted: true }),
     new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
   ]).finally(() => clearTimeout(timer))
 }
@@ -299,7 +300,7 @@ async function* inOrder(kv: KvBucket, keys: string[]): AsyncGenerator<{ key: str
       kv,
       order.slice(i, i + QUEUE_PAGE).map((o) => o.key)
     )
-    yield* page // erased meanwhile (acknowledged elsewhere): skipped
+    yield* page // erased meanwhile (acknowledged elsewhere, as the leader says): skipped
   }
 }
 
@@ -309,6 +310,15 @@ async function readPage(kv: KvBucket, keys: string[]): Promise<Array<{ key: stri
   // delivery for its whole length (npm run bench -- isolation).
   await new Promise((resolve) => setImmediate(resolve))
   const entries = await Promise.all(keys.map((k) => kv.get(k)))
+  // A miss is asked again of the stream's leader: the replica that answered may not have the
+  // entry yet, and skipping it lost the message when the gate had left its live copy to this
+  // drain (connack-gate.ts): it stayed queued, undelivered, until the session's next reconnect.
+  // Only a miss the leader confirms was erased meanwhile (acknowledged elsewhere).
+  await Promise.all(
+    entries.map(async (e, i) => {
+      if (e === null) entries[i] = await kv.get(keys[i]!, { latest: true })
+    })
+  )
   const out: Array<{ key: string; q: Queued }> = []
   entries.forEach((e, i) => {
     if (e !== null) out.push({ key: keys[i]!, q: decodePacket(e.value) })
