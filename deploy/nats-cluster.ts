@@ -8,9 +8,10 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, connect as netConnect, type AddressInfo } from 'node:net'
+import { connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from './free-port.ts'
 
 const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? 'nats-server'
 const START_TIMEOUT_MS = 20_000 // a killed node's ports may linger for a moment
@@ -52,18 +53,6 @@ export interface NatsClusterOptions {
   ports?: Array<{ client: number; cluster: number }>
   /** The nodes' folders go here and stay; a temp folder, removed on close, when absent. */
   dataDir?: string
-}
-
-/** A free TCP port on 127.0.0.1 (closed again: the server that needs it binds it next). */
-export async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((res, rej) => {
-    srv.once('error', rej)
-    srv.listen(0, '127.0.0.1', () => res())
-  })
-  const { port } = srv.address() as AddressInfo
-  await new Promise<void>((res) => srv.close(() => res()))
-  return port
 }
 
 /**

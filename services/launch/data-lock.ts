@@ -23,7 +23,12 @@ export function lockDataDir(dataDir: string): DataLock {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err
       const holder = Number(readFileSync(file, 'utf8').trim())
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+      if (
+        Number.isInteger(holder) &&
+        holder > 0 &&
+        holder !== process.pid &&
+        processAlive(holder)
+      ) {
         throw new ConfigError(
           'dataDir',
           `'${dataDir}' is in use by process ${holder}; give each instance its own --data-dir`
@@ -43,7 +48,8 @@ export function lockDataDir(dataDir: string): DataLock {
   }
 }
 
-function alive(pid: number): boolean {
+/** Is a process with this pid running (ours or someone else's)? */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -22,6 +22,7 @@ import type { Bus } from '../../services/common/bus/bus.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import { createStoreClient } from '../../services/contracts/store-client.ts'
 import { createGateway, type Gateway } from '../../services/gateway/index.ts'
+import { freePort } from '../../deploy/free-port.ts'
 import { destroyBucketsWithPrefix } from '../helpers/nats.ts'
 
 const MESSAGES = 20_000 // per run, split across the publishers
@@ -100,14 +101,6 @@ async function measure(
     p50Ms: round(quantile(latencies, 0.5)),
     p99Ms: round(quantile(latencies, 0.99)),
   }
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()))
-  const { port } = srv.address() as { port: number }
-  await new Promise<void>((r) => srv.close(() => r()))
-  return port
 }
 
 async function waitForPort(port: number): Promise<void> {

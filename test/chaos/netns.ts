@@ -7,6 +7,7 @@ import {
 } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { connect } from 'node:net'
+import { processAlive } from '../../services/launch/data-lock.ts'
 
 /**
  * A network namespace of the chaos harness, joined to the host by two veth pairs:
@@ -272,15 +273,6 @@ function killQuietly(pid: number) {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 /**
  * Remove what crashed runs left: `ubc` namespaces whose creating process is gone (and whatever
  * still runs in them), and host-side `ubc` veths whose namespace is gone. A live run's are kept.
@@ -296,7 +288,7 @@ export async function sweepNetns(): Promise<string[]> {
   const removed: string[] = []
   for (const name of names) {
     const m = OWN_NAME.exec(name)
-    if (!m || alive(Number(m[2]))) continue
+    if (!m || processAlive(Number(m[2]))) continue
     await removeNetns(name, `ubc${m[1]}-h`, `ubc${m[1]}-ch`)
     removed.push(name)
   }

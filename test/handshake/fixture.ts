@@ -292,14 +292,4 @@ export interface SseEvent {
 }
 
 /** A loopback port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net')
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
+export { freePort } from '../../deploy/free-port.ts'

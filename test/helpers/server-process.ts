@@ -1,20 +1,10 @@
 import { spawn } from 'node:child_process'
 import { rm } from 'node:fs/promises'
-import { createServer, connect as netConnect, type AddressInfo } from 'node:net'
+import { connect as netConnect } from 'node:net'
 
 const DEFAULT_START_TIMEOUT_MS = 10_000 // 10 s
 
-/** A free TCP port on 127.0.0.1 (closed again; the server that needs it binds it next). */
-export async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((res, rej) => {
-    srv.once('error', rej)
-    srv.listen(0, '127.0.0.1', () => res())
-  })
-  const { port } = srv.address() as AddressInfo
-  await new Promise<void>((res) => srv.close(() => res()))
-  return port
-}
+export { freePort } from '../../deploy/free-port.ts'
 
 function accepts(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {

@@ -94,10 +94,4 @@ export async function waitFor(
 }
 
 /** A port that was free a moment ago (for a broker that starts later on a known port). */
-export async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', () => res()))
-  const { port } = srv.address() as AddressInfo
-  await new Promise<void>((res) => srv.close(() => res()))
-  return port
-}
+export { freePort } from '../../deploy/free-port.ts'
