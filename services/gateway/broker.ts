@@ -111,7 +111,12 @@ export async function createBroker({
   persistence.outgoingStream = (client) => {
     const gated = client as unknown as GatedClient
     return outgoingStream(client, {
-      ...(gated.clean === false ? { holdLive: () => connackGate.holdLive(gated) } : {}),
+      ...(gated.clean === false
+        ? {
+            holdLive: () => connackGate.holdLive(gated),
+            caughtUp: () => connackGate.caughtUp(gated),
+          }
+        : {}),
       onHandedOut: (p) => connackGate.drained(gated, p),
     })
   }

@@ -68,6 +68,11 @@ function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  * the end: 8 sessions catching up on 5,000 messages each held ~50,000 of them and took the loop
  * from every other client for seconds (npm run bench -- isolation).
  *
+ * The drain's last read holds live messages within the connection's outbound bound; if more
+ * come meanwhile (a slow read on a loaded node), those with a queued copy are left to the queue
+ * again and `caughtUp(client)` tells the drain to read once more. Cut instead, a session that
+ * read as fast as it was sent to lost its connection (and its reconnect, the same race again).
+ *
  * The drain tells the gate each message it hands out (`drained`), by origin and counter, so a
  * live copy of one, held or arriving just after, is dropped rather than sent twice. Not aedes'
  * per-client dedupe record: that keeps the highest counter seen per gateway, and two queue
@@ -126,6 +131,9 @@ export function createConnackGate({
   const holds = new WeakMap<GatedClient, (deliver: boolean) => void>()
   // Clients whose live QoS > 0 messages with a queued copy are still left to the drain.
   const leftToQueue = new WeakSet<GatedClient>()
+  // Clients whose drain is in its last read, and those that went back to the queue meanwhile.
+  const lastRead = new WeakSet<GatedClient>()
+  const relapsed = new WeakSet<GatedClient>()
   const drainedOf = new WeakMap<GatedClient, Drained>()
   const drainedBefore = (client: GatedClient, packet: unknown): boolean =>
     drainedOf.get(client)?.take(packet as Origin) ?? false
@@ -143,13 +151,21 @@ export function createConnackGate({
         // released; subscriptions made later get the original functions back.
         if (drainedBefore(client, packet)) return cb()
         if (!holding) return deliver(packet, cb)
-        if (leftToQueue.has(client) && queuedToo(client, packet as LivePacket)) return cb()
+        const queued = queuedToo(client, packet as LivePacket)
+        if (leftToQueue.has(client) && queued) return cb()
         const bytes = payloadBytes(packet)
         if (
           overflowed ||
           held.length + 1 > limits.maxPendingMessages ||
           heldBytes + bytes > limits.maxPendingBytes
         ) {
+          // The drain's last read is slow and live messages keep coming: what has a queued copy
+          // is left to the queue again and the drain reads once more, rather than cut a session
+          // that reads as fast as it is sent to.
+          if (!overflowed && queued && lastRead.has(client)) {
+            relapse()
+            return cb()
+          }
           if (!overflowed) onOverflow(client, { messages: held.length, bytes: heldBytes })
           overflowed = true
           return cb()
@@ -157,6 +173,18 @@ export function createConnackGate({
         heldBytes += bytes
         held.push({ deliver, packet, cb })
       }
+    const relapse = () => {
+      lastRead.delete(client)
+      leftToQueue.add(client)
+      relapsed.add(client)
+      const kept: typeof held = []
+      heldBytes = 0
+      for (const h of held.splice(0)) {
+        if (queuedToo(client, h.packet as LivePacket)) h.cb()
+        else (kept.push(h), (heldBytes += payloadBytes(h.packet)))
+      }
+      held.push(...kept)
+    }
     client.deliver0 = gate(deliver0)
     client.deliverQoS = gate(deliverQoS)
     leftToQueue.add(client)
@@ -197,6 +225,15 @@ export function createConnackGate({
     /** From now on hold live messages too: the drain reads the queue one last time. */
     holdLive(client: GatedClient): void {
       leftToQueue.delete(client)
+      lastRead.add(client)
+    },
+    /**
+     * The drain's last read is done: true if the connection held live messages all along
+     * (the drain ends), false if it went back to the queue meanwhile (the drain reads again).
+     */
+    caughtUp(client: GatedClient): boolean {
+      lastRead.delete(client)
+      return !relapsed.delete(client)
     },
     /** The drain handed this message out: a live copy of it is not delivered. */
     drained(client: GatedClient, packet: Origin): void {

@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
+import { BUCKETS } from '../../services/contracts/buckets.ts'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
 import { resumeSession, startGatewayPair, type GatewayPair } from './fixture.ts'
 
@@ -18,10 +20,10 @@ describe('a session catching up on its queue', () => {
   const BACKLOG = 2_000
   const LIVE = 1_500
 
-  async function pair(): Promise<GatewayPair> {
+  async function pair(wrapBusB?: (bus: Bus) => Bus): Promise<GatewayPair> {
     // A small outbound bound on `b`: everything held for one connection counts against it.
     const limits = { maxPendingMessages: 50, maxPendingBytes: 1 << 30 }
-    const p = await startGatewayPair('catch-up', { b: { limits } })
+    const p = await startGatewayPair('catch-up', { b: { limits }, ...(wrapBusB && { wrapBusB }) })
     closers.push(() => p.close())
     return p
   }
@@ -90,4 +92,44 @@ describe('a session catching up on its queue', () => {
       await clean.endAsync()
     }
   }, 60_000)
+
+  it('is not cut when its last read is slow and more live messages come than it may hold', async () => {
+    // Every second listing of a session queue on `b` takes 400 ms (a loaded node): the drain
+    // reads, finds little new after a quick listing and holds live messages for its last read,
+    // whose slow listing lets ~100 arrive for a connection that may hold 50. They were held
+    // until the bound cut the session as a slow consumer (CI: "got 517 of 900").
+    const { a, b } = await pair(withSlowQueueListings(400))
+    const s = await connectMqtt(a.url, { clientId: 'slow-read', clean: false })
+    await s.subscribeAsync('c/#', { qos: 1 })
+    await s.endAsync()
+    await publishNumbered(a.url, 0, 100)
+    const live = publishNumbered(a.url, 10_000, 600, 0.25)
+    await sleep(100)
+    const { client, got } = await resumeSession(b.url, 'slow-read')
+    closers.push(() => client.end(true))
+    await live
+    await got.waitFor(700, 20_000)
+    const numbers = new Set(got.messages.map((m) => Number(m.payload)))
+    for (let n = 10_000; n < 10_600; n++) expect(numbers.has(n)).toBe(true)
+    expect(b.stats().slowConsumers).toBe(0)
+    expect(client.connected).toBe(true)
+  }, 40_000)
 })
+
+/** The bus, with every second listing of the outgoing queue bucket `ms` late. */
+function withSlowQueueListings(ms: number) {
+  let listings = 0
+  return (bus: Bus): Bus =>
+    Object.assign(Object.create(bus) as Bus, {
+      async kv(name: string, options?: { ttlMs?: number }): Promise<KvBucket> {
+        const kv = await bus.kv(name, options)
+        if (name !== BUCKETS.gatewayOutgoing) return kv
+        return Object.assign(Object.create(kv) as KvBucket, {
+          async keys(...args: Parameters<KvBucket['keys']>) {
+            if (++listings % 2 === 0) await sleep(ms)
+            return kv.keys(...args)
+          },
+        })
+      },
+    })
+}

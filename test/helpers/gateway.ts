@@ -81,7 +81,10 @@ export function collect(client: MqttClient) {
       const deadline = Date.now() + timeoutMs
       while (messages.length < n) {
         const left = deadline - Date.now()
-        if (left <= 0) throw new Error(`got ${messages.length} of ${n} messages`)
+        if (left <= 0) {
+          const state = client.connected ? 'connected' : 'disconnected'
+          throw new Error(`got ${messages.length} of ${n} messages (client ${state})`)
+        }
         await new Promise<void>((r) => {
           const t = setTimeout(r, left)
           waiters.push(() => (clearTimeout(t), r()))

@@ -23,7 +23,8 @@ describe('a Postgres backend killed under a transaction (porsager/postgres#1208)
   it('crashes a bare postgres.js process, and not one with the guard the CLI installs', async () => {
     const bare = await child('none')
     expect(bare.code).not.toBe(0)
-    expect(bare.stderr).toMatch(/nextWrite/)
+    // Which frame throws depends on timing: the write after the loss, or the socket close.
+    expect(bare.stderr).toMatch(/nextWrite|CONNECTION_CLOSED/)
     const guarded = await child('guard')
     expect(guarded).toMatchObject({ code: 0, stdout: 'survived (rejected CONNECTION_CLOSED)\n' })
   })

@@ -169,6 +169,11 @@ export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
 export interface CatchUp {
   holdLive?: () => void
   onHandedOut?: (p: { brokerId?: string; brokerCounter?: number }) => void
+  /**
+   * Asked after the last read: false when the connection went back to leaving live messages to
+   * the queue meanwhile (too many arrived to hold), and the queue must be read again.
+   */
+  caughtUp?: () => boolean
 }
 
 /** What reading a session's queue on reconnect needs. */
@@ -230,7 +235,7 @@ async function listQueue(
 async function* clientQueue(
   reader: QueueReader,
   clientId: string,
-  { holdLive, onHandedOut }: CatchUp
+  { holdLive, onHandedOut, caughtUp = () => true }: CatchUp
 ): AsyncGenerator<WirePacket | PubrelPacket> {
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
   // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
@@ -262,7 +267,10 @@ async function* clientQueue(
         yield q.packet
       }
     }
-    if (last) return
+    if (last) {
+      if (caughtUp()) return
+      last = false
+    }
   }
 }
 
