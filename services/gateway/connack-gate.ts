@@ -117,6 +117,52 @@ class Drained {
   }
 }
 
+interface HeldDelivery {
+  deliver: Deliver
+  packet: unknown
+  cb: () => void
+}
+
+/** One connection's held deliveries, in order, with their payload bytes. */
+class Held {
+  private items: HeldDelivery[] = []
+  private bytes = 0
+
+  size(): { messages: number; bytes: number } {
+    return { messages: this.items.length, bytes: this.bytes }
+  }
+
+  fits(packet: unknown, limits: OutboundLimits): boolean {
+    return (
+      this.items.length + 1 <= limits.maxPendingMessages &&
+      this.bytes + payloadBytes(packet) <= limits.maxPendingBytes
+    )
+  }
+
+  push(h: HeldDelivery): void {
+    this.items.push(h)
+    this.bytes += payloadBytes(h.packet)
+  }
+
+  /** The oldest `n`, removed. */
+  take(n: number): HeldDelivery[] {
+    const out = this.items.splice(0, n)
+    for (const h of out) this.bytes -= payloadBytes(h.packet)
+    return out
+  }
+
+  /** Drop (run the callback of) each held delivery whose packet `which` picks; keep the rest. */
+  drop(which: (packet: unknown) => boolean): void {
+    const kept: HeldDelivery[] = []
+    this.bytes = 0
+    for (const h of this.items.splice(0)) {
+      if (which(h.packet)) h.cb()
+      else (kept.push(h), (this.bytes += payloadBytes(h.packet)))
+    }
+    this.items = kept
+  }
+}
+
 export function createConnackGate({
   limits,
   onOverflow,
@@ -140,8 +186,7 @@ export function createConnackGate({
 
   function hold(client: GatedClient): void {
     const { deliver0, deliverQoS } = client
-    const held: Array<{ deliver: Deliver; packet: unknown; cb: () => void }> = []
-    let heldBytes = 0
+    const held = new Held()
     let holding = true
     let overflowed = false
     const gate =
@@ -153,12 +198,7 @@ export function createConnackGate({
         if (!holding) return deliver(packet, cb)
         const queued = queuedToo(client, packet as LivePacket)
         if (leftToQueue.has(client) && queued) return cb()
-        const bytes = payloadBytes(packet)
-        if (
-          overflowed ||
-          held.length + 1 > limits.maxPendingMessages ||
-          heldBytes + bytes > limits.maxPendingBytes
-        ) {
+        if (overflowed || !held.fits(packet, limits)) {
           // The drain's last read is slow and live messages keep coming: what has a queued copy
           // is left to the queue again and the drain reads once more, rather than cut a session
           // that reads as fast as it is sent to.
@@ -166,24 +206,17 @@ export function createConnackGate({
             relapse()
             return cb()
           }
-          if (!overflowed) onOverflow(client, { messages: held.length, bytes: heldBytes })
+          if (!overflowed) onOverflow(client, held.size())
           overflowed = true
           return cb()
         }
-        heldBytes += bytes
         held.push({ deliver, packet, cb })
       }
     const relapse = () => {
       lastRead.delete(client)
       leftToQueue.add(client)
       relapsed.add(client)
-      const kept: typeof held = []
-      heldBytes = 0
-      for (const h of held.splice(0)) {
-        if (queuedToo(client, h.packet as LivePacket)) h.cb()
-        else (kept.push(h), (heldBytes += payloadBytes(h.packet)))
-      }
-      held.push(...kept)
+      held.drop((packet) => queuedToo(client, packet as LivePacket))
     }
     client.deliver0 = gate(deliver0)
     client.deliverQoS = gate(deliverQoS)
@@ -196,19 +229,18 @@ export function createConnackGate({
       client.deliverQoS = deliverQoS
       // Dropped ones only run their callbacks: the socket is gone, and a persistent session
       // still has its QoS > 0 copies in the queue.
-      for (const h of held.splice(0)) h.cb()
+      held.drop(() => true)
     }
     // What was held goes out a slice per turn of the event loop, still in order: live messages
     // held behind a long backlog are thousands, and written at once they held every other
     // client for ~100 ms (npm run bench -- isolation). New ones queue behind them meanwhile.
     const releaseSome = () => {
       if (client.conn.destroyed) return open()
-      for (const h of held.splice(0, RELEASE_SLICE)) {
-        heldBytes -= payloadBytes(h.packet)
+      for (const h of held.take(RELEASE_SLICE)) {
         if (drainedBefore(client, h.packet)) h.cb()
         else h.deliver(h.packet, h.cb)
       }
-      if (held.length > 0) setImmediate(releaseSome)
+      if (held.size().messages > 0) setImmediate(releaseSome)
       else open()
     }
     holds.set(client, (deliver) => {
