@@ -310,6 +310,19 @@ export function busContract(name: string, makeBus: MakeBus): void {
         expect(await kv.get('w')).toBeNull()
       })
 
+      it('ends a listing at once when the only key goes while it is taken', async () => {
+        // The listing snapshots the subjects, then reads their last values; the key erased (or
+        // expired) in between left nothing to read, and the listing waited for its 10 s deadline.
+        const kv = await (await bus()).kv('keys-race')
+        for (let round = 0; round < 5; round++) {
+          await kv.put(`only.${round}`, text('x'))
+          const started = Date.now()
+          const [keys] = await Promise.all([kv.keys('only.>'), kv.erase(`only.${round}`)])
+          expect(keys.length).toBeLessThanOrEqual(1)
+          expect(Date.now() - started).toBeLessThan(5_000)
+        }
+      })
+
       it('lists live keys, filtered with wildcards', async () => {
         const kv = await (await bus()).kv('keys')
         expect(await kv.keys()).toEqual([])

@@ -38,6 +38,7 @@ function toEntry(e: NatsKvEntry): KvEntry {
 
 /** Our KvBucket over a NATS.js KV: typed errors, deleted keys read as absent. */
 const KEYS_DEADLINE_MS = 10_000 // a listing that has not ended by then is an error, not a hang
+const KEYS_IDLE_CHECK_MS = 500
 
 /**
  * The live keys under `filter` as of the call. NATS.js's own `keys()` ends only when its
@@ -63,8 +64,19 @@ async function listKeys(
     () => it.stop(new Error(`listing keys of ${name} took over ${KEYS_DEADLINE_MS} ms`)),
     KEYS_DEADLINE_MS
   )
+  let seen = 0
+  // Every subject of the snapshot may expire (TTL) before the watch starts: then no entry ever
+  // comes and the listing waited for its deadline. While none came, the snapshot is taken again.
+  const idle = setInterval(() => {
+    if (seen > 0) return
+    jsm.streams.info(`KV_${name}`, { subjects_filter: `$KV.${name}.${filter}` }).then(
+      (again) => {
+        if (seen === 0 && Object.keys(again.state.subjects ?? {}).length === 0) it.stop()
+      },
+      () => {} // the deadline still bounds the listing
+    )
+  }, KEYS_IDLE_CHECK_MS)
   try {
-    let seen = 0
     for await (const e of it) {
       if (e.revision > upTo) break // written after the snapshot: every older last value came first
       if (e.operation === 'PUT') live.add(e.key)
@@ -74,6 +86,7 @@ async function listKeys(
     }
   } finally {
     clearTimeout(deadline)
+    clearInterval(idle)
     it.stop()
   }
   return [...live]
