@@ -199,6 +199,26 @@ export const gatewayKeys = {
     .describe(
       'ms between re-checks of every connected bridge against the store (a backstop to revocation events); 0 = none'
     ),
+  queueSweepMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(5_000)
+    .describe(
+      "ms between sweeps of connected persistent sessions' queues for messages whose live copy never came (a NATS node died); 0 = none"
+    ),
+  queueSweepAgeMs: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(5_000)
+    .describe('ms a queued message waits for its live copy before a sweep delivers it'),
+  queueSweepSessions: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100)
+    .describe('connected persistent sessions whose queue one sweep lists (round robin)'),
   gatewayId: optionalString.describe(
     "this gateway's name in stats and metrics; made at start when absent"
   ),

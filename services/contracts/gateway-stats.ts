@@ -48,6 +48,12 @@ export const GatewayCountersSchema = z.object({
     .describe(
       'queued messages a resuming session got that its connection did not remember (past 100,000): a live copy of one may be sent twice'
     ),
+  queueRedelivered: z
+    .number()
+    .int()
+    .describe(
+      "queued messages the sweep of a connected session's queue delivered because their live copy never came"
+    ),
   authFailures: z.number().int(),
   // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
   authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),

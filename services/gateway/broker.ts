@@ -11,6 +11,7 @@ import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
 import { startSessionExpiry } from './persistence/expiry.ts'
+import { startQueueSweep } from './queue-sweep.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
 
@@ -53,6 +54,23 @@ export interface BrokerOptions {
   heartbeatMs: number
   /** Split horizon: true when delivering to `clientId` would send a message back to its origin. */
   isEcho?: (clientId: string, originClientId: string | undefined) => boolean
+  /** Connected sessions' queues swept for messages whose live copy never came (queue-sweep.ts). */
+  queueSweep?: Partial<QueueSweepSettings>
+}
+
+export interface QueueSweepSettings {
+  /** ms between ticks; 0 = no sweep. */
+  everyMs: number
+  /** ms a queued entry waits for its live copy before the sweep hands it out. */
+  olderThanMs: number
+  /** Sessions listed per tick, round robin. */
+  sessionsPerTick: number
+}
+
+export const DEFAULT_QUEUE_SWEEP: QueueSweepSettings = {
+  everyMs: 5_000,
+  olderThanMs: 5_000,
+  sessionsPerTick: 100,
 }
 
 export interface Broker {
@@ -77,6 +95,7 @@ export async function createBroker({
   log,
   heartbeatMs,
   isEcho = () => false,
+  queueSweep = {},
 }: BrokerOptions): Promise<Broker> {
   const ctx: HookContext = {
     authenticator,
@@ -132,7 +151,17 @@ export async function createBroker({
   orderOwnEmits(aedes as unknown as OrderedBroker)
   watchEvents(aedes, connackGate, counters, log)
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
-  return asBroker({ aedes, persistence, limits, connackGate, outbound, expiry, ctx })
+  const sweep = startQueueSweep({
+    ...DEFAULT_QUEUE_SWEEP,
+    ...queueSweep,
+    aedes,
+    stranded: persistence.stranded,
+    catchingUp: (client) => connackGate.holding(client as unknown as GatedClient),
+    onRedelivered: (n) => (counters.queueRedelivered += n),
+    log,
+  })
+  const timers = { stop: () => (expiry.stop(), sweep.stop()) }
+  return asBroker({ aedes, persistence, limits, connackGate, outbound, expiry: timers, ctx })
 }
 
 /**

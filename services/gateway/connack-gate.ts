@@ -274,6 +274,10 @@ export function createConnackGate({
     release(client: GatedClient): void {
       holds.get(client)?.(true)
     },
+    /** Is this client's connect (and its queue's drain) still under way? */
+    holding(client: GatedClient): boolean {
+      return holds.has(client)
+    },
   }
 }
 export type ConnackGate = ReturnType<typeof createConnackGate>

@@ -6,7 +6,7 @@ import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { AnonymousPolicy, LocalUser } from './auth.ts'
 import { createAuthenticator, type AuthLimits } from './authenticator.ts'
-import { createBroker, type Broker, type BrokerLimits } from './broker.ts'
+import { createBroker, type Broker, type BrokerLimits, type QueueSweepSettings } from './broker.ts'
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
 import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
 import { createBusMq } from './mq.ts'
@@ -43,6 +43,8 @@ export interface GatewayOptions {
   proxyHeaderTimeoutMs?: number
   /** ms between re-checks of every connected bridge against the store; 0 = none. */
   bridgeRevalidateMs?: number
+  /** The sweep of connected sessions' queues for messages whose live copy never came. */
+  queueSweep?: Partial<QueueSweepSettings>
 }
 
 export interface Gateway {
@@ -94,6 +96,7 @@ export async function createGateway({
   trustProxy = false,
   proxyHeaderTimeoutMs,
   bridgeRevalidateMs,
+  queueSweep = {},
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
   const brokerId = randomUUID()
@@ -122,6 +125,7 @@ export async function createGateway({
     limits: limitsInForce,
     log,
     heartbeatMs,
+    queueSweep,
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
   })
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]

@@ -61,6 +61,11 @@ export async function startGateway(
     trustProxy: config.trustProxy,
     proxyHeaderTimeoutMs: config.proxyHeaderTimeoutMs,
     bridgeRevalidateMs: config.bridgeRevalidateMs,
+    queueSweep: {
+      everyMs: config.queueSweepMs,
+      olderThanMs: config.queueSweepAgeMs,
+      sessionsPerTick: config.queueSweepSessions,
+    },
     auth: {
       cacheMs: config.authCacheMs,
       cacheMaxEntries: config.authCacheMaxEntries,

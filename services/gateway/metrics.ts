@@ -90,6 +90,11 @@ export function registerGatewayMetrics({
     'drainedForgotten'
   )
   counter(
+    'ub_gateway_queue_redelivered_total',
+    "queued messages delivered by the sweep of a connected session's queue: their live copy never came (a NATS node died)",
+    'queueRedelivered'
+  )
+  counter(
     'ub_gateway_queue_full_total',
     'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
     'queueFull'
@@ -134,6 +139,7 @@ export function createCounters(): GatewayCounters {
     deliveryDenied: 0,
     slowConsumers: 0,
     drainedForgotten: 0,
+    queueRedelivered: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

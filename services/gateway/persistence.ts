@@ -114,6 +114,7 @@ export async function createBusPersistence({
     outgoingUpdate: outgoing.outgoingUpdate,
     outgoingClearMessageId: outgoing.outgoingClearMessageId,
     outgoingStream: outgoing.outgoingStream,
+    stranded: outgoing.stranded,
 
     /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
     touchSession: subs.touch,

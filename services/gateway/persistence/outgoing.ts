@@ -138,11 +138,25 @@ export function createOutgoingQueue({
       const ids = inflight.get(client.id)
       const entry = ids?.get(packet.messageId)
       if (entry === undefined) return undefined // never queued (clean session or a retained copy)
-      ids!.delete(packet.messageId!)
-      if (ids!.size === 0) inflight.delete(client.id)
-      await kv.erase(entry.key)
+      try {
+        await kv.erase(entry.key)
+      } finally {
+        // Forgotten only once erased: a sweep (`stranded`) meanwhile must not hand it out again.
+        ids!.delete(packet.messageId)
+        if (ids!.size === 0) inflight.delete(client.id)
+      }
       depth.release(client.id)
       return packet
+    },
+    /**
+     * A connected session's queued messages older than `olderThanMs` and not handed out on this
+     * connection: their live copy never came (lost in core NATS when a node died), and the queue
+     * is otherwise read only on reconnect. Oldest first; at most `limit`.
+     */
+    async stranded(clientId: string, olderThanMs: number, limit: number): Promise<WirePacket[]> {
+      const handedOut = () =>
+        new Set([...(inflight.get(clientId)?.values() ?? [])].map((e) => e.key))
+      return strandedIn(reader, clientId, { olderThanMs, limit, handedOut })
     },
     /** Erase a session's whole queue (the session expired). */
     async purge(clientId: string): Promise<number> {
@@ -272,6 +286,39 @@ async function* clientQueue(
       last = false
     }
   }
+}
+
+/**
+ * A connected session's queued entries older than `olderThanMs` and not handed out on its
+ * connection (`handedOut`, asked before and after the read: a live copy may go out meanwhile),
+ * oldest first, at most `limit`. A PUBREL marker is owed on the connection already; a young
+ * entry's live copy may still be on its way.
+ */
+async function strandedIn(
+  reader: QueueReader,
+  clientId: string,
+  {
+    olderThanMs,
+    limit,
+    handedOut,
+  }: { olderThanMs: number; limit: number; handedOut: () => Set<string> }
+): Promise<WirePacket[]> {
+  const listed = handedOut()
+  const keys = (await listQueue(reader, clientId)).filter((k) => !listed.has(k))
+  const before = Date.now() - olderThanMs
+  const found: Array<{ key: string; q: Queued }> = []
+  for (let i = 0; i < keys.length && found.length < limit; i += QUEUE_PAGE) {
+    for (const entry of await readPage(reader.kv, keys.slice(i, i + QUEUE_PAGE))) {
+      const { extra } = entry.q
+      if (extra?.pubrel !== true && (extra?.at as number) <= before) found.push(entry)
+    }
+  }
+  const now = handedOut()
+  return found
+    .filter(({ key }) => !now.has(key))
+    .sort((a, b) => arrival(orderOf(a.q), orderOf(b.q)))
+    .slice(0, limit)
+    .map(({ q }) => q.packet)
 }
 
 type Queued = ReturnType<typeof decodePacket>
