@@ -54,6 +54,16 @@ export const GatewayCountersSchema = z.object({
     .describe(
       "queued messages the sweep of a connected session's queue delivered because their live copy never came"
     ),
+  queueEraseDeferred: z
+    .number()
+    .int()
+    .describe('acknowledged queue entries whose erase failed and was retried later'),
+  queueEraseDropped: z
+    .number()
+    .int()
+    .describe(
+      'acknowledged queue entries whose failed erase was not kept for a retry (bound reached)'
+    ),
   authFailures: z.number().int(),
   // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
   authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),

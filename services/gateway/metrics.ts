@@ -85,29 +85,9 @@ export function registerGatewayMetrics({
     'slowConsumers'
   )
   counter(
-    'ub_gateway_drained_forgotten_total',
-    'queued messages a resuming session got past the 100,000 its connection remembers (a live copy of one may repeat)',
-    'drainedForgotten'
-  )
-  counter(
-    'ub_gateway_queue_redelivered_total',
-    "queued messages delivered by the sweep of a connected session's queue: their live copy never came (a NATS node died)",
-    'queueRedelivered'
-  )
-  counter(
-    'ub_gateway_queue_full_total',
-    'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
-    'queueFull'
-  )
-  counter(
     'ub_gateway_connect_sources_evicted_total',
     'CONNECT budgets of sources forgotten past connectRateSources (least recently seen first)',
     'connectSourcesEvicted'
-  )
-  counter(
-    'ub_gateway_queue_depths_forgotten_total',
-    'session queue depths dropped from memory past 100,000 followed sessions (counted again at their next message)',
-    'queueDepthsForgotten'
   )
   counter(
     'ub_gateway_retained_refused_total',
@@ -125,7 +105,44 @@ export function registerGatewayMetrics({
     'sessionsExpired'
   )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
+  registerQueueMetrics(counter)
   registerFrontDoorMetrics(counter)
+}
+
+/** The persistent sessions' queues: bounds reached, sweeps, and erases that waited for the bus. */
+function registerQueueMetrics(
+  counter: (name: string, help: string, key: keyof GatewayCounters) => unknown
+): void {
+  counter(
+    'ub_gateway_drained_forgotten_total',
+    'queued messages a resuming session got past the 100,000 its connection remembers (a live copy of one may repeat)',
+    'drainedForgotten'
+  )
+  counter(
+    'ub_gateway_queue_redelivered_total',
+    "queued messages delivered by the sweep of a connected session's queue: their live copy never came (a NATS node died)",
+    'queueRedelivered'
+  )
+  counter(
+    'ub_gateway_queue_erase_deferred_total',
+    'acknowledged queue entries whose erase failed (the bus in a fault) and was retried later',
+    'queueEraseDeferred'
+  )
+  counter(
+    'ub_gateway_queue_erase_dropped_total',
+    'acknowledged queue entries whose failed erase was not kept for a retry (100,000 waiting): delivered again on reconnect',
+    'queueEraseDropped'
+  )
+  counter(
+    'ub_gateway_queue_full_total',
+    'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
+    'queueFull'
+  )
+  counter(
+    'ub_gateway_queue_depths_forgotten_total',
+    'session queue depths dropped from memory past 100,000 followed sessions (counted again at their next message)',
+    'queueDepthsForgotten'
+  )
 }
 
 export function createCounters(): GatewayCounters {
@@ -140,6 +157,8 @@ export function createCounters(): GatewayCounters {
     slowConsumers: 0,
     drainedForgotten: 0,
     queueRedelivered: 0,
+    queueEraseDeferred: 0,
+    queueEraseDropped: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

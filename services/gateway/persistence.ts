@@ -31,7 +31,13 @@ export interface BusPersistenceOptions {
   queueListMs?: number
   limits?: Partial<StoreLimits>
   /** Counted when a bound refuses something. */
-  counters?: { queueFull: number; retainedRefused: number; queueDepthsForgotten: number }
+  counters?: {
+    queueFull: number
+    retainedRefused: number
+    queueDepthsForgotten: number
+    queueEraseDeferred: number
+    queueEraseDropped: number
+  }
 }
 
 /** What the shared state may hold (README, Bounds); each holds across gateways. */
@@ -57,7 +63,13 @@ export async function createBusPersistence({
   queueTtlMs = DEFAULT_QUEUE_TTL_MS,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
   limits: limitsGiven = {},
-  counters = { queueFull: 0, retainedRefused: 0, queueDepthsForgotten: 0 },
+  counters = {
+    queueFull: 0,
+    retainedRefused: 0,
+    queueDepthsForgotten: 0,
+    queueEraseDeferred: 0,
+    queueEraseDropped: 0,
+  },
 }: BusPersistenceOptions) {
   const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
   const [retainedKv, subsKv, outKv, willsKv] = await Promise.all([
@@ -82,6 +94,8 @@ export async function createBusPersistence({
       clientId.startsWith(BRIDGE_CLIENT_PREFIX) ? limits.bridgeMaxQueued : limits.sessionMaxQueued,
     onQueueFull: () => counters.queueFull++,
     onDepthForgotten: () => counters.queueDepthsForgotten++,
+    onEraseDeferred: () => counters.queueEraseDeferred++,
+    onEraseDropped: () => counters.queueEraseDropped++,
   })
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })
@@ -135,6 +149,7 @@ export async function createBusPersistence({
     streamWill: wills.streamWill,
 
     async destroy(): Promise<void> {
+      outgoing.stop()
       await Promise.allSettled(watches.splice(0).map((w) => w.unsubscribe()))
       log.debug('gateway persistence closed')
     },

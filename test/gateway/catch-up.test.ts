@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
-import { BUCKETS } from '../../services/contracts/buckets.ts'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
-import { resumeSession, startGatewayPair, type GatewayPair } from './fixture.ts'
+import { resumeSession, startGatewayPair, withQueueBucket, type GatewayPair } from './fixture.ts'
 
 /**
  * A persistent session that resumes a backlog catches up from its queue: what is published while
@@ -120,16 +119,10 @@ describe('a session catching up on its queue', () => {
 function withSlowQueueListings(ms: number) {
   let listings = 0
   return (bus: Bus): Bus =>
-    Object.assign(Object.create(bus) as Bus, {
-      async kv(name: string, options?: { ttlMs?: number }): Promise<KvBucket> {
-        const kv = await bus.kv(name, options)
-        if (name !== BUCKETS.gatewayOutgoing) return kv
-        return Object.assign(Object.create(kv) as KvBucket, {
-          async keys(...args: Parameters<KvBucket['keys']>) {
-            if (++listings % 2 === 0) await sleep(ms)
-            return kv.keys(...args)
-          },
-        })
+    withQueueBucket(bus, (kv) => ({
+      async keys(...args: Parameters<KvBucket['keys']>) {
+        if (++listings % 2 === 0) await sleep(ms)
+        return kv.keys(...args)
       },
-    })
+    }))
 }

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
-import { BUCKETS } from '../../services/contracts/buckets.ts'
+import type { Bus } from '../../services/common/bus/bus.ts'
 import { decodePacket } from '../../services/gateway/codec.ts'
 import { collect, connectMqtt, eventually, sleep, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus } from '../helpers/nats.ts'
+import { withQueueBucket } from './fixture.ts'
 
 const SLOW_PUT_MS = 600
 
@@ -12,20 +12,13 @@ const SLOW_PUT_MS = 600
  * queue write that a NATS leader election or a loaded node delays while the next one goes
  * through. Everything else is the real bus.
  */
-function withSlowQueueWrites(bus: Bus): Bus {
-  return Object.assign(Object.create(bus) as Bus, {
-    async kv(name: string, options?: { ttlMs?: number }): Promise<KvBucket> {
-      const kv = await bus.kv(name, options)
-      if (name !== BUCKETS.gatewayOutgoing) return kv
-      return Object.assign(Object.create(kv) as KvBucket, {
-        async put(key: string, value: Uint8Array) {
-          if (decodePacket(value).packet.payload?.toString() === 'slow') await sleep(SLOW_PUT_MS)
-          return kv.put(key, value)
-        },
-      })
+const withSlowQueueWrites = (bus: Bus): Bus =>
+  withQueueBucket(bus, (kv) => ({
+    async put(key: string, value: Uint8Array) {
+      if (decodePacket(value).packet.payload?.toString() === 'slow') await sleep(SLOW_PUT_MS)
+      return kv.put(key, value)
     },
-  })
-}
+  }))
 
 /**
  * A resumed session's queue is read while the gateway still writes to it; two queue writes of

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { IClientOptions, MqttClient } from 'mqtt'
-import type { Bus } from '../../services/common/bus/bus.ts'
+import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
+import { BUCKETS } from '../../services/contracts/buckets.ts'
 import { createInProcessBus, createInProcessHub } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import type { GatewayOptions } from '../../services/gateway/index.ts'
@@ -110,4 +111,18 @@ export async function resumeSession(url: string, clientId: string, options: ICli
     (c) => (got = collect(c))
   )
   return { client, got: got! }
+}
+
+/**
+ * The bus, with gateway queue bucket (`gw_outgoing`) methods replaced by `overrides(kv)`: a
+ * test makes one part of the queue slow or failing, the rest is the real bus.
+ */
+export function withQueueBucket(bus: Bus, overrides: (kv: KvBucket) => Partial<KvBucket>): Bus {
+  return Object.assign(Object.create(bus) as Bus, {
+    async kv(name: string, options?: { ttlMs?: number }): Promise<KvBucket> {
+      const kv = await bus.kv(name, options)
+      if (name !== BUCKETS.gatewayOutgoing) return kv
+      return Object.assign(Object.create(kv) as KvBucket, overrides(kv))
+    },
+  })
 }
