@@ -8,6 +8,7 @@ import {
 import { UPSTREAM_EVENT_TYPES, UPSTREAM_MACHINE_VERSION, upstreamMachine } from './upstream.ts'
 
 export * from './namespace.ts'
+export * from './binding.ts'
 export * from './upstream.ts'
 export * from './incoming-request.ts'
 export * from './apply.ts'

@@ -1,5 +1,8 @@
 import { assign, setup } from 'xstate'
-import { GRANT_ALL, isWithinAny } from './namespace.ts'
+import { GRANT_ALL } from './namespace.ts'
+import { bindingWithinGrants, type Binding } from './binding.ts'
+
+export type { Binding }
 
 /**
  * The Upstream lifecycle (downstream side), ARCHITECTURE.md §6. Pure: no timers, no invoked
@@ -16,11 +19,6 @@ export const UPSTREAM_STATES: readonly UpstreamState[] = [
   'Revoked',
   'Deleted',
 ]
-
-export interface Binding {
-  source: string
-  target: string
-}
 
 export type UpstreamKind = 'uns' | 'mqtt'
 
@@ -57,7 +55,7 @@ export const UPSTREAM_EVENT_TYPES = [
 ] as const
 
 function bindingsFitGrants(bindings: readonly Binding[], grants: readonly string[]): boolean {
-  return bindings.every((b) => isWithinAny(b.target, grants))
+  return bindings.every((b) => bindingWithinGrants(b, grants))
 }
 
 export const upstreamMachine = setup({

@@ -3,7 +3,16 @@
  * the HTTP API builds its request bodies and its OpenAPI document from them.
  */
 import { z } from 'zod'
-import { GRANT_ALL, namespaceProblem, type Binding } from '../../machines/index.ts'
+import {
+  bindingProblem,
+  bindingsProblem,
+  DIRECTIONS,
+  GRANT_ALL,
+  namespaceProblem,
+  normalBinding,
+  type Binding,
+  type Direction,
+} from '../../machines/index.ts'
 import { INSTANCE_ID_PATTERN } from '../common/instance-id.ts'
 
 export const MAX_BINDINGS = 1_000 // an upstream with more is a mistake, and each is a subscription
@@ -27,24 +36,36 @@ export const Grant = z.string().superRefine((g, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: `grant ${problem} (or be '#' alone)` })
 })
 
-export const BindingSchema = z.strictObject({ source: Namespace, target: Namespace })
+/** A binding's source or target: a topic prefix whose levels may be `+` (source) or `{n}` (target). */
+const BindingPattern = z
+  .string()
+  .describe(
+    "topic prefix; a source level may be '+', a target level '{n}' (the n-th '+'); a trailing '/#' is allowed"
+  )
 
-/** At most MAX_BINDINGS, each source bound once; `element` lets the HTTP API name the item schema. */
-export const bindingsOf = (element: z.ZodType<Binding> = BindingSchema) =>
+export const BindingSchema = z
+  .strictObject({
+    source: BindingPattern,
+    target: BindingPattern,
+    direction: z
+      .enum(DIRECTIONS as [Direction, ...Direction[]])
+      .optional()
+      .describe("'out' (default): local → upstream; 'in': upstream → local; 'both'"),
+  })
+  .superRefine((b, ctx) => {
+    const problem = bindingProblem(b)
+    if (problem) ctx.addIssue({ code: 'custom', message: problem })
+  })
+  .transform(normalBinding)
+
+/** At most MAX_BINDINGS, valid together (bindingsProblem); `element` lets the HTTP API name the item schema. */
+export const bindingsOf = (element: z.ZodType<Binding, unknown> = BindingSchema) =>
   z
     .array(element)
     .max(MAX_BINDINGS)
     .superRefine((bindings, ctx) => {
-      const seen = new Set<string>()
-      bindings.forEach((b, i) => {
-        if (seen.has(b.source))
-          ctx.addIssue({
-            code: 'custom',
-            path: [i, 'source'],
-            message: `source '${b.source}' is bound twice`,
-          })
-        seen.add(b.source)
-      })
+      const found = bindingsProblem(bindings)
+      if (found) ctx.addIssue({ code: 'custom', path: [found.index], message: found.problem })
     })
 export const BindingsSchema = bindingsOf()
 

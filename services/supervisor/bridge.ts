@@ -18,6 +18,8 @@ import {
   type UpstreamTarget,
 } from './upstream-client.ts'
 import { createForwardWindow, type ForwardWindow } from './window.ts'
+import { createInbound, type Inbound } from './inbound.ts'
+import { localUrls, syncFilters, wantedFilters, type FilterState } from './link-filters.ts'
 
 /** One link: local gateway → upstream broker, for one Active upstream. */
 export interface BridgeLink {
@@ -82,21 +84,16 @@ export interface CreateBridgeLinkOptions {
 }
 
 /** One link's state, shared by the steps that open and close it. */
-interface Link {
+interface Link extends FilterState {
   readonly options: CreateBridgeLinkOptions
   /** To the link's machine (`bridge.connected`, `bridge.failed`, `bridge.stop`). */
   readonly send: (event: BridgeEvent) => void
   /** Bumped by every open and close: a step of an older attempt finds it changed and gives up. */
   gen: number
-  remap: Remapper
-  /** Off the mesh tree: subscribed to nothing, bindings kept for what was already queued. */
-  blocked: boolean
-  /** What the local session is subscribed to, as far as this process knows. */
-  sessionFilters: string[]
   /** The connections of the attempt that reached Forwarding (or is subscribing). */
-  local: MqttSession | undefined
-  upstream: UpstreamSession | undefined
   fw: ForwardWindow | undefined
+  /** What comes down (bindings `in`, `both`); none when no binding brings anything in. */
+  inbound: Inbound | undefined
   /** Which of the local gateways the next attempt dials; moves on after a failure there. */
   localTurn: number
   /** Forwarded by the windows of earlier connections. */
@@ -111,6 +108,7 @@ interface Attempt {
   credentials?: Credentials
   upstream?: UpstreamSession
   window?: ForwardWindow
+  inbound?: Inbound
   local?: MqttSession
   /** The link holds the connections now: closing them is `closeLink`'s job. */
   handedOver: boolean
@@ -141,9 +139,11 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     remap: createRemapper(options.bindings),
     blocked: false,
     sessionFilters: [],
+    upstreamFilters: [],
     local: undefined,
     upstream: undefined,
     fw: undefined,
+    inbound: undefined,
     localTurn: 0,
     forwardedBefore: 0,
     unrouted: 0,
@@ -167,7 +167,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     setBindings: (bindings) => setBindings(link, bindings),
     setBlocked: async (blocked) => {
       link.blocked = blocked
-      await syncFilters(link)
+      await syncFilters(link, (err) => fail(link, link.gen, err))
     },
     status() {
       const snap = actor.getSnapshot()
@@ -254,6 +254,7 @@ async function runOpenSteps(link: Link, attempt: Attempt): Promise<void> {
 function abandon(attempt: Attempt): void {
   if (attempt.handedOver) return
   attempt.window?.close()
+  attempt.inbound?.window.close()
   void attempt.local?.close()
   void attempt.upstream?.close()
 }
@@ -264,13 +265,24 @@ async function readCredentials(link: Link, attempt: Attempt): Promise<void> {
 
 async function connectUpstreamBroker(link: Link, attempt: Attempt): Promise<void> {
   const { gen, credentials = {} } = attempt
+  const inbound = link.remap.upstreamFilters.length
+    ? createInbound({
+        size: link.options.window,
+        toLocal: (topic) => link.remap.toLocal(topic),
+        onUnrouted: () => link.unrouted++,
+        onError: (err) => fail(link, gen, err),
+      })
+    : undefined
+  attempt.inbound = inbound
   attempt.upstream = await connectUpstream({
     target: link.options.target,
     clientId: link.options.upstreamClientId,
     username: credentials.username ?? null,
     password: credentials.password ?? null,
     onClose: (err) => fail(link, gen, err),
+    ...(inbound ? { inbound: { onMessage: inbound.onMessage } } : {}),
   })
+  inbound?.attachUpstream(attempt.upstream)
 }
 
 /**
@@ -322,19 +334,14 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     throw err
   })
   sessionLocal = attempt.local
+  attempt.inbound?.attachLocal(attempt.local)
 }
-
-/** `localBrokerUrl` may list several gateways, comma-separated. */
-export const localUrls = (list: string): string[] =>
-  list
-    .split(',')
-    .map((u) => u.trim())
-    .filter(Boolean)
 
 function handOver(link: Link, attempt: Attempt): void {
   link.local = attempt.local
   link.upstream = attempt.upstream
   link.fw = attempt.window
+  link.inbound = attempt.inbound
   attempt.handedOver = true
 }
 
@@ -346,10 +353,15 @@ function handOver(link: Link, attempt: Attempt): void {
  */
 async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
   const local = attempt.local!
-  const wanted = subscribedFilters(link)
-  await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.includes(f)))
-  await local.subscribe(wanted)
-  link.sessionFilters = [...wanted]
+  const wanted = wantedFilters(link)
+  await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.local.includes(f)))
+  await local.subscribe(wanted.local)
+  link.sessionFilters = [...wanted.local]
+  // Coming in: the upstream's persistent session, likewise.
+  const upstream = attempt.upstream!
+  await upstream.unsubscribe(link.upstreamFilters.filter((f) => !wanted.upstream.includes(f)))
+  await upstream.subscribe(wanted.upstream)
+  link.upstreamFilters = [...wanted.upstream]
 }
 
 function reportConnected(link: Link): void {
@@ -362,6 +374,8 @@ function closeLink(link: Link): void {
   if (link.fw) link.forwardedBefore += link.fw.forwarded
   link.fw?.close()
   link.fw = undefined
+  link.inbound?.window.close()
+  link.inbound = undefined
   const lo = link.local
   const up = link.upstream
   link.local = link.upstream = undefined
@@ -369,31 +383,12 @@ function closeLink(link: Link): void {
   link.closing = Promise.all([lo?.close(), up?.close()]).then(() => {})
 }
 
-/** What the local session should be subscribed to: nothing while the mesh blocks the link. */
-const subscribedFilters = (link: Link): readonly string[] =>
-  link.blocked ? [] : link.remap.filters
-
 async function setBindings(link: Link, bindings: readonly Binding[]): Promise<void> {
+  const comingBefore = link.remap.upstreamFilters.length > 0
   link.remap = createRemapper(bindings)
-  await syncFilters(link)
-}
-
-/** Subscribe and unsubscribe the difference between the session's filters and the wanted ones. */
-async function syncFilters(link: Link): Promise<void> {
-  const wanted = subscribedFilters(link)
-  const added = wanted.filter((f) => !link.sessionFilters.includes(f))
-  const removed = link.sessionFilters.filter((f) => !wanted.includes(f))
-  const lo = link.local
-  if (!lo) return // not connected: the next connect subscribes the wanted filters
-  try {
-    await lo.subscribe(added)
-    await lo.unsubscribe(removed)
-    link.sessionFilters = [...wanted]
-  } catch (err) {
-    link.options.log.warn(
-      { upstreamId: link.options.upstreamId, err },
-      'binding change failed; reconnecting'
-    )
-    fail(link, link.gen, err as Error)
-  }
+  // A link starting or ending bringing messages in needs another kind of upstream session
+  // (persistent, bridge mode): it reconnects.
+  if (comingBefore !== link.remap.upstreamFilters.length > 0)
+    return fail(link, link.gen, new Error('bindings changed direction'))
+  await syncFilters(link, (err) => fail(link, link.gen, err))
 }

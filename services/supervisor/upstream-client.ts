@@ -6,6 +6,7 @@ import {
   connectMqttSession,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_SEC,
+  type MqttMessage,
   type MqttSession,
 } from './mqtt-session.ts'
 
@@ -23,7 +24,17 @@ export interface UpstreamTarget {
 }
 
 /** All the bridge asks of its upstream end, whichever client serves it. */
-export type UpstreamSession = Pick<MqttSession, 'publish' | 'close'>
+/** Publishing up; and, for bindings coming in, subscribing and acknowledging what comes down. */
+export type UpstreamSession = Pick<
+  MqttSession,
+  'publish' | 'close' | 'subscribe' | 'unsubscribe' | 'ack' | 'pause' | 'resume'
+>
+
+/** What a link with bindings coming in (`in`, `both`) asks of its upstream connection. */
+export interface InboundOptions {
+  /** Each message from upstream; acknowledged with `ack` once the local gateway has it. */
+  onMessage: (msg: MqttMessage, session?: UpstreamSession) => void
+}
 
 export class UpstreamRefusedError extends Error {
   readonly returnCode: number
@@ -56,11 +67,18 @@ export async function connectUpstream(
   const url = upstreamUrl(options.target)
   if (!url.startsWith('mqtt')) return connectUpstreamMqttJs(options)
   try {
+    const { inbound } = options
     const session = await connectMqttSession({
       url,
       clientId: options.clientId,
-      clean: true,
-      bridgeMode: false,
+      // Coming in, the upstream keeps what it queued for the link while the link is down, and a
+      // bridge never gets back what it published itself (Mosquitto and our gateways honour the
+      // bridge flag as no-local).
+      clean: !inbound,
+      bridgeMode: !!inbound,
+      ...(inbound
+        ? { onMessage: (msg: MqttMessage, s: MqttSession) => inbound.onMessage(msg, s) }
+        : {}),
       keepaliveSec: KEEPALIVE_SEC,
       peerName: 'upstream',
       tls: options.target.tls ?? null,
@@ -71,7 +89,7 @@ export async function connectUpstream(
         : { connectTimeoutMs: options.connectTimeoutMs }),
       onClose: options.onClose,
     })
-    return { publish: session.publish, close: session.close }
+    return session
   } catch (err) {
     if (err instanceof ConnackError) throw new UpstreamRefusedError(err.returnCode, err.message)
     throw err
@@ -85,6 +103,7 @@ function connectUpstreamMqttJs({
   password,
   connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
   onClose,
+  inbound,
 }: {
   target: UpstreamTarget
   clientId: string
@@ -93,12 +112,13 @@ function connectUpstreamMqttJs({
   connectTimeoutMs?: number
   /** Called once when an established link ends (not after close()). */
   onClose: (err: Error) => void
+  inbound?: InboundOptions
 }): Promise<UpstreamSession> {
   const tls = target.tls ?? {}
   const options: IClientOptions = {
     clientId,
     protocolVersion: 4,
-    clean: true,
+    clean: !inbound,
     keepalive: KEEPALIVE_SEC,
     connectTimeout: connectTimeoutMs,
     // The supervisor's machine owns reconnects: backoff with jitter, and a stop on a revoked
@@ -140,6 +160,7 @@ function connectUpstreamMqttJs({
       corked = false
       client.stream?.uncork()
     }
+    if (inbound) acknowledgeLater(client, inbound)
     client.once('connect', () => {
       up = true
       // MQTT.js leaves Nagle on; a lone QoS 0 message would wait for the peer's delayed ACK.
@@ -154,6 +175,7 @@ function connectUpstreamMqttJs({
           }
           client.publish(topic, payload, opts, (err) => done(err ?? undefined))
         },
+        ...mqttJsInbound(client),
         close: () =>
           new Promise<void>((res) => {
             if (ended) return res()
@@ -169,4 +191,56 @@ function connectUpstreamMqttJs({
       })
     })
   })
+}
+
+/** PUBACK callbacks of messages from upstream, by packet id, until the local gateway has them. */
+const pendingAcks = new WeakMap<MqttClient, Map<number, () => void>>()
+
+/**
+ * MQTT.js sends a PUBACK once `handleMessage` calls back: the callback is kept until `ack`, so
+ * a message is acknowledged upstream only after the local gateway acknowledged it.
+ */
+function acknowledgeLater(client: MqttClient, { onMessage }: InboundOptions): void {
+  const acks = new Map<number, () => void>()
+  pendingAcks.set(client, acks)
+  client.handleMessage = (packet, callback) => {
+    const qos = packet.qos === 0 ? 0 : 1
+    const messageId = qos === 1 ? packet.messageId : undefined
+    if (messageId !== undefined) acks.set(messageId, () => callback())
+    onMessage({
+      topic: packet.topic,
+      payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+      qos,
+      retain: packet.retain,
+      ...(messageId === undefined ? {} : { messageId }),
+    })
+    if (messageId === undefined) callback()
+  }
+}
+
+/** Subscribing, acknowledging and pausing on an MQTT.js connection (ws://, wss://). */
+function mqttJsInbound(
+  client: MqttClient
+): Pick<UpstreamSession, 'subscribe' | 'unsubscribe' | 'ack' | 'pause' | 'resume'> {
+  return {
+    async subscribe(filters) {
+      if (filters.length === 0) return
+      const granted = await client.subscribeAsync(
+        Object.fromEntries(filters.map((f) => [f, { qos: 1 as const }]))
+      )
+      const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic)
+      if (refused.length)
+        throw new Error(`upstream refused the subscription to ${refused.join(', ')}`)
+    },
+    async unsubscribe(filters) {
+      if (filters.length) await client.unsubscribeAsync([...filters])
+    },
+    ack(messageId) {
+      const acks = pendingAcks.get(client)
+      acks?.get(messageId)?.()
+      acks?.delete(messageId)
+    },
+    pause: () => client.stream?.pause(),
+    resume: () => client.stream?.resume(),
+  }
 }

@@ -351,7 +351,14 @@ export function storeContract(kind: DbKind): void {
           actor: operator,
         },
         ...[
-          [{ source: 'a/#', target: 'b' }],
+          [{ source: 'a/#/b', target: 'b' }],
+          [{ source: 'a/+', target: 'x/{2}' }],
+          [{ source: 'a/+/+', target: 'x/{1}', direction: 'in' }],
+          [{ source: 'a', target: 'b', direction: 'sideways' }],
+          [
+            { source: 'a/+', target: 'x/{1}', direction: 'both' },
+            { source: 'a/b', target: 'y' },
+          ],
           [{ source: 'a', target: '$SYS/x' }],
           [{ source: '/a', target: 'b' }],
           [{ source: 'a//b', target: 'b' }],

@@ -251,8 +251,15 @@ describe('errors', () => {
 
 describe('bindings and activation', () => {
   it.each([
-    ['a +', [{ source: 'a/+/b', target: 'x' }]],
-    ['a #', [{ source: 'a', target: 'x/#' }]],
+    ['a + inside a level', [{ source: 'a/b+/c', target: 'x' }]],
+    ['a + in the target', [{ source: 'a/+/b', target: 'x/+' }]],
+    ['a capture the source lacks', [{ source: 'a/+/b', target: 'x/{2}' }]],
+    ['a # before the end', [{ source: 'a/#/b', target: 'x' }]],
+    ['an unknown direction', [{ source: 'a', target: 'x', direction: 'up' }]],
+    [
+      'a remap coming in that cannot be inverted',
+      [{ source: 'a/+', target: 'x', direction: 'in' }],
+    ],
     ['an empty level', [{ source: 'a//b', target: 'x' }]],
     ['a leading $', [{ source: '$SYS/x', target: 'x' }]],
     ['a leading /', [{ source: '/a', target: 'x' }]],

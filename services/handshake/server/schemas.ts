@@ -65,7 +65,7 @@ export const Namespace = documented(contract.Namespace).openapi({
 export const Grant = documented(contract.Grant).openapi({ example: 'acme/plant1' })
 
 export const BindingSchema = documented(contract.BindingSchema).openapi('Binding', {
-  example: { source: 'plant1/line3', target: 'acme/plant1/line3' },
+  example: { source: 'plant1/+/line3', target: 'acme/{1}/line3', direction: 'out' },
 })
 
 export const BindingsBody = documented(contract.bindingsOf(BindingSchema)).openapi('Bindings')

@@ -1,0 +1,142 @@
+import type { MqttClient } from 'mqtt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connectMqtt, sleep } from '../helpers/gateway.ts'
+import { bridge, until } from '../helpers/bridging.ts'
+import { api, startInstance, type Instance } from '../helpers/instance.ts'
+
+interface Arrival {
+  topic: string
+  payload: string
+  retain: boolean
+}
+
+async function listen(
+  url: string,
+  filter: string
+): Promise<{ client: MqttClient; got: Arrival[] }> {
+  const got: Arrival[] = []
+  const client = await connectMqtt(url)
+  client.on('message', (topic, payload, packet) =>
+    got.push({ topic, payload: payload.toString(), retain: packet.retain })
+  )
+  await client.subscribeAsync(filter, { qos: 1 })
+  return { client, got }
+}
+
+/**
+ * Bindings that bring messages down (`in`) and both ways (`both`), with a remap that captures
+ * and reorders levels, between two real instances (issue 11, part 1).
+ */
+describe('bindings in and both directions', () => {
+  let down: Instance
+  let up: Instance
+  let upstreamId = ''
+  const clients: MqttClient[] = []
+  const upstream = () => api(down, 'GET', `/api/v1/upstreams/${upstreamId}`)
+  const forwarding = () =>
+    until(
+      'the link forwarding',
+      async () => ((await upstream()).link?.state === 'Forwarding' ? true : undefined),
+      30_000
+    )
+
+  beforeAll(async () => {
+    ;[down, up] = await Promise.all([startInstance(), startInstance()])
+    // Retained upstream before the link exists: it comes down when the bridge subscribes.
+    const early = await connectMqtt(up.mqttUrl!)
+    await early.publishAsync('acme/sites/s1/l2/setpoint', '21.5', { qos: 1, retain: true })
+    await early.endAsync()
+    upstreamId = await bridge(down, up, [
+      { source: 'site/+/line/+', target: 'acme/sites/{1}/{2}', direction: 'in' },
+      { source: 'plant', target: 'acme/plant', direction: 'both' },
+      { source: 'metrics', target: 'acme/metrics' },
+    ])
+    await forwarding()
+  }, 120_000)
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)))
+    await Promise.all([down?.stop(), up?.stop()])
+  })
+
+  it('brings a remapped subtree down, in order, retain flag kept', async () => {
+    const local = await listen(down.mqttUrl!, 'site/#')
+    clients.push(local.client)
+    await until(
+      'the retained setpoint',
+      async () => (local.got.some((m) => m.payload === '21.5') ? true : undefined),
+      10_000
+    )
+    expect(local.got.find((m) => m.payload === '21.5')).toEqual({
+      topic: 'site/s1/line/l2/setpoint',
+      payload: '21.5',
+      retain: true,
+    })
+    const cloud = await connectMqtt(up.mqttUrl!)
+    clients.push(cloud)
+    for (let i = 0; i < 300; i++)
+      await cloud.publishAsync('acme/sites/s1/l2/cmd', String(i), { qos: 1 })
+    await until(
+      'every command',
+      async () =>
+        local.got.filter((m) => m.topic === 'site/s1/line/l2/cmd').length >= 300 ? true : undefined,
+      20_000
+    )
+    const commands = local.got
+      .filter((m) => m.topic === 'site/s1/line/l2/cmd')
+      .map((m) => Number(m.payload))
+    expect(commands).toEqual([...Array(300).keys()])
+    // Not bound in: the local side never sees it.
+    await cloud.publishAsync('acme/metrics/x', 'down?', { qos: 1 })
+    await sleep(300)
+    expect(local.got.some((m) => m.payload === 'down?')).toBe(false)
+  }, 60_000)
+
+  it('mirrors both ways, each message once, none echoed back', async () => {
+    const local = await listen(down.mqttUrl!, 'plant/#')
+    const cloud = await listen(up.mqttUrl!, 'acme/plant/#')
+    clients.push(local.client, cloud.client)
+    await local.client.publishAsync('plant/up', 'from-edge', { qos: 1 })
+    await cloud.client.publishAsync('acme/plant/down', 'from-cloud', { qos: 1 })
+    await until(
+      'both messages on both sides',
+      async () => (local.got.length >= 2 && cloud.got.length >= 2 ? true : undefined),
+      10_000
+    )
+    await sleep(500) // an echo would come now
+    expect(local.got.map((m) => `${m.topic} ${m.payload}`).sort()).toEqual([
+      'plant/down from-cloud',
+      'plant/up from-edge',
+    ])
+    expect(cloud.got.map((m) => `${m.topic} ${m.payload}`).sort()).toEqual([
+      'acme/plant/down from-cloud',
+      'acme/plant/up from-edge',
+    ])
+  }, 30_000)
+
+  it('keeps what came upstream while the link was down, and delivers it when it is back', async () => {
+    const local = await listen(down.mqttUrl!, 'site/+/line/+/queued')
+    clients.push(local.client)
+    await api(down, 'POST', `/api/v1/upstreams/${upstreamId}/deactivate`)
+    await until(
+      'the link stopped',
+      async () => ((await upstream()).link?.state !== 'Forwarding' ? true : undefined),
+      20_000
+    )
+    const cloud = await connectMqtt(up.mqttUrl!)
+    clients.push(cloud)
+    for (let i = 0; i < 50; i++)
+      await cloud.publishAsync('acme/sites/s2/l9/queued', String(i), { qos: 1 })
+    await sleep(300)
+    expect(local.got).toEqual([])
+    await api(down, 'POST', `/api/v1/upstreams/${upstreamId}/activate`)
+    await forwarding()
+    await until(
+      'the queued messages',
+      async () => (local.got.length >= 50 ? true : undefined),
+      20_000
+    )
+    expect(local.got.map((m) => Number(m.payload))).toEqual([...Array(50).keys()])
+    expect(new Set(local.got.map((m) => m.topic))).toEqual(new Set(['site/s2/line/l9/queued']))
+  }, 60_000)
+})
