@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
 import { bridge, until } from '../helpers/bridging.ts'
-import { api, startInstance, type Instance } from '../helpers/instance.ts'
+import { api, apiRequest, startInstance, type Instance } from '../helpers/instance.ts'
 
 interface Arrival {
   topic: string
@@ -138,5 +138,36 @@ describe('bindings in and both directions', () => {
     )
     expect(local.got.map((m) => Number(m.payload))).toEqual([...Array(50).keys()])
     expect(new Set(local.got.map((m) => m.topic))).toEqual(new Set(['site/s2/line/l9/queued']))
+  }, 60_000)
+
+  it('answers a dry run for one topic: bindings, resulting topics, link health, tree path', async () => {
+    const route = (topic: string) =>
+      api(down, 'GET', `/api/v1/route?topic=${encodeURIComponent(topic)}`)
+    const hop = { upstreamId, peerInstanceId: up.instanceId, link: 'Active', closesCycle: false }
+    const coming = await route('site/s1/line/l2/cmd')
+    expect(coming.out).toEqual([])
+    expect(coming.in).toEqual([
+      expect.objectContaining({ ...hop, direction: 'in', topic: 'acme/sites/s1/l2/cmd' }),
+    ])
+    const both = await route('plant/a/b')
+    expect(both.out).toEqual([
+      expect.objectContaining({ ...hop, direction: 'both', topic: 'acme/plant/a/b' }),
+    ])
+    expect(both.in).toEqual([
+      expect.objectContaining({ direction: 'both', topic: 'acme/plant/a/b' }),
+    ])
+    expect(both.reaches).toEqual([up.instanceId])
+    // The tree comes from the mesh's adverts, which flood a round after the link is up.
+    const path = await until(
+      'the link on the spanning tree',
+      async () => (await route('plant/a/b')).out[0].treePath ?? undefined,
+      30_000
+    )
+    expect(path).toEqual([down.instanceId, up.instanceId])
+    const unbound = await route('elsewhere/x')
+    expect(unbound).toMatchObject({ out: [], in: [], reaches: [] })
+    const wildcard = await apiRequest(down, 'GET', '/api/v1/route?topic=plant/%23')
+    expect(wildcard.status).toBe(400)
+    expect(wildcard.body.error.code).toBe('invalid_request')
   }, 60_000)
 })

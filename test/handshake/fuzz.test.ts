@@ -35,6 +35,7 @@ const ROUTES: [string, string][] = [
   ['GET', '/openapi.json'],
   ['GET', '/api/v1/instance'],
   ['GET', '/api/v1/cluster'],
+  ['GET', '/api/v1/route'],
   ['GET', '/api/v1/events'],
   ['POST', '/api/v1/upstreams'],
   ['GET', '/api/v1/upstreams'],

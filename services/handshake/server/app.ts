@@ -13,6 +13,7 @@ import { ApiError, createErrorHandler, notFound } from './errors.ts'
 import { createApiMetrics } from './metrics.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
 import { clusterRoutes } from './routes/cluster.ts'
+import { routeRoutes } from './routes/route.ts'
 import { eventRoutes } from './routes/events.ts'
 import { handshakeRoutes } from './routes/handshake.ts'
 import { instanceRoutes } from './routes/instance.ts'
@@ -103,6 +104,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', requestRoutes(options))
   app.route('/', observeRoutes(options))
   app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
+  app.route('/', routeRoutes(options))
   app.route(
     '/',
     eventRoutes({
