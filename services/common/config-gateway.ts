@@ -219,6 +219,18 @@ export const gatewayKeys = {
     .min(1)
     .default(100)
     .describe('connected persistent sessions whose queue one sweep lists (round robin)'),
+  teRoot: z
+    .string()
+    .regex(/^([^+#/]+(\/[^+#/]+)*)?$/, 'topic levels without wildcards or empty levels')
+    .default('te')
+    .describe(
+      'thin-edge.io topic root: messages under it are checked, problems go to <root>/errors (still delivered); deregistering clears descendants; empty = off'
+    ),
+  teAutoRegister: bool
+    .default(true)
+    .describe(
+      'with teRoot: an unregistered default-scheme entity (device/<id>//, device/<id>/service/<id>) gets its retained registration when it first publishes'
+    ),
   gatewayId: optionalString.describe(
     "this gateway's name in stats and metrics; made at start when absent"
   ),

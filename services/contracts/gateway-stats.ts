@@ -64,6 +64,10 @@ export const GatewayCountersSchema = z.object({
     .describe(
       'acknowledged queue entries whose failed erase was not kept for a retry (bound reached)'
     ),
+  teErrors: z
+    .number()
+    .int()
+    .describe('thin-edge.io messages found malformed (each explained on <teRoot>/errors)'),
   authFailures: z.number().int(),
   // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
   authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),

@@ -14,6 +14,7 @@ import { startSessionExpiry } from './persistence/expiry.ts'
 import { startQueueSweep } from './queue-sweep.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
+import { attachTeBus } from './edge/te-bus.ts'
 
 // Packets of one client handled in one batch before the others get a turn (fair-reads.ts). Each
 // batch waits for setImmediate, which also lets the socket writes of a turn go out together:
@@ -56,6 +57,8 @@ export interface BrokerOptions {
   isEcho?: (clientId: string, originClientId: string | undefined) => boolean
   /** Connected sessions' queues swept for messages whose live copy never came (queue-sweep.ts). */
   queueSweep?: Partial<QueueSweepSettings>
+  /** thin-edge.io bus (edge/te-bus.ts): topic root (empty = off) and auto-registration. */
+  te?: { root: string; autoRegister: boolean }
 }
 
 export interface QueueSweepSettings {
@@ -96,6 +99,7 @@ export async function createBroker({
   heartbeatMs,
   isEcho = () => false,
   queueSweep = {},
+  te = { root: 'te', autoRegister: true },
 }: BrokerOptions): Promise<Broker> {
   const ctx: HookContext = {
     authenticator,
@@ -150,6 +154,8 @@ export async function createBroker({
   dropDeniedPublishes(aedes, ctx.denied)
   orderOwnEmits(aedes as unknown as OrderedBroker)
   watchEvents(aedes, connackGate, counters, log)
+  const kindOf = (client: Client) => ctx.principals.get(client)?.kind
+  attachTeBus({ aedes, ...te, persistence, kindOf, counters, log })
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,

@@ -45,6 +45,8 @@ export interface GatewayOptions {
   bridgeRevalidateMs?: number
   /** The sweep of connected sessions' queues for messages whose live copy never came. */
   queueSweep?: Partial<QueueSweepSettings>
+  /** thin-edge.io topic root (empty = off) and auto-registration (edge/te-bus.ts). */
+  te?: { root: string; autoRegister: boolean }
 }
 
 export interface Gateway {
@@ -96,7 +98,7 @@ export async function createGateway({
   trustProxy = false,
   proxyHeaderTimeoutMs,
   bridgeRevalidateMs,
-  queueSweep = {},
+  ...forBroker // queueSweep, te: the broker's defaults when absent
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
   const brokerId = randomUUID()
@@ -125,7 +127,7 @@ export async function createGateway({
     limits: limitsInForce,
     log,
     heartbeatMs,
-    queueSweep,
+    ...forBroker,
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
   })
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]

@@ -61,6 +61,7 @@ export async function startGateway(
     trustProxy: config.trustProxy,
     proxyHeaderTimeoutMs: config.proxyHeaderTimeoutMs,
     bridgeRevalidateMs: config.bridgeRevalidateMs,
+    te: { root: config.teRoot, autoRegister: config.teAutoRegister },
     queueSweep: {
       everyMs: config.queueSweepMs,
       olderThanMs: config.queueSweepAgeMs,

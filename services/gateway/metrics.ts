@@ -104,6 +104,11 @@ export function registerGatewayMetrics({
     'persistent sessions ended after sessionExpirySec unseen (subscriptions and queue erased)',
     'sessionsExpired'
   )
+  counter(
+    'ub_gateway_te_errors_total',
+    'thin-edge.io messages found malformed under teRoot (each explained on <teRoot>/errors, still delivered)',
+    'teErrors'
+  )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
   registerQueueMetrics(counter)
   registerFrontDoorMetrics(counter)
@@ -165,6 +170,7 @@ export function createCounters(): GatewayCounters {
     sessionsExpired: 0,
     inboundQos2Exceeded: 0,
     retainedRefused: 0,
+    teErrors: 0,
     authFailures: 0,
     authCacheHits: 0,
     authCacheEvictions: 0,

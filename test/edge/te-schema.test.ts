@@ -293,6 +293,12 @@ describe('validateMeasurement', () => {
     ).toMatchObject({ properties: { sensor: 'DS18B20', has_alarm: false } })
   })
 
+  it('takes any key not starting with an underscore, as thin-edge does', () => {
+    expect(validateMeasurement('{"temp-1": 1, "ä.b c": {"x-y": 2}}')).toEqual({
+      values: { 'temp-1': 1, 'ä.b c': { 'x-y': 2 } },
+    })
+  })
+
   it.each([
     ['{"three_phase_current": {"phase1": {"L1": 9.5}, "phase2": {"L2": 10.3}}}', /nests too deep/],
     ['{"temperature": "25"}', /must be a number, got string/],
@@ -301,7 +307,7 @@ describe('validateMeasurement', () => {
     ['{"samples": [1, 2]}', /got an array/],
     ['{"current": {"L1": "9.5"}}', /"current.L1" must be a number/],
     ['{"_private": 1}', /must not start with an underscore/],
-    ['{"temp-1": 1}', /alphanumeric/],
+    ['{"current": {"_L1": 1}}', /must not start with an underscore/],
     ['{"current": {"time": 1}}', /belongs at the root/],
     ['{"current": {}}', /at least one/],
     ['{"time": "2020-10-15T05:30:47+00:00"}', /at least one/],

@@ -45,13 +45,10 @@ export interface TeMeasurement {
   properties?: JsonObject
 }
 
-// Documented: alphanumerics and underscores, not starting with an underscore.
-const MEASUREMENT_KEY = /^[\p{L}\p{N}][\p{L}\p{N}_]*$/u
-
+// As thin-edge's own parser (tedge_api measurement/parser.rs) takes them: any key but `time`
+// and those starting with an underscore (its docs ask for alphanumerics; its code takes `temp-1`).
 function keyProblem(key: string): string | null {
   if (key.startsWith('_')) return `measurement key "${key}" must not start with an underscore`
-  if (!MEASUREMENT_KEY.test(key))
-    return `measurement key "${key}" may only hold alphanumeric characters and underscores`
   return null
 }
 

@@ -1,0 +1,195 @@
+/**
+ * The gateway as a thin-edge.io MQTT bus. Every PUBLISH a device sends under the topic root is
+ * checked against the `te/` schema; like thin-edge (its broker delivers everything, its mapper
+ * reports on `te/errors`), a malformed message is still delivered as published, and a line on
+ * `<root>/errors` names the topic and the problem. An empty retained registration deregisters
+ * the entity: its retained messages and those of its descendants are cleared. An unregistered
+ * default-scheme entity that publishes gets its implied registration, as thin-edge does.
+ *
+ * Observed on aedes' `publish` event, which fires once, on the gateway the client is connected
+ * to, after the retained store; broker-internal publishes (client null: this module's own, and
+ * other gateways' traffic, which never passes here) are not looked at, so nothing loops.
+ */
+import type { Readable } from 'node:stream'
+import type { Aedes, AedesPublishPacket, Client } from 'aedes'
+import type { Logger } from '../../common/log.ts'
+import {
+  autoRegistration,
+  errorMessage,
+  isTeProblem,
+  parseRegistration,
+  parseTeTopic,
+  validateAlarm,
+  validateCommandStatus,
+  validateEvent,
+  validateMeasurement,
+  type TeChannel,
+  type TeProblem,
+  type TeRegistration,
+} from './te-schema.ts'
+
+export interface TeBusOptions {
+  aedes: Aedes
+  /** Topic root, e.g. `te`; empty = off. */
+  root: string
+  autoRegister: boolean
+  /** aedes' retained read: this gateway's copy of the retained store, by MQTT filter. */
+  persistence: { createRetainedStream(filter: string): Readable }
+  /** Devices are checked; bridges and internal links carry what another fabric checked. */
+  kindOf: (client: Client) => string | undefined
+  counters: { teErrors: number }
+  log: Logger
+}
+
+interface Packet {
+  topic: string
+  payload: Buffer
+  retain: boolean
+}
+
+// Auto-registrations published and possibly not yet in the retained store, with when; bounded.
+const PENDING_MS = 10_000
+const PENDING_MAX = 10_000
+
+/** Start watching; returns the listener removal. */
+export function attachTeBus(options: TeBusOptions): () => void {
+  const { aedes, root, log } = options
+  if (!root) return () => {}
+  const prefix = `${root}/`
+  const pending = new Map<string, number>()
+  const onPublish = (packet: AedesPublishPacket, client: Client | null) => {
+    // Hot path for every other topic: one startsWith.
+    if (!client || !packet.topic.startsWith(prefix)) return
+    const kind = options.kindOf(client)
+    if (kind === 'bridge' || kind === 'internal') return
+    const p = { topic: packet.topic, payload: Buffer.from(packet.payload), retain: packet.retain }
+    handle(options, p, pending).catch((err: unknown) =>
+      log.warn({ err, topic: p.topic }, 'could not process a thin-edge.io message')
+    )
+  }
+  aedes.on('publish', onPublish)
+  return () => void aedes.removeListener('publish', onPublish)
+}
+
+async function handle(o: TeBusOptions, p: Packet, pending: Map<string, number>): Promise<void> {
+  const parsed = parseTeTopic(p.topic, o.root)
+  if (parsed === null) return // `<root>/errors` itself
+  if (isTeProblem(parsed)) return reportError(o, p.topic, parsed)
+  const { entity, channel } = parsed
+  const payload = p.payload.toString('utf8')
+  if (!channel) {
+    const registration = parseRegistration(entity.topicId, payload)
+    if (isTeProblem(registration)) return reportError(o, p.topic, registration)
+    if (registration.action === 'deregister' && p.retain)
+      for (const id of await deregister(o, entity.topicId)) pending.delete(id)
+    return
+  }
+  if (payload === '') return // clearing a retained message: nothing to check or register
+  if (o.autoRegister) await registerIfUnknown(o, entity.topicId, pending)
+  const problem = checkPayload(channel, payload, p.retain)
+  if (problem) await reportError(o, p.topic, problem)
+}
+
+function checkPayload(channel: TeChannel, payload: string, retained: boolean): TeProblem | null {
+  let result: object
+  switch (channel.kind) {
+    case 'm':
+      if (channel.meta) return null
+      result = validateMeasurement(payload)
+      break
+    case 'e':
+      if (channel.meta) return null
+      result = validateEvent(payload)
+      break
+    case 'a':
+      if (channel.meta) return null
+      result = validateAlarm(payload, { retained })
+      break
+    case 'cmd':
+      if (channel.id === undefined) return null
+      result = validateCommandStatus(payload)
+      break
+    default:
+      return null
+  }
+  return isTeProblem(result) ? result : null
+}
+
+function reportError(o: TeBusOptions, topic: string, problem: TeProblem): Promise<void> {
+  o.counters.teErrors++
+  const line = errorMessage(topic, problem, o.root)
+  return publish(o.aedes, line.topic, Buffer.from(line.payload), false)
+}
+
+function publish(aedes: Aedes, topic: string, payload: Buffer, retain: boolean): Promise<void> {
+  return new Promise((resolve, reject) =>
+    aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain, dup: false }, (err) =>
+      err ? reject(err) : resolve()
+    )
+  )
+}
+
+async function retained(o: TeBusOptions, filter: string): Promise<Packet[]> {
+  return (await o.persistence.createRetainedStream(filter).toArray()) as Packet[]
+}
+
+/** The registration message thin-edge itself publishes for an auto-registered entity. */
+function registrationPayload(r: TeRegistration): Buffer {
+  const body: Record<string, unknown> = { '@type': r.type }
+  if (r.parent !== null) body['@parent'] = r.parent
+  if (r.externalId !== undefined) body['@id'] = r.externalId
+  return Buffer.from(JSON.stringify({ ...body, ...r.twin }))
+}
+
+async function registerIfUnknown(
+  o: TeBusOptions,
+  topicId: string,
+  pending: Map<string, number>
+): Promise<void> {
+  const implied = autoRegistration(topicId)
+  if (!implied?.length) return
+  const now = Date.now()
+  for (const [id, at] of pending) if (now - at > PENDING_MS) pending.delete(id)
+  for (const r of implied) {
+    if (pending.has(r.topicId)) continue
+    const topic = `${o.root}/${r.topicId}`
+    if ((await retained(o, topic)).length > 0) continue
+    if (pending.size >= PENDING_MAX) pending.clear()
+    pending.set(r.topicId, now)
+    // Parents first: a service's registration names a device already registered.
+    await publish(o.aedes, topic, registrationPayload(r), true)
+  }
+}
+
+/**
+ * Clear, by publishing empty retained messages through the broker (so every gateway and every
+ * bridge sees it), whatever is retained under the entity and under each descendant: entities
+ * whose retained registration's `@parent` chain leads to it. Returns the entities gone.
+ */
+async function deregister(o: TeBusOptions, topicId: string): Promise<Set<string>> {
+  const all = await retained(o, `${o.root}/#`)
+  const children = new Map<string, string[]>()
+  for (const { topic, payload } of all) {
+    const parsed = parseTeTopic(topic, o.root)
+    if (!parsed || isTeProblem(parsed) || parsed.channel) continue
+    const reg = parseRegistration(parsed.entity.topicId, payload.toString('utf8'))
+    if (isTeProblem(reg) || reg.action !== 'register' || reg.registration.parent === null) continue
+    const siblings = children.get(reg.registration.parent) ?? []
+    siblings.push(reg.registration.topicId)
+    children.set(reg.registration.parent, siblings)
+  }
+  const gone = new Set([topicId])
+  for (const id of gone) for (const child of children.get(id) ?? []) gone.add(child) // cycle-safe
+  // By the four identifier levels, so a retained message on a malformed channel goes too.
+  const prefix = `${o.root}/`
+  const clear = all.filter(({ topic }) => {
+    const levels = topic.slice(prefix.length).split('/')
+    return levels.length >= 4 && gone.has(levels.slice(0, 4).join('/'))
+  })
+  for (const { topic } of clear) await publish(o.aedes, topic, Buffer.alloc(0), true)
+  o.log.info(
+    { entity: topicId, entities: gone.size, cleared: clear.length },
+    'thin-edge.io entity deregistered'
+  )
+  return gone
+}
