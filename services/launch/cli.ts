@@ -4,6 +4,7 @@ import { createLogger } from '../common/log.ts'
 import { installPostgresJsCrashGuard } from './runtime/pg-crash-guard.ts'
 import { onShutdownSignal } from './runtime/signals.ts'
 import { clusterCommand } from './cluster-command.ts'
+import { routeCommand } from './route-command.ts'
 import { packageVersion } from '../common/version.ts'
 
 const version = packageVersion()
@@ -16,6 +17,7 @@ Commands:
   start     run the services (all four in one process by default)
   migrate   apply database migrations and exit
   cluster   list every member of the fabric (uns-bridge cluster --help)
+  route     where one topic goes and comes from, link by link (uns-bridge route --help)
   hash-password
             read a password on stdin, print its hash for the "users" config key
   version   print the version
@@ -50,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
       return hashPasswordFromStdin()
     case 'cluster':
       return clusterCommand(rest)
+    case 'route':
+      return routeCommand(rest)
     default:
       console.error(`unknown command '${command}'\n\n${HELP}`)
       return 2

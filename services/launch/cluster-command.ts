@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { getFromApi, parseApiArgs } from './api-command.ts'
 import type { ClusterView, Member } from '../common/presence.ts'
 
 export const CLUSTER_USAGE = `Usage: uns-bridge cluster [--url <http api>] [--data-dir <dir>] [--json]
@@ -11,17 +10,7 @@ Lists every member of the fabric (GET /api/v1/cluster) as a table.
 
 const SHOWN_BRIDGES = 3 // per supervisor row; the rest are counted
 
-interface ClusterArgs {
-  url: string
-  dataDir: string
-  json: boolean
-}
-
-/**
- * `uns-bridge cluster`: the fabric's members as one handshake API sees them. The token comes from
- * UB_ADMIN_TOKEN or the data folder's admin-token file, never from a flag, which `ps` and the
- * shell history would show.
- */
+/** `uns-bridge cluster`: the fabric's members as one handshake API sees them. */
 export async function clusterCommand(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env
@@ -30,66 +19,18 @@ export async function clusterCommand(
     console.log(CLUSTER_USAGE)
     return 0
   }
-  const args = parseArgs(argv, env)
-  if (typeof args === 'string') {
-    console.error(`${args}\n\n${CLUSTER_USAGE}`)
+  const args = parseApiArgs('cluster', argv, env)
+  if (typeof args === 'string' || args.positional.length > 0) {
+    const problem = typeof args === 'string' ? args : `cluster: unexpected '${args.positional[0]}'`
+    console.error(`${problem}\n\n${CLUSTER_USAGE}`)
     return 2
   }
-  const token = adminToken(args.dataDir, env)
-  if (!token) {
-    console.error(
-      `cluster: no admin token: set UB_ADMIN_TOKEN or point --data-dir at the folder holding admin-token (tried ${args.dataDir})`
-    )
-    return 2
-  }
-  const endpoint = `${args.url.replace(/\/+$/, '')}/api/v1/cluster`
-  let res: Response
-  try {
-    res = await fetch(endpoint, { headers: { authorization: `Bearer ${token}` } })
-  } catch (err) {
-    console.error(`cluster: cannot reach ${endpoint}: ${(err as Error).cause ?? err}`)
-    return 1
-  }
-  const body = (await res.json().catch(() => null)) as unknown
-  if (res.status !== 200) {
-    const error = (body as { error?: { code?: string; message?: string } } | null)?.error
-    console.error(
-      `cluster: ${endpoint} answered ${res.status} ${error?.code ?? ''}: ${error?.message ?? ''}`
-    )
-    return 1
-  }
-  console.log(args.json ? JSON.stringify(body, null, 2) : formatCluster(body as ClusterView))
+  const got = await getFromApi('cluster', args, '/api/v1/cluster', env)
+  if ('exitCode' in got) return got.exitCode
+  console.log(
+    args.json ? JSON.stringify(got.body, null, 2) : formatCluster(got.body as ClusterView)
+  )
   return 0
-}
-
-function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ClusterArgs | string {
-  const args: ClusterArgs = {
-    url: `http://127.0.0.1:${env.UB_HTTP_PORT || 8080}`,
-    dataDir: env.UB_DATA_DIR || '.data',
-    json: false,
-  }
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
-    if (flag === '--json') {
-      args.json = true
-      continue
-    }
-    if (flag !== '--url' && flag !== '--data-dir') return `cluster: unknown flag '${flag}'`
-    const value = inline ?? argv[++i]
-    if (!value) return `cluster: ${flag} needs a value`
-    if (flag === '--url') args.url = value
-    else args.dataDir = value
-  }
-  return args
-}
-
-function adminToken(dataDir: string, env: NodeJS.ProcessEnv): string | null {
-  if (env.UB_ADMIN_TOKEN) return env.UB_ADMIN_TOKEN
-  try {
-    return readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() || null
-  } catch {
-    return null
-  }
 }
 
 /** The members as an aligned table, then the counts per service. */

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
@@ -170,4 +172,30 @@ describe('bindings in and both directions', () => {
     expect(wildcard.status).toBe(400)
     expect(wildcard.body.error.code).toBe('invalid_request')
   }, 60_000)
+
+  it('answers the same dry run from the CLI', async () => {
+    const cli = (...args: string[]) =>
+      promisify(execFile)(
+        process.execPath,
+        ['--import', 'tsx', 'services/launch/cli.ts', 'route', ...args, '--url', down.httpUrl],
+        {
+          cwd: new URL('../..', import.meta.url).pathname,
+          env: { ...process.env, UB_ADMIN_TOKEN: down.adminToken },
+        }
+      ).then(
+        (r) => ({ code: 0, out: r.stdout, err: r.stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({
+          code: e.code,
+          out: e.stdout,
+          err: e.stderr,
+        })
+      )
+    const ok = await cli('plant/a/b')
+    expect(ok.code).toBe(0)
+    expect(ok.out).toMatch(/goes to +acme\/plant\/a\/b +on .* both, link Active/)
+    expect(ok.out).toMatch(/comes from acme\/plant\/a\/b/)
+    const bad = await cli('plant/#')
+    expect(bad.code).toBe(1)
+    expect(bad.err).toMatch(/400 invalid_request: .*concrete topic/)
+  }, 30_000)
 })
