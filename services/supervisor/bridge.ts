@@ -3,116 +3,26 @@ import {
   backoffDelay,
   bridgeMachine,
   type Binding,
-  type BridgeEvent,
   type BridgeMachine,
   type BridgeState,
 } from '../../machines/index.ts'
-import type { Logger } from '../common/log.ts'
 import { connectMqttSession, discardOnAny, type MqttSession } from './mqtt-session.ts'
-import type { DupGuard } from './dup-guard.ts'
-import { createRemapper, type Remapper } from './remap.ts'
-import {
-  connectUpstream,
-  UpstreamRefusedError,
-  type UpstreamSession,
-  type UpstreamTarget,
-} from './upstream-client.ts'
-import { createForwardWindow, type ForwardWindow } from './window.ts'
-import { createInbound, type Inbound } from './inbound.ts'
-import { localUrls, syncFilters, wantedFilters, type FilterState } from './link-filters.ts'
+import { createRemapper } from './remap.ts'
+import { connectUpstream, UpstreamRefusedError } from './upstream-client.ts'
+import { createForwardWindow } from './window.ts'
+import { createInbound } from './inbound.ts'
+import { linkHealth } from './link-health.ts'
+import { localUrls, syncFilters, wantedFilters } from './link-filters.ts'
+import type {
+  Attempt,
+  BridgeLink,
+  CreateBridgeLinkOptions,
+  Credentials,
+  Link,
+  LinkCounters,
+} from './bridge-types.ts'
 
-/** One link: local gateway → upstream broker, for one Active upstream. */
-export interface BridgeLink {
-  readonly upstreamId: string
-  /** Apply new bindings without dropping the link (subscribe / unsubscribe the difference). */
-  setBindings(bindings: readonly Binding[]): Promise<void>
-  /**
-   * Off the mesh tree (ARCHITECTURE.md §9): unsubscribe every filter but keep the bindings, so a
-   * message already queued for the session or in flight when the block lands still goes upstream
-   * (rather than being acknowledged as unrouted and lost); nothing new queues meanwhile.
-   */
-  setBlocked(blocked: boolean): Promise<void>
-  status(): LinkCounters
-  /** Stop forwarding; the local session stays, so messages keep waiting for the next owner. */
-  stop(reason?: string): Promise<void>
-  /** Stop and drop the local session (the upstream was deleted). */
-  forget(): Promise<void>
-  /** Resolves when the link reaches Stopped by itself (rejected credential, lease lost). */
-  readonly stopped: Promise<void>
-}
-
-export interface LinkCounters {
-  state: BridgeState
-  lastError: string | null
-  forwarded: number
-  waiting: number
-  lagMs: number
-  /** Local messages that matched no binding (bindings shrank while they were queued). */
-  unrouted: number
-  /** Dropped by the duplicate guard: a message seen too often too fast, as in a bridge loop. */
-  duplicatesDropped: number
-}
-
-export interface Credentials {
-  username?: string | null
-  password?: string | null
-}
-
-export interface CreateBridgeLinkOptions {
-  upstreamId: string
-  target: UpstreamTarget
-  bindings: readonly Binding[]
-  /** Read on every connect attempt: a credential may change between attempts. */
-  credentials: () => Promise<Credentials>
-  /**
-   * The local gateways, comma-separated (`localBrokerUrl`): the session is the cluster's, so it
-   * resumes on any of them; the next is tried after a failure.
-   */
-  local: { url: string; username?: string; password?: string }
-  /** Stable per upstream: the gateway keeps this session's queue while the bridge is down. */
-  localClientId: string
-  upstreamClientId: string
-  window: number
-  backoffBaseMs?: number
-  backoffMaxMs?: number
-  /** Checked before each connect: false once this supervisor no longer holds the lease. */
-  mayConnect?: () => boolean
-  /** The stray-cycle guard; none by default (see dup-guard.ts for why). */
-  dupGuard?: DupGuard
-  onChange?: () => void
-  log: Logger
-}
-
-/** One link's state, shared by the steps that open and close it. */
-interface Link extends FilterState {
-  readonly options: CreateBridgeLinkOptions
-  /** To the link's machine (`bridge.connected`, `bridge.failed`, `bridge.stop`). */
-  readonly send: (event: BridgeEvent) => void
-  /** Bumped by every open and close: a step of an older attempt finds it changed and gives up. */
-  gen: number
-  /** The connections of the attempt that reached Forwarding (or is subscribing). */
-  fw: ForwardWindow | undefined
-  /** What comes down (bindings `in`, `both`); none when no binding brings anything in. */
-  inbound: Inbound | undefined
-  /** Which of the local gateways the next attempt dials; moves on after a failure there. */
-  localTurn: number
-  /** Forwarded by the windows of earlier connections. */
-  forwardedBefore: number
-  unrouted: number
-  closing: Promise<void>
-}
-
-/** What one connect attempt has opened so far. */
-interface Attempt {
-  readonly gen: number
-  credentials?: Credentials
-  upstream?: UpstreamSession
-  window?: ForwardWindow
-  inbound?: Inbound
-  local?: MqttSession
-  /** The link holds the connections now: closing them is `closeLink`'s job. */
-  handedOver: boolean
-}
+export type { BridgeLink, CreateBridgeLinkOptions, Credentials, LinkCounters }
 
 type OpenStep = (link: Link, attempt: Attempt) => Promise<void> | void
 
@@ -144,6 +54,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     upstream: undefined,
     fw: undefined,
     inbound: undefined,
+    health: options.healthRoot ? linkHealth(options.healthRoot, upstreamId) : undefined,
     localTurn: 0,
     forwardedBefore: 0,
     unrouted: 0,
@@ -315,10 +226,15 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     clientId: localClientId,
     clean: false,
     bridgeMode: true,
+    ...(link.health ? { will: link.health.will } : {}),
     ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
     ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
     onMessage: (msg, s) => {
       sessionLocal = s
+      if (link.health?.isCheck(msg.topic)) {
+        link.health.report(s)
+        return win.push(msg, []) // acknowledged in turn, not forwarded
+      }
       let targets = link.remap.map(msg.topic)
       if (targets.length === 0) link.unrouted++
       // Acknowledged like any other, so the PUBACK order holds, but not forwarded.
@@ -357,6 +273,7 @@ async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
   await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.local.includes(f)))
   await local.subscribe(wanted.local)
   link.sessionFilters = [...wanted.local]
+  if (link.health) await local.subscribe(link.health.checkFilters)
   // Coming in: the upstream's persistent session, likewise.
   const upstream = attempt.upstream!
   await upstream.unsubscribe(link.upstreamFilters.filter((f) => !wanted.upstream.includes(f)))
@@ -365,12 +282,26 @@ async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
 }
 
 function reportConnected(link: Link): void {
+  reportHealth(link, true)
   link.send({ type: 'bridge.connected' })
+}
+
+/**
+ * The link's health, locally and, under bindings going out, upstream too: the link's own
+ * publishes never come back to its local session (no-local), so it sends the upstream copy itself.
+ */
+function reportHealth(link: Link, up: boolean): void {
+  const { health } = link
+  if (!health) return
+  health.report(link.local, up)
+  for (const topic of link.remap.map(health.topic))
+    link.upstream?.publish(topic, health.payload(), { qos: 1, retain: true }, () => {})
 }
 
 /** Entry of Backoff and Stopped: the attempt under way is stale from here on. */
 function closeLink(link: Link): void {
   link.gen++
+  reportHealth(link, false)
   if (link.fw) link.forwardedBefore += link.fw.forwarded
   link.fw?.close()
   link.fw = undefined

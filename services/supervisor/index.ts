@@ -96,6 +96,7 @@ export async function startSupervisor(
     supervisorId,
     local: { url: localUrl, ...localAuth },
     window: windowSize,
+    teRoot: config.teRoot,
     backoffMaxMs: options.backoffMaxMs ?? config.backoffMaxMs,
     backoffBaseMs: options.backoffBaseMs,
     dupGuard: options.dupGuard ?? config.bridgeDupGuard,

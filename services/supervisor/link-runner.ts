@@ -48,6 +48,8 @@ export interface LinkRunnerOptions {
   /** The local gateway and the internal credential the links use on it. */
   local: { url: string; username: string; password: string }
   window: number
+  /** thin-edge topic root for each link's health; empty = none (config teRoot). */
+  teRoot?: string
   backoffMaxMs: number
   backoffBaseMs?: number | undefined
   dupGuard: boolean | { threshold?: number; windowMs?: number }
@@ -137,6 +139,7 @@ function startBridgeLink(
     localClientId: localClientId(id),
     upstreamClientId: upstreamClientId(instanceId, id),
     window: options.window,
+    ...(options.teRoot ? { healthRoot: options.teRoot } : {}),
     backoffMaxMs: options.backoffMaxMs,
     ...(backoffBaseMs === undefined ? {} : { backoffBaseMs }),
     mayConnect: () => leases.holds(id),

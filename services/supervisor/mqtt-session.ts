@@ -58,6 +58,8 @@ export interface MqttSessionOptions {
   tls?: TlsOptions | null
   /** Who is on the other end, for error messages. */
   peerName?: string
+  /** Published by the broker if the connection ends without a DISCONNECT. */
+  will?: { topic: string; payload: Buffer; qos: 0 | 1; retain: boolean }
   /** The session is passed along: a message can arrive before the connect promise resolves. */
   onMessage?: (msg: MqttMessage, session: MqttSession) => void
   /** Called once, when the connection ends after a successful connect (not after close()). */
@@ -197,6 +199,7 @@ function connectPacket({
   bridgeMode = true,
   username,
   password,
+  will,
 }: MqttSessionOptions & { keepaliveSec: number }): Packet {
   const connect = {
     cmd: 'connect',
@@ -208,6 +211,7 @@ function connectPacket({
     bridgeMode, // mqtt-packet adds 0x80 to the level: 0x84 (not in its type declarations)
     ...(username === undefined ? {} : { username }),
     ...(password === undefined ? {} : { password: Buffer.from(password) }),
+    ...(will === undefined ? {} : { will }),
   }
   return connect as Packet
 }

@@ -198,4 +198,25 @@ describe('bindings in and both directions', () => {
     expect(bad.code).toBe(1)
     expect(bad.err).toMatch(/400 invalid_request: .*concrete topic/)
   }, 30_000)
+
+  it("reports the link's health on thin-edge's schema, answers a health check, and says down when stopped", async () => {
+    const service = `te/device/main/service/ub-bridge-${upstreamId}`
+    const health = await listen(down.mqttUrl!, `${service}/status/health`)
+    clients.push(health.client)
+    const statuses = () => health.got.map((m) => JSON.parse(m.payload).status as string)
+    await until(
+      'the retained health',
+      async () => (health.got.length > 0 ? true : undefined),
+      10_000
+    )
+    expect(health.got[0]).toMatchObject({ retain: true })
+    expect(statuses()).toEqual(['up'])
+    await health.client.publishAsync(`${service}/cmd/health/check`, '{}', { qos: 1 })
+    await until('the answer', async () => (health.got.length > 1 ? true : undefined), 10_000)
+    expect(statuses()).toEqual(['up', 'up'])
+    await api(down, 'POST', `/api/v1/upstreams/${upstreamId}/deactivate`)
+    await until('down', async () => (statuses().at(-1) === 'down' ? true : undefined), 20_000)
+    await api(down, 'POST', `/api/v1/upstreams/${upstreamId}/activate`)
+    await until('up again', async () => (statuses().at(-1) === 'up' ? true : undefined), 30_000)
+  }, 60_000)
 })

@@ -1,0 +1,106 @@
+/** The bridge link's public shape and the state its open steps share (bridge.ts). */
+import type { Binding, BridgeEvent, BridgeState } from '../../machines/index.ts'
+import type { Logger } from '../common/log.ts'
+import type { DupGuard } from './dup-guard.ts'
+import type { Inbound } from './inbound.ts'
+import type { LinkHealth } from './link-health.ts'
+import type { FilterState } from './link-filters.ts'
+import type { MqttSession } from './mqtt-session.ts'
+import type { UpstreamSession, UpstreamTarget } from './upstream-client.ts'
+import type { ForwardWindow } from './window.ts'
+
+/** One link: local gateway → upstream broker, for one Active upstream. */
+export interface BridgeLink {
+  readonly upstreamId: string
+  /** Apply new bindings without dropping the link (subscribe / unsubscribe the difference). */
+  setBindings(bindings: readonly Binding[]): Promise<void>
+  /**
+   * Off the mesh tree (ARCHITECTURE.md §9): unsubscribe every filter but keep the bindings, so a
+   * message already queued for the session or in flight when the block lands still goes upstream
+   * (rather than being acknowledged as unrouted and lost); nothing new queues meanwhile.
+   */
+  setBlocked(blocked: boolean): Promise<void>
+  status(): LinkCounters
+  /** Stop forwarding; the local session stays, so messages keep waiting for the next owner. */
+  stop(reason?: string): Promise<void>
+  /** Stop and drop the local session (the upstream was deleted). */
+  forget(): Promise<void>
+  /** Resolves when the link reaches Stopped by itself (rejected credential, lease lost). */
+  readonly stopped: Promise<void>
+}
+
+export interface LinkCounters {
+  state: BridgeState
+  lastError: string | null
+  forwarded: number
+  waiting: number
+  lagMs: number
+  /** Local messages that matched no binding (bindings shrank while they were queued). */
+  unrouted: number
+  /** Dropped by the duplicate guard: a message seen too often too fast, as in a bridge loop. */
+  duplicatesDropped: number
+}
+
+export interface Credentials {
+  username?: string | null
+  password?: string | null
+}
+
+export interface CreateBridgeLinkOptions {
+  upstreamId: string
+  target: UpstreamTarget
+  bindings: readonly Binding[]
+  /** Read on every connect attempt: a credential may change between attempts. */
+  credentials: () => Promise<Credentials>
+  /**
+   * The local gateways, comma-separated (`localBrokerUrl`): the session is the cluster's, so it
+   * resumes on any of them; the next is tried after a failure.
+   */
+  local: { url: string; username?: string; password?: string }
+  /** Stable per upstream: the gateway keeps this session's queue while the bridge is down. */
+  localClientId: string
+  upstreamClientId: string
+  window: number
+  backoffBaseMs?: number
+  backoffMaxMs?: number
+  /** Checked before each connect: false once this supervisor no longer holds the lease. */
+  mayConnect?: () => boolean
+  /** thin-edge topic root for the link's health (link-health.ts); none when absent or empty. */
+  healthRoot?: string
+  /** The stray-cycle guard; none by default (see dup-guard.ts for why). */
+  dupGuard?: DupGuard
+  onChange?: () => void
+  log: Logger
+}
+
+/** One link's state, shared by the steps that open and close it. */
+export interface Link extends FilterState {
+  readonly options: CreateBridgeLinkOptions
+  /** To the link's machine (`bridge.connected`, `bridge.failed`, `bridge.stop`). */
+  readonly send: (event: BridgeEvent) => void
+  /** Bumped by every open and close: a step of an older attempt finds it changed and gives up. */
+  gen: number
+  /** The connections of the attempt that reached Forwarding (or is subscribing). */
+  fw: ForwardWindow | undefined
+  /** What comes down (bindings `in`, `both`); none when no binding brings anything in. */
+  inbound: Inbound | undefined
+  health: LinkHealth | undefined
+  /** Which of the local gateways the next attempt dials; moves on after a failure there. */
+  localTurn: number
+  /** Forwarded by the windows of earlier connections. */
+  forwardedBefore: number
+  unrouted: number
+  closing: Promise<void>
+}
+
+/** What one connect attempt has opened so far. */
+export interface Attempt {
+  readonly gen: number
+  credentials?: Credentials
+  upstream?: UpstreamSession
+  window?: ForwardWindow
+  inbound?: Inbound
+  local?: MqttSession
+  /** The link holds the connections now: closing them is `closeLink`'s job. */
+  handedOver: boolean
+}
