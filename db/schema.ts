@@ -130,3 +130,38 @@ export const transitions = pgTable(
       .where(sql`${t.requestKey} is not null`),
   ]
 )
+
+/**
+ * thin-edge.io digital twin: one row per registered `te/` entity, fed by the gateways
+ * (services/gateway/edge/te-twin-feed.ts) and served as thin-edge's entity API. Bounded by
+ * TE_MAX_ENTITIES (services/contracts/te-entities.ts).
+ */
+export const teEntities = pgTable(
+  'te_entities',
+  {
+    /** The four identifier segments, e.g. `device/child01//`. */
+    topicId: text('topic_id').primaryKey(),
+    type: text('type').notNull(),
+    parent: text('parent'),
+    externalId: text('external_id'),
+    /** `@health`: the service reporting a child device's health. */
+    healthEndpoint: text('health_endpoint'),
+    /** The registration's non-reserved keys, then each `twin/<fragment>` value. */
+    twin: jsonb('twin').$type<Record<string, unknown>>().notNull().default({}),
+    /** `status` of the last `status/health` message. */
+    health: text('health'),
+    lastMeasurementAt: timestamptz('last_measurement_at'),
+    /** Open alarms by type. */
+    alarms: jsonb('alarms')
+      .$type<
+        Record<string, { severity: string | null; text: string | null; time: string | null }>
+      >()
+      .notNull()
+      .default({}),
+    /** Commands not cleared yet, by `<operation>/<id>`: their last status. */
+    commands: jsonb('commands').$type<Record<string, string>>().notNull().default({}),
+    registeredAt: timestamptz('registered_at').notNull().defaultNow(),
+    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('te_entities_parent').on(t.parent)]
+)

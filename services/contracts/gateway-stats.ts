@@ -68,6 +68,15 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('thin-edge.io messages found malformed (each explained on <teRoot>/errors)'),
+  teTwinDropped: z
+    .number()
+    .int()
+    .describe('digital twin updates not sent to the store: 64 were outstanding already'),
+  teTwinFailed: z.number().int().describe('digital twin updates the store failed'),
+  teTwinRefused: z
+    .number()
+    .int()
+    .describe('thin-edge.io registrations the store refused: it keeps 100,000 entities at most'),
   authFailures: z.number().int(),
   // The CONNECT front door (services/gateway/authenticator.ts, listeners.ts, revocation.ts).
   authCacheHits: z.number().int().describe('CONNECTs answered from the recent-answers cache'),

@@ -14,7 +14,8 @@ const RETRYABLE = new Set(['bus_timeout', 'no_responders', 'storage_unavailable'
  * Writes that make a log row: each call carries a key of its own, so a retry of one the first
  * replica committed before it died gets that row back, not a second (`transitions.request_key`).
  * The other writes are idempotent already (`upstream.patch` sets fields, `request.create` is one
- * request per secret, `instance.get` creates the instance once).
+ * request per secret, `instance.get` creates the instance once, `te.entity.*` set or remove
+ * values).
  */
 const KEYED: ReadonlySet<StoreVerb> = new Set<StoreVerb>(['event', 'upstream.create'])
 export const DEFAULT_STORE_RETRIES = 2

@@ -24,8 +24,10 @@ import {
   SecretHash,
   TlsSchema,
 } from './values.ts'
+import { TE_ENTITY_INPUTS, TE_ENTITY_OUTPUTS } from './te-entities.ts'
 
 export * from './values.ts'
+export * from './te-entities.ts'
 
 export const STORE_QUEUE = 'binding-store'
 export const storeSubject = (verb: StoreVerb): string => `store.${verb}`
@@ -328,6 +330,7 @@ export const STORE_INPUTS = {
   'log.global': z.object({ after: Count, limit: Count }),
   replay: MachineRef.extend({ to: Count }),
   verify: MachineRef,
+  ...TE_ENTITY_INPUTS,
 } satisfies Record<string, z.ZodType>
 
 /** Each verb's output: typed by these schemas (the store's answers are not parsed again). */
@@ -364,6 +367,7 @@ export const STORE_OUTPUTS = {
   'log.global': pageOf(TransitionRecordSchema.required({ globalSeq: true })),
   replay: ReplayResultSchema,
   verify: VerifyResultSchema,
+  ...TE_ENTITY_OUTPUTS,
 } satisfies Record<StoreVerbName, z.ZodType>
 
 type StoreVerbName = keyof typeof STORE_INPUTS

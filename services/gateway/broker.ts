@@ -15,6 +15,8 @@ import { startQueueSweep } from './queue-sweep.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
 import { attachTeBus } from './edge/te-bus.ts'
+import { createTwinFeed } from './edge/te-twin-feed.ts'
+import type { StoreClient } from '../contracts/store-client.ts'
 
 // Packets of one client handled in one batch before the others get a turn (fair-reads.ts). Each
 // batch waits for setImmediate, which also lets the socket writes of a turn go out together:
@@ -59,6 +61,8 @@ export interface BrokerOptions {
   queueSweep?: Partial<QueueSweepSettings>
   /** thin-edge.io bus (edge/te-bus.ts): topic root (empty = off) and auto-registration. */
   te?: { root: string; autoRegister: boolean }
+  /** The store the `te/` digital twin is fed to (edge/te-twin-feed.ts); absent = not fed. */
+  twinStore?: StoreClient
 }
 
 export interface QueueSweepSettings {
@@ -100,6 +104,7 @@ export async function createBroker({
   isEcho = () => false,
   queueSweep = {},
   te = { root: 'te', autoRegister: true },
+  twinStore,
 }: BrokerOptions): Promise<Broker> {
   const ctx: HookContext = {
     authenticator,
@@ -155,7 +160,8 @@ export async function createBroker({
   orderOwnEmits(aedes as unknown as OrderedBroker)
   watchEvents(aedes, connackGate, counters, log)
   const kindOf = (client: Client) => ctx.principals.get(client)?.kind
-  attachTeBus({ aedes, ...te, persistence, kindOf, counters, log })
+  const twin = twinStore && createTwinFeed({ store: twinStore, counters, log })
+  attachTeBus({ aedes, ...te, persistence, kindOf, counters, log, ...(twin ? { twin } : {}) })
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,

@@ -127,7 +127,7 @@ export async function createGateway({
     limits: limitsInForce,
     log,
     heartbeatMs,
-    ...forBroker,
+    ...{ ...forBroker, twinStore: store },
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
   })
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]

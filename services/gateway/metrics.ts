@@ -111,7 +111,29 @@ export function registerGatewayMetrics({
   )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
   registerQueueMetrics(counter)
+  registerTwinMetrics(counter)
   registerFrontDoorMetrics(counter)
+}
+
+/** The thin-edge.io digital twin's feed to the store (edge/te-twin-feed.ts). */
+function registerTwinMetrics(
+  counter: (name: string, help: string, key: keyof GatewayCounters) => unknown
+): void {
+  counter(
+    'ub_gateway_te_twin_dropped_total',
+    'digital twin updates not sent to the store because 64 were outstanding',
+    'teTwinDropped'
+  )
+  counter(
+    'ub_gateway_te_twin_failed_total',
+    'digital twin updates the store failed',
+    'teTwinFailed'
+  )
+  counter(
+    'ub_gateway_te_twin_refused_total',
+    'thin-edge.io registrations refused: the digital twin keeps 100,000 entities at most',
+    'teTwinRefused'
+  )
 }
 
 /** The persistent sessions' queues: bounds reached, sweeps, and erases that waited for the bus. */
@@ -171,6 +193,9 @@ export function createCounters(): GatewayCounters {
     inboundQos2Exceeded: 0,
     retainedRefused: 0,
     teErrors: 0,
+    teTwinDropped: 0,
+    teTwinFailed: 0,
+    teTwinRefused: 0,
     authFailures: 0,
     authCacheHits: 0,
     authCacheEvictions: 0,

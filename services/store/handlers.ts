@@ -20,6 +20,7 @@ import { pageRequests, pageUpstreams } from './pages.ts'
 import { toStoreError } from './db-errors.ts'
 import { ensureInstance, verifyAdminToken } from './instance.ts'
 import * as reads from './reads.ts'
+import * as te from './te-entities.ts'
 import { createGroupCommit } from './group-commit.ts'
 import {
   applyMachineEvent,
@@ -107,6 +108,11 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
     'log.global': async ({ after, limit }) => reads.readGlobalLog(db, after, limit),
     replay: async ({ machine, id, to }) => replayMachine(db, machine, id, to),
     verify: async ({ machine, id }) => verifyMachine(db, machine, id),
+    'te.entity.upsert': async (input) => te.upsertTeEntity(db, input),
+    'te.entity.delete': async ({ topicId }) => te.deleteTeEntity(db, topicId),
+    'te.entity.observe': async (input) => te.observeTeEntity(db, input),
+    'te.entity.list': async (input) => te.listTeEntities(db, input),
+    'te.entity.get': async ({ topicId }) => te.getTeEntity(db, topicId),
   }
 }
 

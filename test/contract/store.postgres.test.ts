@@ -1,3 +1,5 @@
 import { storeContract } from './store.contract.ts'
+import { teEntitiesContract } from './te-entities.contract.ts'
 
 storeContract('postgres')
+teEntitiesContract('postgres')

@@ -59,6 +59,10 @@ const ROUTES: [string, string][] = [
   ['POST', '/api/v1/requests/:r/revoke'],
   ['GET', '/api/v1/requests/:r/transitions'],
   ['GET', '/api/v1/requests/:r/replay'],
+  ['GET', '/te/v1/entities'],
+  ['GET', '/te/v1/entities/:u'],
+  ['GET', '/te/v1/entities/:u/twin'],
+  ['GET', '/te/v1/entities/:u/twin/:r'],
 ]
 
 const segment = fc.oneof(
@@ -95,7 +99,11 @@ const request = fc
         '?to=x',
         '?after=-5',
         '?a=%zz',
-        '?status=' + 'x'.repeat(40)
+        '?status=' + 'x'.repeat(40),
+        '?root=device/main//',
+        '?parent=device/main&type=service',
+        '?root=a&parent=b',
+        '?type=x'
       )
     )
   )
@@ -186,7 +194,9 @@ describe('random requests at every route', () => {
       paths: Record<string, Record<string, unknown>>
     }
     const described = Object.entries(doc.paths).flatMap(([p, ops]) =>
-      Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(id|requestId)\}/g, ':x')}`)
+      Object.keys(ops).map(
+        (m) => `${m.toUpperCase()} ${p.replace(/\{(id|requestId|topic-id|key)\}/g, ':x')}`
+      )
     )
     const fuzzed = ROUTES.map(([m, t]) => `${m} ${t.replace(/:[ur]\b/g, ':x')}`)
     expect(fuzzed.sort()).toEqual(described.sort())

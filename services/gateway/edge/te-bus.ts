@@ -27,6 +27,7 @@ import {
   type TeProblem,
   type TeRegistration,
 } from './te-schema.ts'
+import type { TwinFeed } from './te-twin-feed.ts'
 
 export interface TeBusOptions {
   aedes: Aedes
@@ -39,6 +40,8 @@ export interface TeBusOptions {
   kindOf: (client: Client) => string | undefined
   counters: { teErrors: number }
   log: Logger
+  /** The store's digital twin, fed with what passed the checks (te-twin-feed.ts); absent = off. */
+  twin?: TwinFeed
 }
 
 interface Packet {
@@ -80,14 +83,22 @@ async function handle(o: TeBusOptions, p: Packet, pending: Map<string, number>):
   if (!channel) {
     const registration = parseRegistration(entity.topicId, payload)
     if (isTeProblem(registration)) return reportError(o, p.topic, registration)
-    if (registration.action === 'deregister' && p.retain)
+    if (registration.action === 'register') o.twin?.register(registration.registration)
+    if (registration.action === 'deregister' && p.retain) {
+      o.twin?.deregister(entity.topicId)
       for (const id of await deregister(o, entity.topicId)) pending.delete(id)
+    }
     return
   }
-  if (payload === '') return // clearing a retained message: nothing to check or register
+  if (payload === '') {
+    // Clearing a retained message: nothing to check or register; an alarm or command ends.
+    if (p.retain) o.twin?.observe(entity.topicId, channel, payload)
+    return
+  }
   if (o.autoRegister) await registerIfUnknown(o, entity.topicId, pending)
   const problem = checkPayload(channel, payload, p.retain)
   if (problem) await reportError(o, p.topic, problem)
+  else o.twin?.observe(entity.topicId, channel, payload)
 }
 
 function checkPayload(channel: TeChannel, payload: string, retained: boolean): TeProblem | null {
@@ -158,6 +169,7 @@ async function registerIfUnknown(
     pending.set(r.topicId, now)
     // Parents first: a service's registration names a device already registered.
     await publish(o.aedes, topic, registrationPayload(r), true)
+    o.twin?.register(r) // our own publish is not observed (client null)
   }
 }
 

@@ -14,6 +14,7 @@ import { createApiMetrics } from './metrics.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
 import { clusterRoutes } from './routes/cluster.ts'
 import { routeRoutes } from './routes/route.ts'
+import { teEntityRoutes } from './routes/te-entities.ts'
 import { eventRoutes } from './routes/events.ts'
 import { handshakeRoutes } from './routes/handshake.ts'
 import { instanceRoutes } from './routes/instance.ts'
@@ -105,6 +106,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', observeRoutes(options))
   app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
   app.route('/', routeRoutes(options))
+  app.route('/', teEntityRoutes(options))
   app.route(
     '/',
     eventRoutes({
