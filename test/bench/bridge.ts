@@ -20,46 +20,65 @@
  * median of the per-round ratios. The 1-minute load average is printed before each configuration
  * (a 2-core box shared with other benchmarks moves single runs by 2×).
  * `BENCH_BRIDGE_COUNT` shrinks the count (default 100,000), `BENCH_BRIDGE_QOS=1` runs QoS 1 only.
- * Prints one JSON line last.
+ * Bindings coming in (`in`, `both`) are measured in bridge-directions.ts; `BENCH_BRIDGE_DIRECTIONS`
+ * picks which (default `out,in,both`; `out` is this file's runs). Prints one JSON line last.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadavg, tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { connectAsync, type MqttClient } from 'mqtt'
 import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink } from '../../services/supervisor/bridge.ts'
-import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.ts'
+import type { Direction } from '../../machines/index.ts'
+import { startMosquitto } from '../helpers/mosquitto.ts'
+import {
+  alternate,
+  COUNT,
+  load1,
+  measure,
+  median,
+  openClients,
+  PACED_COUNT,
+  PACED_RATE,
+  REPEATS,
+  round,
+  type Figures,
+  type Path,
+} from './bridge-measure.ts'
 
-const COUNT = Number(process.env.BENCH_BRIDGE_COUNT ?? 100_000)
-const PACED_RATE = 10_000 // msg/s for the latency run (the target: p99 < 20 ms at this rate)
-const PACED_COUNT = Math.min(COUNT, 30_000) // 3 s per paced run
-const REPEATS = Number(process.env.BENCH_BRIDGE_REPEATS ?? 3)
 // `BENCH_BRIDGE_QOS=1` runs QoS 1 only (default both).
 const QOS_LEVELS = (process.env.BENCH_BRIDGE_QOS ?? '1,0').split(',').map((q) => Number(q) as 0 | 1)
-const PUBLISH_WINDOW = 1_000 // publisher's own in-flight limit
-const IDLE_MS = 2_000 // a run ends when nothing arrived for 2 s (QoS 0 may drop)
 const BRIDGE_WINDOW = Number(process.env.BENCH_BRIDGE_WINDOW ?? 256)
+const DIRECTIONS = (process.env.BENCH_BRIDGE_DIRECTIONS ?? 'out,in,both').split(',') as Direction[]
 // Every broker queues deep enough that no QoS 1 message is dropped for a slow consumer, and
 // sends without Nagle (Mosquitto's default keeps it on, adding up to 40 ms to small messages).
 // The in-flight limit stays at Mosquitto's default (20) unless BENCH_MOSQ_INFLIGHT says otherwise:
 // it caps both bridges alike (ours as the downstream broker's subscriber, Mosquitto's towards
 // the upstream).
-const BROKER_CONFIG = [
+export const BROKER_CONFIG = [
   'max_queued_messages 1000000',
   'max_queued_bytes 0',
   `max_inflight_messages ${process.env.BENCH_MOSQ_INFLIGHT ?? 20}`,
   'set_tcp_nodelay true',
 ].join('\n')
 
-interface Figures {
-  msgsPerSec: number
-  p50Ms: number
-  p99Ms: number
-  received: number
-  sent: number
-}
+/** The anchor's downstream Mosquitto: its own bridge to `upPort`, `src/…` ↔ `dst/…`. */
+export const anchorConfig = (upPort: number, direction: Direction) =>
+  [
+    BROKER_CONFIG,
+    'connection anchor',
+    `address 127.0.0.1:${upPort}`,
+    `topic # ${direction} 1 src/ dst/`,
+    'try_private true',
+    'cleansession false',
+    'bridge_protocol_version mqttv311',
+    'notifications false',
+  ].join('\n')
+
+export const fmt = (x: Figures & { rounds: number[] }) =>
+  `${x.msgsPerSec} msg/s [${x.rounds.join(', ')}] (p50 ${x.p50Ms} ms, p99 ${x.p99Ms} ms, ` +
+  `${x.received}/${x.sent})`
 
 interface Run {
   qos: 0 | 1
@@ -81,130 +100,23 @@ interface Run {
   fullPathRatio: number
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-const load1 = () => round(loadavg()[0]!)
-
-const percentile = (sorted: Float64Array, p: number): number =>
-  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!
-const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits
-
-/** Send COUNT messages (flat out, or paced) and measure at the subscriber. */
-async function measure(
-  pub: MqttClient,
-  sub: MqttClient,
-  {
-    qos,
-    payloadBytes,
-    count,
-    rate,
-  }: { qos: 0 | 1; payloadBytes: number; count: number; rate?: number }
-): Promise<Figures> {
-  const latencies = new Float64Array(count)
-  let received = 0
-  let firstSent = 0
-  let lastAt = 0
-  const onMessage = (_t: string, payload: Buffer) => {
-    const now = performance.now()
-    if (received < count) latencies[received] = now - payload.readDoubleLE(0)
-    received++
-    lastAt = now
-  }
-  sub.on('message', onMessage)
-  const payload = Buffer.alloc(payloadBytes, 0x61)
-  let inflight = 0
-  let wake: (() => void) | undefined
-  const done = () => {
-    inflight--
-    wake?.()
-  }
-  firstSent = performance.now()
-  for (let i = 0; i < count; i++) {
-    if (rate) {
-      const due = firstSent + (i * 1_000) / rate
-      const wait = due - performance.now()
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait))
-    }
-    while (inflight >= PUBLISH_WINDOW) await new Promise<void>((r) => (wake = r))
-    const p = Buffer.from(payload)
-    p.writeDoubleLE(performance.now(), 0)
-    inflight++
-    pub.publish('src/bench/m', p, { qos }, done)
-  }
-  while (received < count) {
-    const before = received
-    await new Promise((r) => setTimeout(r, IDLE_MS))
-    if (received === before) break
-  }
-  sub.removeListener('message', onMessage)
-  const got = latencies.subarray(0, Math.min(received, count)).sort()
-  return {
-    msgsPerSec: Math.round(received / ((lastAt - firstSent) / 1_000)),
-    p50Ms: round(percentile(got, 0.5)),
-    p99Ms: round(percentile(got, 0.99)),
-    received,
-    sent: count,
-  }
-}
-
-interface Path {
-  name: string
-  downUrl: string
-  upUrl: string
-}
-
-interface Clients {
-  pub: MqttClient
-  sub: MqttClient
-}
-
-async function openClients(path: Path, qos: 0 | 1): Promise<Clients> {
-  const sub = await connectAsync(path.upUrl, { protocolVersion: 4, reconnectPeriod: 0 })
-  await sub.subscribeAsync('dst/#', { qos })
-  const pub = await connectAsync(path.downUrl, { protocolVersion: 4, reconnectPeriod: 0 })
-  for (const c of [pub, sub]) {
-    // MQTT.js leaves Nagle on: small QoS 0 packets would wait for delayed ACKs (~40 ms).
-    ;(c.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true)
-    c.stream.setMaxListeners(PUBLISH_WINDOW + 10) // one 'drain' listener per blocked publish
-  }
-  return { pub, sub }
-}
-
 /** One configuration on every path: warm-up, then alternating rounds; medians. */
-async function benchAll(
+export async function benchAll(
   paths: Path[],
   qos: 0 | 1,
   payloadBytes: number
 ): Promise<Array<Figures & { rounds: number[] }>> {
   const clients = await Promise.all(paths.map((p) => openClients(p, qos)))
   try {
-    // Warm-up: JIT and connections, not measured.
-    for (const c of clients) {
-      await measure(c.pub, c.sub, { qos, payloadBytes, count: Math.min(5_000, COUNT) })
-    }
-    const flat: Figures[][] = paths.map(() => [])
-    const paced: Figures[][] = paths.map(() => [])
-    const order = (round: number) => {
-      const idx = paths.map((_, i) => i)
-      return round % 2 ? idx.reverse() : idx
-    }
-    for (let r = 0; r < REPEATS; r++) {
-      for (const i of order(r)) {
-        const c = clients[i]!
-        flat[i]!.push(await measure(c.pub, c.sub, { qos, payloadBytes, count: COUNT }))
-      }
-    }
-    for (let r = 0; r < REPEATS; r++) {
-      for (const i of order(r)) {
-        const c = clients[i]!
-        paced[i]!.push(
-          await measure(c.pub, c.sub, { qos, payloadBytes, count: PACED_COUNT, rate: PACED_RATE })
-        )
-      }
-    }
+    const { flat, paced } = await alternate(clients, (c, mode) =>
+      measure(c.pub, c.sub, {
+        qos,
+        payloadBytes,
+        topic: c.topic,
+        count: mode === 'flat' ? COUNT : mode === 'paced' ? PACED_COUNT : Math.min(5_000, COUNT),
+        ...(mode === 'paced' ? { rate: PACED_RATE } : {}),
+      })
+    )
     return paths.map((_, i) => ({
       msgsPerSec: Math.round(median(flat[i]!.map((f) => f.msgsPerSec))),
       p50Ms: round(median(paced[i]!.map((f) => f.p50Ms))),
@@ -222,7 +134,9 @@ async function benchAll(
 }
 
 /** Our bridge in its own process, as the supervisor would run it. */
-async function startOurBridge(args: string[]): Promise<{ child: ChildProcess; line: string }> {
+export async function startOurBridge(
+  args: string[]
+): Promise<{ child: ChildProcess; line: string }> {
   const child = spawn(
     process.execPath,
     [
@@ -283,12 +197,13 @@ async function runFabric(upstreamPort: number): Promise<void> {
 async function startLink(
   localUrl: string,
   upstreamPort: number,
-  login: { username?: string; password?: string } = {}
+  login: { username?: string; password?: string } = {},
+  direction: Direction = 'out'
 ) {
   const link = createBridgeLink({
     upstreamId: 'bench',
     target: { host: 'mqtt://127.0.0.1', brokerPort: upstreamPort },
-    bindings: [{ source: 'src', target: 'dst' }],
+    bindings: [{ source: 'src', target: 'dst', ...(direction === 'out' ? {} : { direction }) }],
     credentials: async () => ({}),
     local: { url: localUrl, ...login },
     localClientId: 'ub-bridge-bench',
@@ -305,8 +220,8 @@ async function startLink(
   return link
 }
 
-async function runLink(localUrl: string, upstreamPort: number): Promise<void> {
-  const link = await startLink(localUrl, upstreamPort)
+async function runLink(localUrl: string, upstreamPort: number, direction: Direction) {
+  const link = await startLink(localUrl, upstreamPort, {}, direction)
   process.stdout.write('ready\n')
   // BENCH_BRIDGE_DIAG=1: every second with traffic, the event loop's busy share and how many
   // messages waited in the window (mean, max): is the bridge busy, or waiting?
@@ -340,23 +255,47 @@ async function runLink(localUrl: string, upstreamPort: number): Promise<void> {
   process.on('SIGTERM', () => void link.stop().then(() => process.exit(0)))
 }
 
+/** Wait for the bridge processes to exit (a CPU profile is written on exit), at most 5 s each. */
+export async function stopChildren(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve()
+          const t = setTimeout(() => (c.kill('SIGKILL'), resolve()), 5_000)
+          c.once('exit', () => (clearTimeout(t), resolve()))
+          c.kill('SIGTERM')
+        })
+    )
+  )
+}
+
 export async function runBridgeBench(): Promise<object> {
+  const runs = DIRECTIONS.includes('out') ? await runOut() : []
+  const { runDirections } = await import('./bridge-directions.ts')
+  const coming = await runDirections(DIRECTIONS)
+  const result = {
+    bench: 'bridge',
+    count: COUNT,
+    pacedRate: PACED_RATE,
+    pacedCount: PACED_COUNT,
+    repeats: REPEATS,
+    window: BRIDGE_WINDOW,
+    loadAverage: loadavg().map((l) => round(l)),
+    runs,
+    ...coming,
+  }
+  console.log(JSON.stringify(result))
+  return result
+}
+
+/** Direction `out`: publisher downstream, subscriber upstream; and the full path. */
+async function runOut(): Promise<Run[]> {
   const runs: Run[] = []
   const upOurs = await startMosquitto({ config: BROKER_CONFIG })
   const downOurs = await startMosquitto({ config: BROKER_CONFIG })
   const upMosq = await startMosquitto({ config: BROKER_CONFIG })
-  const downMosq = await startMosquitto({
-    config: [
-      BROKER_CONFIG,
-      'connection anchor',
-      `address 127.0.0.1:${upMosq.port}`,
-      'topic # out 1 src/ dst/',
-      'try_private true',
-      'cleansession false',
-      'bridge_protocol_version mqttv311',
-      'notifications false',
-    ].join('\n'),
-  })
+  const downMosq = await startMosquitto({ config: anchorConfig(upMosq.port, 'out') })
   const upFull = await startMosquitto({ config: BROKER_CONFIG })
   const ours = await startOurBridge(['link', downOurs.url, String(upOurs.port)])
   const fabric = await startOurBridge(['fabric', String(upFull.port)])
@@ -389,9 +328,6 @@ export async function runBridgeBench(): Promise<object> {
           fullPathRatio: round(median(fullRatios)),
         }
         runs.push(run)
-        const fmt = (x: Figures & { rounds: number[] }) =>
-          `${x.msgsPerSec} msg/s [${x.rounds.join(', ')}] (p50 ${x.p50Ms} ms, p99 ${x.p99Ms} ms, ` +
-          `${x.received}/${x.sent})`
         console.error(
           `QoS ${qos} ${payloadBytes} B (load ${run.load.join(' → ')}):\n` +
             `  bridge only: ours      ${fmt(o!)}\n` +
@@ -403,37 +339,19 @@ export async function runBridgeBench(): Promise<object> {
       }
     }
   } finally {
-    // Wait for the bridge processes to exit (a CPU profile is written on exit), at most 5 s.
-    await Promise.all(
-      [ours.child, fabric.child].map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve()
-            const t = setTimeout(() => (c.kill('SIGKILL'), resolve()), 5_000)
-            c.once('exit', () => (clearTimeout(t), resolve()))
-            c.kill('SIGTERM')
-          })
-      )
-    )
+    await stopChildren([ours.child, fabric.child])
     await Promise.all([upOurs, downOurs, upMosq, downMosq, upFull].map((m) => m.stop()))
   }
-  const result = {
-    bench: 'bridge',
-    count: COUNT,
-    pacedRate: PACED_RATE,
-    pacedCount: PACED_COUNT,
-    repeats: REPEATS,
-    window: BRIDGE_WINDOW,
-    loadAverage: loadavg().map((l) => round(l)),
-    runs,
-  }
-  console.log(JSON.stringify(result))
-  return result
+  return runs
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   if (process.argv[2] === 'link') {
-    await runLink(process.argv[3]!, Number(process.argv[4]))
+    await runLink(
+      process.argv[3]!,
+      Number(process.argv[4]),
+      (process.argv[5] ?? 'out') as Direction
+    )
   } else if (process.argv[2] === 'fabric') {
     await runFabric(Number(process.argv[3]))
   } else {
