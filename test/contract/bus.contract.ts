@@ -323,6 +323,18 @@ export function busContract(name: string, makeBus: MakeBus): void {
         }
       })
 
+      it('lists a key rewritten while the listing is taken', async () => {
+        // The listing snapshots the stream, then reads last values: a key rewritten in between
+        // has its last value past the snapshot, and was left out (CI: a presence record renewed
+        // during GET /api/v1/cluster went missing from the view).
+        const kv = await (await bus()).kv('keys-rewrite')
+        for (const k of ['m.a', 'm.b', 'm.c']) await kv.put(k, text('1'))
+        for (let round = 0; round < 5; round++) {
+          const [keys] = await Promise.all([kv.keys('m.>'), kv.put('m.a', text(String(round)))])
+          expect(keys.sort()).toEqual(['m.a', 'm.b', 'm.c'])
+        }
+      })
+
       it('lists live keys, filtered with wildcards', async () => {
         const kv = await (await bus()).kv('keys')
         expect(await kv.keys()).toEqual([])

@@ -78,9 +78,13 @@ async function listKeys(
   }, KEYS_IDLE_CHECK_MS)
   try {
     for await (const e of it) {
-      if (e.revision > upTo) break // written after the snapshot: every older last value came first
+      // Written after the snapshot: every older last value came first. Its own key is counted
+      // too, as it is now: a key rewritten between the snapshot and the watch (a presence record
+      // renewed) was left out, and the listing came back short.
+      const after = e.revision > upTo
       if (e.operation === 'PUT') live.add(e.key)
       else live.delete(e.key)
+      if (after) break
       // One last value per subject; a subject that expired since the snapshot is covered by delta.
       if (++seen >= subjects || e.delta === 0) break
     }
