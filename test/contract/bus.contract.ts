@@ -330,7 +330,11 @@ export function busContract(name: string, makeBus: MakeBus): void {
         const kv = await (await bus()).kv('keys-rewrite')
         for (const k of ['m.a', 'm.b', 'm.c']) await kv.put(k, text('1'))
         for (let round = 0; round < 5; round++) {
-          const [keys] = await Promise.all([kv.keys('m.>'), kv.put('m.a', text(String(round)))])
+          const [keys] = await Promise.all([
+            kv.keys('m.>'),
+            kv.put('m.a', text(String(round))),
+            kv.put('m.b', text(String(round))),
+          ])
           expect(keys.sort()).toEqual(['m.a', 'm.b', 'm.c'])
         }
       })

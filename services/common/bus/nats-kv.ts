@@ -44,8 +44,9 @@ const KEYS_IDLE_CHECK_MS = 500
  * The live keys under `filter` as of the call. NATS.js's own `keys()` ends only when its
  * consumer's pending count reaches zero, which it may never do while keys under the filter are
  * being written (seen: a gateway's outgoing queue, written and acknowledged at once). Here the
- * listing is bounded by a snapshot: the matching subjects and the stream's last sequence at the
- * start; the last value of each arrives once, and anything newer means the snapshot is complete.
+ * listing is bounded by a snapshot: the matching subjects at the
+ * start; the last value of each arrives once (the old one, or a newer one when it was rewritten
+ * meanwhile), and the listing ends when every key of the snapshot came.
  */
 async function listKeys(
   kv: KV,
@@ -55,9 +56,9 @@ async function listKeys(
 ): Promise<string[]> {
   const info = await jsm.streams.info(`KV_${name}`, { subjects_filter: `$KV.${name}.${filter}` })
   // `num_subjects` counts the whole stream; the `subjects` map is the filtered detail.
-  const subjects = Object.keys(info.state.subjects ?? {}).length
-  if (!subjects) return []
-  const upTo = info.state.last_seq
+  const prefix = `$KV.${name}.`
+  const unseen = new Set(Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length)))
+  if (unseen.size === 0) return []
   const live = new Set<string>()
   const it = await kv.watch({ key: filter, include: KvWatchInclude.LastValue, headers_only: true })
   const deadline = setTimeout(
@@ -78,15 +79,15 @@ async function listKeys(
   }, KEYS_IDLE_CHECK_MS)
   try {
     for await (const e of it) {
-      // Written after the snapshot: every older last value came first. Its own key is counted
-      // too, as it is now: a key rewritten between the snapshot and the watch (a presence record
-      // renewed) was left out, and the listing came back short.
-      const after = e.revision > upTo
+      seen++
       if (e.operation === 'PUT') live.add(e.key)
       else live.delete(e.key)
-      if (after) break
-      // One last value per subject; a subject that expired since the snapshot is covered by delta.
-      if (++seen >= subjects || e.delta === 0) break
+      // Done once every key of the snapshot was seen, at its last value then or a newer one (a
+      // key rewritten meanwhile comes after the others: stopping at the first newer entry left
+      // the other rewritten keys out, and a presence view came back short); one that expired
+      // since the snapshot never comes, and the consumer's pending count says when all came.
+      unseen.delete(e.key)
+      if (unseen.size === 0 || e.delta === 0) break
     }
   } finally {
     clearTimeout(deadline)
