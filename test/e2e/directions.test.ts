@@ -3,27 +3,8 @@ import { promisify } from 'node:util'
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
-import { bridge, until } from '../helpers/bridging.ts'
+import { bridge, listen, until } from '../helpers/bridging.ts'
 import { api, apiRequest, startInstance, type Instance } from '../helpers/instance.ts'
-
-interface Arrival {
-  topic: string
-  payload: string
-  retain: boolean
-}
-
-async function listen(
-  url: string,
-  filter: string
-): Promise<{ client: MqttClient; got: Arrival[] }> {
-  const got: Arrival[] = []
-  const client = await connectMqtt(url)
-  client.on('message', (topic, payload, packet) =>
-    got.push({ topic, payload: payload.toString(), retain: packet.retain })
-  )
-  await client.subscribeAsync(filter, { qos: 1 })
-  return { client, got }
-}
 
 /**
  * Bindings that bring messages down (`in`) and both ways (`both`), with a remap that captures

@@ -1,3 +1,5 @@
+import type { MqttClient } from 'mqtt'
+import { connectMqtt } from './gateway.ts'
 import { api, type Instance } from './instance.ts'
 
 /** Poll `fn` until it returns something other than undefined. */
@@ -60,4 +62,24 @@ export async function bridge(
   await api(from, 'PUT', `/api/v1/upstreams/${created.id}/bindings`, bindings)
   await api(from, 'POST', `/api/v1/upstreams/${created.id}/activate`)
   return created.id as string
+}
+
+export interface Arrival {
+  topic: string
+  payload: string
+  retain: boolean
+}
+
+/** A clean-session subscriber on `filter` that records every arrival, in order. */
+export async function listen(
+  url: string,
+  filter: string
+): Promise<{ client: MqttClient; got: Arrival[] }> {
+  const got: Arrival[] = []
+  const client = await connectMqtt(url)
+  client.on('message', (topic, payload, packet) =>
+    got.push({ topic, payload: payload.toString(), retain: packet.retain })
+  )
+  await client.subscribeAsync(filter, { qos: 1 })
+  return { client, got }
 }
