@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connectNatsBus } from '../../services/common/bus/nats.ts'
 import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
+import type { BlobBucket, BlobBucketOptions } from '../../services/common/bus/blobs.ts'
 
 const NATS_SERVER_BIN = process.env.NATS_SERVER_BIN ?? '/usr/sbin/nats-server'
 
@@ -36,10 +37,13 @@ export async function createTestNatsBus({
 }: { prefix?: string; url?: string } = {}): Promise<Bus> {
   const bus = await connectNatsBus({ servers: url, prefix, name: `test ${prefix}` })
   const opened = new Map<string, KvBucket>()
+  const openedBlobs = new Map<string, BlobBucket>()
   let closing: Promise<void> | undefined
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       await Promise.all([...opened.values()].map((b) => b.destroy()))
+      // A test may have destroyed it already (the stream is gone): that is not a failure.
+      await Promise.all([...openedBlobs.values()].map((b) => b.destroy().catch(() => {})))
       await bus.close()
     })())
   return Object.assign(Object.create(bus) as Bus, {
@@ -47,6 +51,11 @@ export async function createTestNatsBus({
       const kv = await bus.kv(bucket, options)
       opened.set(kv.name, kv)
       return kv
+    },
+    async blobs(bucket: string, options?: BlobBucketOptions) {
+      const blobs = await bus.blobs(bucket, options)
+      openedBlobs.set(blobs.name, blobs)
+      return blobs
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -5,6 +5,7 @@
  * Every subject given to a Bus is relative: the bus puts `<prefix>.` in front, and bucket names
  * become `<prefix>_<bucket>`, so fabrics and test runs that share one NATS never meet.
  */
+import type { BlobBucket, BlobBucketOptions } from './blobs.ts'
 import { errorFromCode, toErrorBody, UbError, ValidationError } from '../errors.ts'
 
 export type Headers = Record<string, string>
@@ -124,6 +125,8 @@ export interface Bus {
   request(subject: string, data: Uint8Array, options?: RequestOptions): Promise<BusMessage>
   serve(subject: string, handler: RequestHandler, options?: SubscribeOptions): Promise<Subscription>
   kv(bucket: string, options?: KvOptions): Promise<KvBucket>
+  /** A blob bucket (blobs.ts): `<prefix>_<bucket>` on the server, as for KV. */
+  blobs(bucket: string, options?: BlobBucketOptions): Promise<BlobBucket>
   /** Round trip to the server: everything published before has been received by it. */
   flush(): Promise<void>
   close(): Promise<void>

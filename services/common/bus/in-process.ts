@@ -1,4 +1,7 @@
+import { join } from 'node:path'
+import { openFolderBlobs, temporaryBlobRoot } from './in-process-blobs.ts'
 import {
+  bucketName,
   answerRequest,
   callSafely,
   checkOpen,
@@ -99,6 +102,11 @@ export function createInProcessBus({
         readChunkBytes: journalReadChunkBytes,
       })
     },
+    async blobs(bucket) {
+      checkOpen(closed)
+      const root = dataDir ? join(dataDir, 'blobs') : await hubBlobRoot(world)
+      return openFolderBlobs(root, bucketName(prefix, bucket))
+    },
     async flush() {
       // Everything published so far is already queued as microtasks ahead of this one.
       await new Promise<void>((resolve) => queueMicrotask(resolve))
@@ -109,6 +117,7 @@ export function createInProcessBus({
       removeSubscriptions(world, mine)
       await Promise.all([...watches].map((w) => w.unsubscribe()))
       if (ownsHub) closeBuckets(world)
+      if (ownsHub) await removeHubBlobRoot(world)
     },
     [Symbol.asyncDispose]() {
       return bus.close()
@@ -123,4 +132,20 @@ function closeBuckets(hub: InProcessHub): void {
     clearInterval(b.sweep)
     b.journal?.close()
   }
+}
+
+// Without a data folder (tests), a hub's blobs live in a temporary folder its buses share, removed
+// when the bus that made the hub closes.
+const hubBlobRoots = new WeakMap<InProcessHub, ReturnType<typeof temporaryBlobRoot>>()
+
+async function hubBlobRoot(hub: InProcessHub): Promise<string> {
+  let root = hubBlobRoots.get(hub)
+  if (!root) hubBlobRoots.set(hub, (root = temporaryBlobRoot()))
+  return (await root).root
+}
+
+async function removeHubBlobRoot(hub: InProcessHub): Promise<void> {
+  const root = hubBlobRoots.get(hub)
+  hubBlobRoots.delete(hub)
+  if (root) await (await root).remove()
 }

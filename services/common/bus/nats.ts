@@ -9,7 +9,8 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
+import { Objm } from '@nats-io/obj'
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { BusTimeoutError, NoRespondersError, UbError } from '../errors.ts'
 import {
   answerRequest,
@@ -27,6 +28,7 @@ import {
   type RequestOptions,
   type Subscription,
 } from './bus.ts'
+import { wrapNatsBlobs } from './nats-blobs.ts'
 import { wrapNatsKv } from './nats-kv.ts'
 
 export interface NatsBusOptions {
@@ -104,6 +106,7 @@ export async function connectNatsBus({
   validateSubject(prefix)
   const nc = await openConnection(servers, name)
   const kvm = new Kvm(nc)
+  const objm = new Objm(nc)
   // No JetStream answer yet (a cluster still electing its leader): close, or the connection leaks.
   const jsm = await jetstreamManager(nc).catch(async (err: unknown) => {
     await nc.close()
@@ -149,6 +152,17 @@ export async function connectNatsBus({
       })
       await keepReplicas(jsm, name, replicas, log)
       return wrapNatsKv(kv, name, log, jsm)
+    },
+    async blobs(bucket, { replicas: copies = replicas } = {}) {
+      checkOpen(closing !== undefined)
+      const name = bucketName(prefix, bucket)
+      const os = await retryTimeouts(() => objm.create(name, { replicas: copies })).catch(
+        (err: unknown) => {
+          throw replicasError(err, name, copies, 'Blob')
+        }
+      )
+      await keepReplicas(jsm, name, copies, log, 'OBJ')
+      return wrapNatsBlobs({ os, js: jetstream(nc), jsm, bucket: name })
     },
     async flush() {
       checkOpen(closing !== undefined)
@@ -297,33 +311,36 @@ async function retryTimeouts<T>(open: () => Promise<T>): Promise<T> {
   }
 }
 
+/** `kind`: the bucket's stream is `KV_<bucket>` or `OBJ_<bucket>` (a blob bucket). */
 async function keepReplicas(
   jsm: JetStreamManager,
   bucket: string,
   replicas: number,
-  log: BusLogger | undefined
+  log: BusLogger | undefined,
+  kind: 'KV' | 'OBJ' = 'KV'
 ): Promise<void> {
-  const stream = `KV_${bucket}`
+  const stream = `${kind}_${bucket}`
+  const what = kind === 'KV' ? 'KV' : 'Blob'
   const info = await jsm.streams.info(stream)
   if (info.config.num_replicas === replicas) return
   try {
     await jsm.streams.update(stream, { ...info.config, num_replicas: replicas })
   } catch (err) {
-    throw replicasError(err, bucket, replicas)
+    throw replicasError(err, bucket, replicas, what)
   }
   log?.warn(
     { bucket, from: info.config.num_replicas, to: replicas },
-    'KV bucket replicas changed to busReplicas'
+    `${what} bucket replicas changed to busReplicas`
   )
 }
 
-function replicasError(err: unknown, bucket: string, replicas: number): unknown {
+function replicasError(err: unknown, bucket: string, replicas: number, what = 'KV'): unknown {
   const why = err instanceof Error ? err.message : String(err)
   // Only the server's answer about placing copies is about busReplicas; a timeout is not.
   if (replicas === 1 || !/replica|insufficient resources|no suitable peers/i.test(why)) return err
   return new UbError(
     'bus_replicas',
-    `KV bucket ${bucket} cannot have ${replicas} replicas (busReplicas): ${why}; ` +
+    `${what} bucket ${bucket} cannot have ${replicas} replicas (busReplicas): ${why}; ` +
       'the NATS cluster needs at least that many JetStream servers'
   )
 }
