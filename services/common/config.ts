@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { filesKeys } from './config-files.ts'
 import { gatewayKeys } from './config-gateway.ts'
 import { handshakeKeys } from './config-handshake.ts'
 import { supervisorKeys } from './config-supervisor.ts'
@@ -79,6 +80,7 @@ export const configSchema = z.object({
   ...gatewayKeys,
   ...handshakeKeys,
   ...supervisorKeys,
+  ...filesKeys,
   busJournalMaxRecordBytes: z.coerce
     .number()
     .int()

@@ -63,6 +63,8 @@ export interface BrokerOptions {
   te?: { root: string; autoRegister: boolean }
   /** The store the `te/` digital twin is fed to (edge/te-twin-feed.ts); absent = not fed. */
   twinStore?: StoreClient
+  /** A te/ command ended naming a file (the file transfer service removes it later). */
+  onCommandEnded?: (ended: { topic: string; tedgeUrl: string }) => void
 }
 
 export interface QueueSweepSettings {
@@ -105,6 +107,7 @@ export async function createBroker({
   queueSweep = {},
   te = { root: 'te', autoRegister: true },
   twinStore,
+  onCommandEnded,
 }: BrokerOptions): Promise<Broker> {
   const ctx: HookContext = {
     authenticator,
@@ -161,7 +164,11 @@ export async function createBroker({
   watchEvents(aedes, connackGate, counters, log)
   const kindOf = (client: Client) => ctx.principals.get(client)?.kind
   const twin = twinStore && createTwinFeed({ store: twinStore, counters, log })
-  attachTeBus({ aedes, ...te, persistence, kindOf, counters, log, ...(twin ? { twin } : {}) })
+  attachTeBus({
+    ...{ aedes, ...te, persistence, kindOf, counters, log },
+    ...(twin ? { twin } : {}),
+    ...(onCommandEnded ? { onCommandEnded } : {}),
+  })
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,

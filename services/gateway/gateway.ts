@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { Registry } from 'prom-client'
-import type { Bus, Subscription } from '../common/bus/bus.ts'
+import { encodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 import { internalCredential } from '../common/internal-credential.ts'
 import type { Logger } from '../common/log.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
@@ -12,6 +12,7 @@ import { createCounters, registerGatewayMetrics, type GatewayStats } from './met
 import { createBusMq } from './mq.ts'
 import { createBusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
+import { COMMAND_ENDED_SUBJECT } from '../contracts/files.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 import { enforceRevocations } from './revocation.ts'
 
@@ -105,12 +106,7 @@ export async function createGateway({
   const counters = createCounters()
   const internalSecret = cachedInternalSecret(bus, log)
   const authenticator = createAuthenticator({
-    anonymous,
-    users,
-    store,
-    log,
-    internalSecret,
-    counters,
+    ...{ anonymous, users, store, log, internalSecret, counters },
     limits: auth,
   })
   const persistence = await createBusPersistence({ bus, log, limits: storeLimits, counters })
@@ -128,6 +124,7 @@ export async function createGateway({
     log,
     heartbeatMs,
     ...{ ...forBroker, twinStore: store },
+    onCommandEnded: (ended) => bus.publish(COMMAND_ENDED_SUBJECT, encodeJson(ended)),
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
   })
   const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]
@@ -198,7 +195,7 @@ export async function createGateway({
 }
 
 /** The internal credential, read from the bus once; a failed read is tried again next time. */
-function cachedInternalSecret(bus: Bus, log: Logger): () => Promise<string> {
+export function cachedInternalSecret(bus: Bus, log: Logger): () => Promise<string> {
   let secret: Promise<string> | undefined
   const get = () =>
     (secret ??= internalCredential(bus).catch((err: unknown) => {

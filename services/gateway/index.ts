@@ -1,6 +1,10 @@
 import { readTlsMaterial } from '../common/pem.ts'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
-import { createGateway, type Gateway } from './gateway.ts'
+import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
+import { transitionSubject, type TransitionRecord } from '../contracts/store.ts'
+import { createAuthenticator, type Authenticator } from './authenticator.ts'
+import { cachedInternalSecret, createGateway, type Gateway } from './gateway.ts'
+import { createCounters } from './metrics.ts'
 import type { ListenerPorts, TlsMaterial } from './listeners.ts'
 
 export { createGateway, DEFAULT_HEARTBEAT_MS, DEFAULT_LIMITS } from './gateway.ts'
@@ -10,6 +14,7 @@ export type { AnonymousPolicy, LocalUser, Principal } from './auth.ts'
 export type { GatewayStats } from './metrics.ts'
 export type { ListenerPorts, TlsMaterial } from './listeners.ts'
 export { hashPassword, verifyPassword, SCRYPT_DEFAULTS } from './passwords.ts'
+export type { Authenticator } from './authenticator.ts'
 export {
   collectGatewayStats,
   gatewayStatsSubject,
@@ -86,4 +91,40 @@ export async function startGateway(
     gateway,
     close: gateway.close,
   }
+}
+
+/**
+ * The gateway's authenticator for another door (the file transfer service's HTTP): the same
+ * principals, users, anonymous policy and bounds as MQTT, with its own cache and counters. The
+ * caller moves its epoch on grant changes (`watchGrantChanges`).
+ */
+export function createPrincipalAuthenticator(ctx: ServiceContext): Authenticator {
+  const { config } = ctx
+  return createAuthenticator({
+    anonymous: config.anonymous,
+    users: config.users,
+    store: ctx.store,
+    log: ctx.log,
+    internalSecret: cachedInternalSecret(ctx.bus, ctx.log),
+    counters: createCounters(),
+    limits: {
+      cacheMs: config.authCacheMs,
+      cacheMaxEntries: config.authCacheMaxEntries,
+      scryptConcurrency: config.scryptConcurrency,
+      storeConcurrency: config.storeAuthConcurrency,
+      queueMax: config.authQueueMax,
+      connectRatePerSec: config.connectRatePerSec,
+      connectRateBurst: config.connectRateBurst,
+      connectPendingPerSource: config.connectPendingPerSource,
+      connectRateSources: config.connectRateSources,
+    },
+  })
+}
+
+/** Calls `changed` whenever a downstream's grants may have changed (accepted, revoked, withdrawn). */
+export function watchGrantChanges(bus: Bus, changed: () => void): Promise<Subscription> {
+  return bus.subscribe(transitionSubject('request', '*'), (msg) => {
+    const t = decodeJson<TransitionRecord>(msg.data)
+    if (t.to === 'Accepted' || t.to === 'Revoked' || t.to === 'Withdrawn') changed()
+  })
 }

@@ -8,6 +8,7 @@ import { createApiMetrics } from './server/metrics.ts'
 import { startPoller } from './poller/poller.ts'
 import { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
 import { packageVersion } from '../common/version.ts'
+import { startFiles } from '../files/index.ts'
 
 export { createApp, type AppOptions } from './server/app.ts'
 export { createRemoteClient, type RemoteClient } from '../contracts/handshake-client.ts'
@@ -58,7 +59,12 @@ export async function startHandshake(
     intervalMs: config.auditCheckMs,
     recheckRows: config.auditRecheckRows,
   })
+  const files = await startFiles(
+    { ...ctx, log },
+    { adminTokenHash, socketAddress: (c) => getConnInfo(c).remote.address }
+  )
   const app = createApp({
+    files,
     store,
     bus,
     log,
@@ -101,6 +107,8 @@ export async function startHandshake(
     endpoints: [],
     app,
     close: () =>
-      (closing ??= Promise.all([poller.close(), expiry.close(), audit.close()]).then(() => {})),
+      (closing ??= Promise.all([poller.close(), expiry.close(), audit.close(), files.close()]).then(
+        () => {}
+      )),
   }
 }

@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   gateway: async () => (await import('./gateway.ts')).runGatewayBench(),
   isolation: async () => (await import('./isolation.ts')).runIsolationBench(),
   scale: async () => (await import('./scale.ts')).runScaleBench(),
+  files: async () => (await import('./files.ts')).runFilesBench(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))

@@ -42,6 +42,8 @@ export interface TeBusOptions {
   log: Logger
   /** The store's digital twin, fed with what passed the checks (te-twin-feed.ts); absent = off. */
   twin?: TwinFeed
+  /** A command ended (successful or failed) naming a file by its tedgeUrl (services/files). */
+  onCommandEnded?: (ended: { topic: string; tedgeUrl: string }) => void
 }
 
 interface Packet {
@@ -97,8 +99,23 @@ async function handle(o: TeBusOptions, p: Packet, pending: Map<string, number>):
   }
   if (o.autoRegister) await registerIfUnknown(o, entity.topicId, pending)
   const problem = checkPayload(channel, payload, p.retain)
-  if (problem) await reportError(o, p.topic, problem)
-  else o.twin?.observe(entity.topicId, channel, payload)
+  if (problem) return reportError(o, p.topic, problem)
+  o.twin?.observe(entity.topicId, channel, payload)
+  if (channel.kind === 'cmd' && channel.id !== undefined && o.onCommandEnded)
+    noteCommandEnd(p.topic, payload, o.onCommandEnded)
+}
+
+const ENDED = new Set(['successful', 'failed'])
+
+/** A command that ended with a tedgeUrl: its file may go (checkPayload parsed it already). */
+function noteCommandEnd(
+  topic: string,
+  payload: string,
+  onEnded: NonNullable<TeBusOptions['onCommandEnded']>
+): void {
+  const body = JSON.parse(payload) as { status?: unknown; tedgeUrl?: unknown }
+  if (ENDED.has(body.status as string) && typeof body.tedgeUrl === 'string')
+    onEnded({ topic, tedgeUrl: body.tedgeUrl })
 }
 
 function checkPayload(channel: TeChannel, payload: string, retained: boolean): TeProblem | null {

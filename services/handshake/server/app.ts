@@ -1,5 +1,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
-import type { MiddlewareHandler } from 'hono'
+import type { Hono, MiddlewareHandler } from 'hono'
+import { FILES_PREFIX } from '../../files/index.ts'
 import { bodyLimit } from 'hono/body-limit'
 import type { Registry } from 'prom-client'
 import { createOpsRoutes } from '../../common/ops-routes.ts'
@@ -41,6 +42,8 @@ export interface AppOptions extends RouteDeps {
   auditAlarms?: AuditAlarms
   /** Config `presenceIntervalMs`: the cluster view's bucket TTL, should this process make it. */
   presenceIntervalMs?: number
+  /** The file transfer routes (services/files): their own principals, bounds and streaming bodies. */
+  files?: { routes: Hono }
 }
 
 export const HANDSHAKE_BODY_LIMIT = 16 * 1_024 // 16 KiB: a request is two short strings
@@ -79,6 +82,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
     if (c.req.path.startsWith(HANDSHAKE_PREFIX))
       return (c.req.path.endsWith('/topology') ? topologyBody : handshakeBody)(c, next)
     if (PUBLIC_PATHS.has(c.req.path)) return next()
+    // Files check their caller themselves (a device, a bridge or the operator) and stream.
+    if (options.files && c.req.path.startsWith(FILES_PREFIX)) return next()
     return operator(c, async () => {
       await operatorBody(c, next)
     })
@@ -107,6 +112,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
   app.route('/', routeRoutes(options))
   app.route('/', teEntityRoutes(options))
+  if (options.files) app.route('/', options.files.routes)
   app.route(
     '/',
     eventRoutes({

@@ -1,0 +1,52 @@
+import { Counter, Gauge, type Registry } from 'prom-client'
+
+export type RefusalReason =
+  | 'invalid_path'
+  | 'is_directory'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'too_large'
+  | 'quota'
+  | 'digest_mismatch'
+  | 'conflict'
+  | 'precondition_failed'
+
+export interface FileMetrics {
+  received: Counter
+  sent: Counter
+  stored: Counter
+  served: Counter
+  deleted: Counter<'why'>
+  refused: Counter<'reason'>
+  inProgress: Gauge<'direction'>
+  storedFiles: Gauge
+  storedBytes: Gauge
+}
+
+/** The file transfer service's figures on `/metrics` (README, File transfer). */
+export function createFileMetrics(registry: Registry): FileMetrics {
+  const existing = <T>(name: string) => registry.getSingleMetric(name) as T | undefined
+  const counter = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
+    existing<Counter<L>>(name) ??
+    new Counter<L>({ name, help, registers: [registry], ...(labelNames ? { labelNames } : {}) })
+  const gauge = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
+    existing<Gauge<L>>(name) ??
+    new Gauge<L>({ name, help, registers: [registry], ...(labelNames ? { labelNames } : {}) })
+  return {
+    received: counter('ub_files_received_bytes_total', 'File bytes received by PUT'),
+    sent: counter('ub_files_sent_bytes_total', 'File bytes sent by GET'),
+    stored: counter('ub_files_stored_total', 'Files stored by PUT (201)'),
+    served: counter('ub_files_served_total', 'Files (or ranges of them) served by GET'),
+    deleted: counter(
+      'ub_files_deleted_total',
+      'Files removed: by DELETE, expired, or after their command ended',
+      ['why']
+    ),
+    refused: counter('ub_files_refused_total', 'File requests refused, by reason', ['reason']),
+    inProgress: gauge('ub_files_transfers_in_progress', 'File transfers streaming now', [
+      'direction',
+    ]),
+    storedFiles: gauge('ub_files_stored', 'Files stored (as this replica last counted)'),
+    storedBytes: gauge('ub_files_stored_bytes', 'Bytes of the files stored (as last counted)'),
+  }
+}
