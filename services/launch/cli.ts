@@ -3,11 +3,20 @@ import { ConfigError } from '../common/errors.ts'
 import { createLogger } from '../common/log.ts'
 import { installPostgresJsCrashGuard } from './runtime/pg-crash-guard.ts'
 import { onShutdownSignal } from './runtime/signals.ts'
-import { clusterCommand } from './cluster-command.ts'
-import { routeCommand } from './route-command.ts'
+import { OPERATOR_COMMANDS, operatorCommand } from './commands/index.ts'
+import { processIo } from './commands/io.ts'
 import { packageVersion } from '../common/version.ts'
 
 const version = packageVersion()
+
+const FLAGS = `Flags (each also UB_<NAME> in the environment; later wins: defaults < --config file < env < flags):
+${Object.entries(configSchema.shape)
+  .map(
+    ([key, schema]) =>
+      `  ${flagName(key).padEnd(18)} ${envName(key).padEnd(18)} ${schema.description ?? ''}`
+  )
+  .join('\n')}
+`
 
 const HELP = `uns-bridge ${version}: an MQTT bridge fabric for Unified Namespaces
 
@@ -16,21 +25,37 @@ Usage: uns-bridge <command> [flags]      (npm start -- [flags] runs "start")
 Commands:
   start     run the services (all four in one process by default)
   migrate   apply database migrations and exit
-  cluster   list every member of the fabric (uns-bridge cluster --help)
-  route     where one topic goes and comes from, link by link (uns-bridge route --help)
   hash-password
             read a password on stdin, print its hash for the "users" config key
   version   print the version
   help      print this text
 
-Flags (each also UB_<NAME> in the environment; later wins: defaults < --config file < env < flags):
-${Object.entries(configSchema.shape)
-  .map(
-    ([key, schema]) =>
-      `  ${flagName(key).padEnd(18)} ${envName(key).padEnd(18)} ${schema.description ?? ''}`
-  )
-  .join('\n')}
-`
+Operator commands, over the HTTP API (each has --help; --url, --token, --data-dir, --json):
+  status    this instance and its links: each upstream's state and link health
+  upstreams list | create | show | bind | activate | deactivate | refresh | request | delete
+  requests  list | show | accept [--grant NS]… | decline | revoke
+  log       upstream|request <id> [--follow]: a machine's transition log
+  replay    upstream|request <id> [--to SEQ]: its state rebuilt from the log, chain verified
+  route     where one topic goes and comes from, link by link
+  cluster   list every member of the fabric
+
+${FLAGS}`
+
+const START_HELP = `Usage: uns-bridge start [flags]      (npm start -- [flags])
+
+Runs the services (all four in one process by default: store, gateway, supervisor, handshake),
+prints where to connect, and stops cleanly on SIGTERM or SIGINT.
+
+${FLAGS}`
+
+const MIGRATE_HELP = `Usage: uns-bridge migrate [flags]
+
+Applies the database migrations (on Postgres, creates the database first when it is missing)
+and exits. The flags that matter: --database-url (else PGlite in --data-dir).
+
+${FLAGS}`
+
+const wantsHelp = (argv: readonly string[]) => argv.includes('--help') || argv.includes('-h')
 
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv
@@ -45,19 +70,32 @@ async function main(argv: string[]): Promise<number> {
       console.log(HELP)
       return 0
     case 'start':
+      if (wantsHelp(rest)) return printHelp(START_HELP)
       return start(rest)
     case 'migrate':
+      if (wantsHelp(rest)) return printHelp(MIGRATE_HELP)
       return migrate(rest)
     case 'hash-password':
       return hashPasswordFromStdin()
-    case 'cluster':
-      return clusterCommand(rest)
-    case 'route':
-      return routeCommand(rest)
     default:
+      if ((OPERATOR_COMMANDS as readonly string[]).includes(command)) return operator(argv)
       console.error(`unknown command '${command}'\n\n${HELP}`)
       return 2
   }
+}
+
+function printHelp(text: string): number {
+  console.log(text)
+  return 0
+}
+
+/** An operator command; a `--follow` ends with exit 0 on Ctrl-C (SIGINT) or SIGTERM. */
+function operator(argv: string[]): Promise<number> {
+  if (!argv.includes('--follow')) return operatorCommand(argv)
+  const stop = new AbortController()
+  process.once('SIGINT', () => stop.abort())
+  process.once('SIGTERM', () => stop.abort())
+  return operatorCommand(argv, processIo(stop.signal))
 }
 
 async function start(argv: string[]): Promise<number> {
