@@ -7,6 +7,13 @@ const ms = (description: string, fallback: number) =>
 
 /** The file transfer service's keys (`/te/v1/files`; README, File transfer). */
 export const filesKeys = {
+  filesUrl: z
+    .string()
+    .url()
+    .optional()
+    .describe(
+      "this instance's HTTP base as its devices reach it (http://192.168.1.10:8080): a te/ command's tedgeUrl coming down a bridge is rewritten to it; default the HTTP listener when the handshake runs in the same process"
+    ),
   filesMaxFileBytes: positive(
     'largest file one PUT may store, in bytes (1 GiB); more gets 413',
     1 << 30

@@ -8,6 +8,7 @@ import type { ServiceContext } from '../contracts/service.ts'
 import { createPrincipalAuthenticator, watchGrantChanges } from '../gateway/index.ts'
 import { createAccess } from './access.ts'
 import { createFileMetrics } from './metrics.ts'
+import { createPullThrough } from './pull-through.ts'
 import { fileRoutes } from './routes.ts'
 import { createFileStore, type FileStore } from './store.ts'
 import { startUpkeep } from './upkeep.ts'
@@ -72,7 +73,17 @@ export async function startFiles(
       return undefined
     }
   }
+  const pull = createPullThrough({
+    store: ctx.store,
+    bucket,
+    instanceId: ctx.instanceId,
+    ttlMs: config.filesTtlMs,
+    maxBytes: config.filesMaxFileBytes,
+    log,
+    onPulled: (bytes) => metrics.pulledBytes.inc(bytes),
+  })
   const routes = fileRoutes({
+    pull,
     files: store,
     metrics,
     callerOf: createAccess({ authenticator, adminTokenHash }),

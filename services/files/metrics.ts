@@ -21,6 +21,8 @@ export interface FileMetrics {
   inProgress: Gauge<'direction'>
   storedFiles: Gauge
   storedBytes: Gauge
+  pulled: Counter<'result'>
+  pulledBytes: Counter
 }
 
 /** The file transfer service's figures on `/metrics` (README, File transfer). */
@@ -48,5 +50,11 @@ export function createFileMetrics(registry: Registry): FileMetrics {
     ]),
     storedFiles: gauge('ub_files_stored', 'Files stored (as this replica last counted)'),
     storedBytes: gauge('ub_files_stored_bytes', 'Bytes of the files stored (as last counted)'),
+    pulled: counter(
+      'ub_files_pulled_total',
+      "Files fetched from an upstream's file service for a GET here (pull-through), by result",
+      ['result']
+    ),
+    pulledBytes: counter('ub_files_pulled_bytes_total', 'Bytes fetched from upstreams'),
   }
 }

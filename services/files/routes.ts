@@ -13,6 +13,7 @@ import { isPathProblem, parseFilePath } from './file-path.ts'
 import { etagListMatches, etagOf, expectedSha256, parseRange } from './http-range.ts'
 import type { FileMetrics, RefusalReason } from './metrics.ts'
 import { EXPIRES_AT, isExpired, type FileStore } from './store.ts'
+import { PullBusy, type PullThrough } from './pull-through.ts'
 import { fromAsyncIterable, uploadBody } from './streams.ts'
 
 export interface FileRoutesOptions {
@@ -26,6 +27,8 @@ export interface FileRoutesOptions {
   /** Default keep of a file in ms (0 = until deleted) and the longest a PUT may ask for. */
   ttlMs: number
   maxTtlMs: number
+  /** Files that come down a binding, fetched from the upstream on first GET (absent = none). */
+  pull?: PullThrough
 }
 
 const TTL_HEADER = 'ub-ttl'
@@ -170,13 +173,19 @@ const isRefusal = (code: string): code is RefusalReason => REFUSALS.has(code)
 /** GET and HEAD (hono routes HEAD to GET): the whole file, a range of it, or 304. */
 async function download(
   c: Context,
-  { files, metrics, refuse, admit }: FileRoutesOptions & { refuse: Refuse; admit: Admit }
+  { files, metrics, pull, refuse, admit }: FileRoutesOptions & { refuse: Refuse; admit: Admit }
 ): Promise<Response> {
   const head = c.req.method === 'HEAD'
   const admitted = await admit(c)
   if (admitted instanceof Response) return admitted
   const { name } = admitted
-  const info = await files.bucket.info(name)
+  let info = await files.bucket.info(name)
+  if ((!info || isExpired(info)) && pull) {
+    const pulled = await pullOnce(pull, name, metrics)
+    if (pulled instanceof Error) return refuse(c, pulled.status, pulled.code, pulled.message)
+    if (pulled) info = await files.bucket.info(name)
+    if (info) files.usage.stored(name, info.size)
+  }
   if (!info || isExpired(info)) return refuse(c, 404, 'not_found', `no file '${name}'`)
   const etag = etagOf(info.sha256)
   c.header('ETag', etag)
@@ -241,4 +250,39 @@ function createGate(o: FileRoutesOptions): { refuse: Refuse; admit: Admit } {
   }
 
   return { refuse, admit }
+}
+
+class PullRefusal extends Error {
+  constructor(
+    readonly status: 502 | 503,
+    readonly code: string,
+    message: string
+  ) {
+    super(message)
+  }
+}
+
+/** Fill `name` from its upstream: true when stored now, false when no upstream has it. */
+async function pullOnce(
+  pull: PullThrough,
+  name: string,
+  metrics: FileMetrics
+): Promise<boolean | PullRefusal> {
+  try {
+    const pulled = await pull.fill(name)
+    metrics.pulled.inc({ result: pulled ? 'fetched' : 'absent' })
+    return pulled
+  } catch (err) {
+    if (err instanceof PullBusy) {
+      metrics.pulled.inc({ result: 'busy' })
+      return new PullRefusal(503, 'busy', 'too many files are being fetched from upstreams')
+    }
+    metrics.pulled.inc({ result: 'failed' })
+    const status = (err as { status?: number }).status
+    return new PullRefusal(
+      502,
+      'upstream_unavailable',
+      `the upstream could not give '${name}'${status ? ` (HTTP ${status})` : ''}: ${(err as Error).message}`
+    )
+  }
 }

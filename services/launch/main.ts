@@ -96,7 +96,9 @@ export async function startFabric({
       stops.add(() => svc.close())
       presence.join(svc.name, facts)
     }
-    const mqttPort = await startBrokerAndBridges(ctx, wants, started)
+    // The file service's address for tedgeUrls coming down a bridge: known once HTTP listens.
+    let filesUrl: string | undefined
+    const mqttPort = await startBrokerAndBridges(ctx, wants, started, () => filesUrl)
     const fetch = await startHttpApp(ctx, wants, started, admin)
     const http = await listenWithFallback({
       key: 'httpPort',
@@ -114,6 +116,7 @@ export async function startFabric({
 
     const host = displayHost(config.httpHost)
     const httpUrl = `${httpTls ? 'https' : 'http'}://${host}:${http.port}`
+    if (wants.has('handshake')) filesUrl = httpUrl
     const mqttUrl = mqttPort === null ? null : `mqtt://${displayHost(config.mqttHost)}:${mqttPort}`
     // Each line names what it is: `http http://…`, `mqtt mqtt://…`, `ws ws://…`.
     const labelled = (url: string) => `${url.slice(0, url.indexOf(':'))} ${url}`
@@ -197,7 +200,8 @@ async function startStoreHere(
 async function startBrokerAndBridges(
   ctx: ServiceContext,
   wants: Set<string>,
-  started: Started
+  started: Started,
+  filesUrl: () => string | undefined
 ): Promise<number | null> {
   let mqttPort: number | null = null
   if (wants.has('gateway')) {
@@ -212,7 +216,7 @@ async function startBrokerAndBridges(
   if (wants.has('supervisor')) {
     const { startSupervisor } = await import('../supervisor/index.ts')
     const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
-    const supervisor = await startSupervisor(ctx, { localBrokerUrl })
+    const supervisor = await startSupervisor(ctx, { localBrokerUrl, filesUrl })
     started(supervisor, () => ({
       supervisor: { supervisorId: supervisor.supervisorId, bridges: supervisor.bridges() },
     }))

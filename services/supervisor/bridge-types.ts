@@ -67,6 +67,8 @@ export interface CreateBridgeLinkOptions {
   mayConnect?: () => boolean
   /** thin-edge topic root for the link's health (link-health.ts); none when absent or empty. */
   healthRoot?: string
+  /** This instance's file service as its devices reach it: tedgeUrls coming down are rewritten to it (file-urls.ts). */
+  filesUrl?: () => string | undefined
   /** The stray-cycle guard; none by default (see dup-guard.ts for why). */
   dupGuard?: DupGuard
   onChange?: () => void

@@ -10,6 +10,7 @@ import { connectMqttSession, discardOnAny, type MqttSession } from './mqtt-sessi
 import { createRemapper } from './remap.ts'
 import { connectUpstream, UpstreamRefusedError } from './upstream-client.ts'
 import { createForwardWindow } from './window.ts'
+import { createFileUrlRewriter } from './file-urls.ts'
 import { createInbound } from './inbound.ts'
 import { linkHealth } from './link-health.ts'
 import { localUrls, syncFilters, wantedFilters } from './link-filters.ts'
@@ -174,12 +175,21 @@ async function readCredentials(link: Link, attempt: Attempt): Promise<void> {
   attempt.credentials = await link.options.credentials()
 }
 
+/** The link's tedgeUrl rewriting, against its bindings as they are now. */
+const fileUrlsOf = (link: Link) =>
+  createFileUrlRewriter({
+    teRoot: link.options.healthRoot ?? '',
+    localFilesUrl: link.options.filesUrl ?? (() => undefined),
+    toLocal: (topic) => link.remap.toLocal(topic),
+  })
+
 async function connectUpstreamBroker(link: Link, attempt: Attempt): Promise<void> {
   const { gen, credentials = {} } = attempt
   const inbound = link.remap.upstreamFilters.length
     ? createInbound({
         size: link.options.window,
         toLocal: (topic) => link.remap.toLocal(topic),
+        rewrite: fileUrlsOf(link).inbound,
         onUnrouted: () => link.unrouted++,
         onError: (err) => fail(link, gen, err),
       })

@@ -22,12 +22,15 @@ export interface Inbound {
 export function createInbound({
   size,
   toLocal,
+  rewrite,
   onUnrouted,
   onError,
 }: {
   size: number
   /** The local topic for an upstream one, or null when no binding brings it in. */
   toLocal: (topic: string) => string | null
+  /** The payload as it goes out locally (a te/ command's tedgeUrl, file-urls.ts). */
+  rewrite?: (localTopic: string, payload: Buffer) => Buffer
   onUnrouted: () => void
   onError: (err: Error) => void
 }): Inbound {
@@ -53,8 +56,12 @@ export function createInbound({
       upstream ??= session
       const target = toLocal(msg.topic)
       // Acknowledged in turn like any other, but not published: no binding brings it in now.
-      if (target === null) onUnrouted()
-      window.push(msg, target === null ? [] : [target])
+      if (target === null) {
+        onUnrouted()
+        return window.push(msg, [])
+      }
+      const payload = rewrite ? rewrite(target, msg.payload) : msg.payload
+      window.push(payload === msg.payload ? msg : { ...msg, payload }, [target])
     },
     attachUpstream(session) {
       upstream = session

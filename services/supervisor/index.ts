@@ -37,6 +37,11 @@ export interface SupervisorOptions {
   meshTree?: boolean
   /** The client of remote handshake APIs (peer discovery, topology exchange). */
   remote?: RemoteClient
+  /**
+   * This instance's file service as devices reach it, once the HTTP port listens (the embedded
+   * default learns its port late); config `filesUrl` when it says so.
+   */
+  filesUrl?: () => string | undefined
 }
 
 export interface Supervisor extends RunningService {
@@ -97,6 +102,7 @@ export async function startSupervisor(
     local: { url: localUrl, ...localAuth },
     window: windowSize,
     teRoot: config.teRoot,
+    filesUrl: () => config.filesUrl ?? options.filesUrl?.(),
     backoffMaxMs: options.backoffMaxMs ?? config.backoffMaxMs,
     backoffBaseMs: options.backoffBaseMs,
     dupGuard: options.dupGuard ?? config.bridgeDupGuard,

@@ -50,6 +50,8 @@ export interface LinkRunnerOptions {
   window: number
   /** thin-edge topic root for each link's health; empty = none (config teRoot). */
   teRoot?: string
+  /** This instance's file service as its devices reach it (tedgeUrl rewriting, file-urls.ts). */
+  filesUrl?: () => string | undefined
   backoffMaxMs: number
   backoffBaseMs?: number | undefined
   dupGuard: boolean | { threshold?: number; windowMs?: number }
@@ -140,6 +142,7 @@ function startBridgeLink(
     upstreamClientId: upstreamClientId(instanceId, id),
     window: options.window,
     ...(options.teRoot ? { healthRoot: options.teRoot } : {}),
+    ...(options.filesUrl ? { filesUrl: options.filesUrl } : {}),
     backoffMaxMs: options.backoffMaxMs,
     ...(backoffBaseMs === undefined ? {} : { backoffBaseMs }),
     mayConnect: () => leases.holds(id),

@@ -37,7 +37,8 @@ export async function bridge(
   from: Instance,
   to: Instance,
   bindings: unknown,
-  transport: BridgeTransport = PLAIN
+  transport: BridgeTransport = PLAIN,
+  accept: { grants?: string[] } = {}
 ): Promise<string> {
   const created = await api(from, 'POST', '/api/v1/upstreams', {
     host: transport.host,
@@ -52,7 +53,7 @@ export async function bridge(
     }>
     return pending.find((r) => r.instanceId === from.instanceId)
   })
-  await api(to, 'POST', `/api/v1/requests/${request.id}/accept`, {})
+  await api(to, 'POST', `/api/v1/requests/${request.id}/accept`, accept)
   await until('Approved', async () => {
     await api(from, 'POST', `/api/v1/upstreams/${created.id}/refresh`)
     return (await api(from, 'GET', `/api/v1/upstreams/${created.id}`)).status === 'Approved'
