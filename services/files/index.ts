@@ -9,6 +9,7 @@ import { createPrincipalAuthenticator, watchGrantChanges } from '../gateway/inde
 import { createAccess } from './access.ts'
 import { createFileMetrics } from './metrics.ts'
 import { createPullThrough } from './pull-through.ts'
+import { createPushUp } from './push-up.ts'
 import { fileRoutes } from './routes.ts'
 import { createFileStore, type FileStore } from './store.ts'
 import { startUpkeep } from './upkeep.ts'
@@ -82,8 +83,19 @@ export async function startFiles(
     log,
     onPulled: (bytes) => metrics.pulledBytes.inc(bytes),
   })
+  const push = createPushUp({
+    store: ctx.store,
+    bucket,
+    instanceId: ctx.instanceId,
+    log,
+    onResult: (result, bytes) => {
+      metrics.pushed.inc({ result })
+      if (bytes) metrics.pushedBytes.inc(bytes)
+    },
+  })
   const routes = fileRoutes({
     pull,
+    push,
     files: store,
     metrics,
     callerOf: createAccess({ authenticator, adminTokenHash }),
@@ -98,6 +110,7 @@ export async function startFiles(
     close: () =>
       (closing ??= (async () => {
         usage.close()
+        push.close()
         await upkeep.close()
         await grants.unsubscribe()
       })()),

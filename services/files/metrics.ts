@@ -23,6 +23,8 @@ export interface FileMetrics {
   storedBytes: Gauge
   pulled: Counter<'result'>
   pulledBytes: Counter
+  pushed: Counter<'result'>
+  pushedBytes: Counter
 }
 
 /** The file transfer service's figures on `/metrics` (README, File transfer). */
@@ -56,5 +58,11 @@ export function createFileMetrics(registry: Registry): FileMetrics {
       ['result']
     ),
     pulledBytes: counter('ub_files_pulled_bytes_total', 'Bytes fetched from upstreams'),
+    pushed: counter(
+      'ub_files_pushed_total',
+      "Copies of files put here to an upstream's file service (binding going out), by result",
+      ['result']
+    ),
+    pushedBytes: counter('ub_files_pushed_bytes_total', 'Bytes copied to upstreams'),
   }
 }

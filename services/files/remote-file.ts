@@ -100,3 +100,48 @@ function get(file: RemoteFile, headers: Record<string, string>): Promise<Incomin
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * PUT `body` (`size` bytes, SHA-256 `sha256`) to another instance's file service; its
+ * Content-Digest lets that service refuse a copy that was damaged on the way. Throws a
+ * RemoteFileError with the status when it is not stored.
+ */
+export async function putRemote(
+  file: RemoteFile,
+  body: AsyncIterable<Uint8Array>,
+  { size, sha256, ttlSeconds }: { size: number; sha256: string; ttlSeconds?: number }
+): Promise<void> {
+  const url = new URL(file.url)
+  const secure = url.protocol === 'https:'
+  const headers: Record<string, string> = {
+    authorization: 'Basic ' + Buffer.from(`${file.username}:${file.password}`).toString('base64'),
+    'content-length': String(size),
+    'content-digest': `sha-256=:${Buffer.from(sha256, 'hex').toString('base64')}:`,
+    ...(ttlSeconds ? { 'ub-ttl': String(ttlSeconds) } : {}),
+  }
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = (secure ? httpsRequest : httpRequest)(
+      url,
+      { method: 'PUT', headers, ...(secure && file.tls ? nodeTlsOptions(file.tls) : {}) },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      }
+    )
+    req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(new Error('the upstream went silent')))
+    req.on('error', reject)
+    pipeTo(body, req).catch((err: unknown) => req.destroy(err as Error))
+  })
+  if (status !== 201) throw new RemoteFileError(status, `${file.url} answered ${status}`)
+}
+
+/** Write `body` to `req` with back-pressure, then end it. */
+async function pipeTo(
+  body: AsyncIterable<Uint8Array>,
+  req: import('node:http').ClientRequest
+): Promise<void> {
+  for await (const chunk of body) {
+    if (!req.write(chunk)) await new Promise<void>((r) => req.once('drain', () => r()))
+  }
+  req.end()
+}

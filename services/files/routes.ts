@@ -14,6 +14,7 @@ import { etagListMatches, etagOf, expectedSha256, parseRange } from './http-rang
 import type { FileMetrics, RefusalReason } from './metrics.ts'
 import { EXPIRES_AT, isExpired, type FileStore } from './store.ts'
 import { PullBusy, type PullThrough } from './pull-through.ts'
+import type { PushUp } from './push-up.ts'
 import { fromAsyncIterable, uploadBody } from './streams.ts'
 
 export interface FileRoutesOptions {
@@ -29,6 +30,8 @@ export interface FileRoutesOptions {
   maxTtlMs: number
   /** Files that come down a binding, fetched from the upstream on first GET (absent = none). */
   pull?: PullThrough
+  /** Files put here under a binding going out, copied to the upstream (absent = none). */
+  push?: PushUp
 }
 
 const TTL_HEADER = 'ub-ttl'
@@ -80,6 +83,11 @@ export function fileRoutes(o: FileRoutesOptions): Hono {
     }
     files.usage.stored(name, info.size)
     metrics.stored.inc()
+    // What a downstream's bridge puts here goes no further up: a file never circles a pair of
+    // instances bound both ways.
+    const { caller } = admitted
+    if (o.push && !(caller.kind === 'principal' && caller.principal.kind === 'bridge'))
+      o.push.stored(name)
     c.header('ETag', etagOf(info.sha256))
     c.header('Location', new URL(c.req.url).pathname)
     return c.body(null, 201)

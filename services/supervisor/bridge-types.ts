@@ -69,6 +69,8 @@ export interface CreateBridgeLinkOptions {
   healthRoot?: string
   /** This instance's file service as its devices reach it: tedgeUrls coming down are rewritten to it (file-urls.ts). */
   filesUrl?: () => string | undefined
+  /** The upstream's HTTP base (its file service): tedgeUrls going up are rewritten to it. */
+  upstreamFilesUrl?: string
   /** The stray-cycle guard; none by default (see dup-guard.ts for why). */
   dupGuard?: DupGuard
   onChange?: () => void

@@ -181,6 +181,8 @@ const fileUrlsOf = (link: Link) =>
     teRoot: link.options.healthRoot ?? '',
     localFilesUrl: link.options.filesUrl ?? (() => undefined),
     toLocal: (topic) => link.remap.toLocal(topic),
+    ...(link.options.upstreamFilesUrl ? { upstreamFilesUrl: link.options.upstreamFilesUrl } : {}),
+    toUpstream: (topic) => link.remap.map(topic)[0] ?? null,
   })
 
 async function connectUpstreamBroker(link: Link, attempt: Attempt): Promise<void> {
@@ -211,6 +213,7 @@ async function connectUpstreamBroker(link: Link, attempt: Attempt): Promise<void
  * messages go through the window upstream, and are acknowledged locally once it says so.
  */
 async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> {
+  const fileUrls = fileUrlsOf(link)
   const { gen } = attempt
   const { local: endpoint, localClientId, window: size, dupGuard } = link.options
   const session = attempt.upstream!
@@ -249,7 +252,8 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
       if (targets.length === 0) link.unrouted++
       // Acknowledged like any other, so the PUBACK order holds, but not forwarded.
       else if (dupGuard && dupGuard.check(msg.topic, msg.payload, msg.retain)) targets = []
-      win.push(msg, targets)
+      const payload = targets.length ? fileUrls.outbound(msg.topic, msg.payload) : msg.payload
+      win.push(payload === msg.payload ? msg : { ...msg, payload }, targets)
     },
     onClose: (err) => {
       moveOn()

@@ -1,3 +1,4 @@
+import { handshakeBase } from '../contracts/handshake-client.ts'
 import type { KvBucket } from '../common/bus/bus.ts'
 import type { Logger } from '../common/log.ts'
 import type { RemoteClient } from '../contracts/handshake-client.ts'
@@ -143,6 +144,7 @@ function startBridgeLink(
     window: options.window,
     ...(options.teRoot ? { healthRoot: options.teRoot } : {}),
     ...(options.filesUrl ? { filesUrl: options.filesUrl } : {}),
+    ...(upstream.kind === 'uns' ? { upstreamFilesUrl: handshakeBase(upstream) } : {}),
     backoffMaxMs: options.backoffMaxMs,
     ...(backoffBaseMs === undefined ? {} : { backoffBaseMs }),
     mayConnect: () => leases.holds(id),

@@ -34,7 +34,7 @@ describe('files across the bridge (pull-through)', () => {
       edge,
       cloud,
       [
-        { source: 'site1', target: 'acme/site1/files', direction: 'in' },
+        { source: 'site1', target: 'acme/site1/files', direction: 'both' },
         { source: 'te', target: 'acme/site1/te', direction: 'both' },
       ],
       undefined,
@@ -112,6 +112,53 @@ describe('files across the bridge (pull-through)', () => {
       agent.endAsync(),
     ])
   }, 120_000)
+
+  it('carries a configuration snapshot the device uploads on the edge up to the cloud, its tedgeUrl rewritten both ways', async () => {
+    const device = await listen(edge.mqttUrl!, 'te/device/child01///cmd/config_snapshot/+')
+    const status = await listen(
+      cloud.mqttUrl!,
+      'acme/site1/te/device/child01///cmd/config_snapshot/7'
+    )
+    const operator = await connectMqtt(cloud.mqttUrl!)
+    const cloudUrl = `${cloud.httpUrl}/te/v1/files/acme/site1/files/child01/config_snapshot/mosquitto-7`
+    await operator.publishAsync(
+      'acme/site1/te/device/child01///cmd/config_snapshot/7',
+      JSON.stringify({ status: 'init', tedgeUrl: cloudUrl, type: 'mosquitto' }),
+      { qos: 1, retain: true }
+    )
+    const command = await until('the command on the edge', async () => device.got[0])
+    const edgeUrl = JSON.parse(command.payload).tedgeUrl as string
+    expect(edgeUrl).toBe(`${edge.httpUrl}/te/v1/files/site1/child01/config_snapshot/mosquitto-7`)
+
+    // The device uploads to the URL it was given, then says so.
+    const snapshot = 'listener 1883\nallow_anonymous true\n'
+    expect((await fetch(edgeUrl, { method: 'PUT', body: snapshot })).status).toBe(201)
+    const agent = await connectMqtt(edge.mqttUrl!)
+    await agent.publishAsync(
+      'te/device/child01///cmd/config_snapshot/7',
+      JSON.stringify({ status: 'successful', tedgeUrl: edgeUrl, type: 'mosquitto' }),
+      { qos: 1, retain: true }
+    )
+    const done = await until('successful in the cloud', async () =>
+      status.got.find((a) => a.payload.includes('successful'))
+    )
+    // Going up, the URL names the cloud's own file service, where the file was copied.
+    expect(JSON.parse(done.payload).tedgeUrl).toBe(cloudUrl)
+    const copied = await until('the snapshot in the cloud', async () => {
+      const res = await fetch(cloudUrl, {
+        headers: { authorization: `Bearer ${cloud.adminToken}` },
+      })
+      return res.status === 200 ? res.text() : undefined
+    })
+    expect(copied).toBe(snapshot)
+    expect(await metric(edge, 'ub_files_pushed_bytes_total')).toBe(Buffer.byteLength(snapshot))
+    await Promise.all([
+      device.client.endAsync(),
+      status.client.endAsync(),
+      operator.endAsync(),
+      agent.endAsync(),
+    ])
+  }, 60_000)
 
   it('gives nothing outside the bindings, and nothing once the cloud revoked the edge', async () => {
     // Not under a binding coming in: not fetched.
