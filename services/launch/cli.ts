@@ -118,6 +118,7 @@ async function start(argv: string[]): Promise<number> {
       '',
       `uns-bridge ${version} is running as instance ${fabric.instanceId}`,
       ...fabric.endpoints.map((e) => `  ${e}`),
+      ...(config.services.includes('handshake') ? [`  console  ${fabric.httpUrl}/console/`] : []),
       `  admin token: ${token}`,
       `  try: curl -H "Authorization: Bearer <token>" ${fabric.httpUrl}/api/v1/instance`,
       '',

@@ -23,6 +23,7 @@ import { observeRoutes } from './routes/observe.ts'
 import { requestRoutes } from './routes/requests.ts'
 import { topologyRoutes } from './routes/topology.ts'
 import { upstreamRoutes } from './routes/upstreams.ts'
+import { CONSOLE_PREFIX, createConsole, isConsolePath } from '../console/index.ts'
 
 export interface AppOptions extends RouteDeps {
   adminTokenHash: string
@@ -78,12 +79,19 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const handshakeBody = limitBody(HANDSHAKE_BODY_LIMIT)
   const topologyBody = limitBody(TOPOLOGY_BODY_LIMIT)
   const operatorBody = limitBody(OPERATOR_BODY_LIMIT)
+  const operatorConsole = createConsole({ adminTokenHash, instanceId: options.instanceId, metrics })
   app.use('*', async (c, next) => {
     if (c.req.path.startsWith(HANDSHAKE_PREFIX))
       return (c.req.path.endsWith('/topology') ? topologyBody : handshakeBody)(c, next)
     if (PUBLIC_PATHS.has(c.req.path)) return next()
     // Files check their caller themselves (a device, a bridge or the operator) and stream.
     if (options.files && c.req.path.startsWith(FILES_PREFIX)) return next()
+    // The console's pages and sign-in are public; its session checks itself.
+    if (isConsolePath(c.req.path)) return next()
+    // No Authorization header but a console session cookie (+ X-CSRF-Token on a change).
+    const viaSession = operatorConsole.authorize(c)
+    if (viaSession === 'ok') return operatorBody(c, next)
+    if (viaSession !== 'none') return viaSession
     return operator(c, async () => {
       await operatorBody(c, next)
     })
@@ -103,6 +111,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     })
   )
 
+  app.route(CONSOLE_PREFIX, operatorConsole.routes)
   app.route('/', createOpsRoutes({ ready, metrics }))
   app.route('/', handshakeRoutes({ ...options, guards }))
   app.route('/', topologyRoutes(options))

@@ -1,0 +1,288 @@
+import { api, describeError } from './api.js'
+import { openEditor } from './binding-editor.js'
+import { badge, debounce, field, fill, h, select } from './dom.js'
+
+/**
+ * Upstreams: the table (host, bindings, status, link health, the activate switch), the Create
+ * Upstream form, and the editor of one upstream. Rows are updated in place, so a live update
+ * never takes the keyboard focus away.
+ */
+const LINK_REFRESH_MS = 3_000 // link health is not a transition: read it again now and then
+const PROTOCOLS = ['mqtt://', 'mqtts://', 'ws://', 'wss://']
+const SWITCHABLE = new Set(['Approved', 'Active'])
+
+export function upstreamsPage(el) {
+  const alert = h('p', { className: 'error', attrs: { role: 'alert' } })
+  const tbody = h('tbody')
+  const empty = h('p', { className: 'muted', hidden: true }, 'No upstreams yet.')
+  const editorSlot = h('div')
+  const rows = new Map()
+  let editor = null
+
+  const load = async () => {
+    try {
+      const list = await api('GET', '/api/v1/upstreams?limit=1000')
+      const links = await Promise.all(
+        list.map((u) =>
+          u.status === 'Deleted'
+            ? null
+            : api('GET', `/api/v1/upstreams/${encodeURIComponent(u.id)}`)
+                .then((d) => d.link)
+                .catch(() => null)
+        )
+      )
+      list.forEach((u, i) => showRow(u, links[i]))
+      empty.hidden = list.length > 0
+      editor?.update(list.find((u) => u.id === editor.id))
+    } catch (err) {
+      alert.textContent = describeError(err)
+    }
+  }
+  const reload = debounce(load, 100)
+
+  const showRow = (u, link) => {
+    let row = rows.get(u.id)
+    if (!row) {
+      row = makeRow(u, { alert, reload, edit: (id) => edit(id) })
+      rows.set(u.id, row)
+      tbody.append(row.tr)
+    }
+    row.update(u, link)
+  }
+
+  const edit = async (id) => {
+    alert.textContent = ''
+    try {
+      const up = await api('GET', `/api/v1/upstreams/${encodeURIComponent(id)}`)
+      editor?.close()
+      editor = openEditor(editorSlot, up, {
+        onChange: reload,
+        onClose: () => {
+          editor = null
+          rows.get(id)?.focusEdit()
+        },
+      })
+    } catch (err) {
+      alert.textContent = describeError(err)
+    }
+  }
+
+  const table = h(
+    'table',
+    { className: 'grid', attrs: { 'aria-labelledby': 'upstreams-title' } },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ['Host', 'Namespace Binding', 'Status', 'Link health', 'Active', 'Actions'].map((t) =>
+          h('th', { attrs: { scope: 'col' } }, t)
+        )
+      )
+    ),
+    tbody
+  )
+  fill(
+    el,
+    h('h1', { id: 'upstreams-title' }, 'Upstreams'),
+    alert,
+    table,
+    empty,
+    editorSlot,
+    createForm(reload)
+  )
+  load()
+  const timer = setInterval(load, LINK_REFRESH_MS)
+  return {
+    onTransition(rec) {
+      if (rec.machine === 'upstream') reload()
+    },
+    destroy() {
+      clearInterval(timer)
+      editor?.close()
+    },
+  }
+}
+
+function bindingText(b) {
+  return `${b.source} → ${b.target} (${b.direction ?? 'out'})`
+}
+
+/** One row, made once and updated in place. */
+function makeRow(first, { alert, reload, edit }) {
+  const id = first.id
+  const cells = {
+    host: h('td'),
+    bindings: h('td', { attrs: { 'data-field': 'bindings' } }),
+    status: h('td', { attrs: { 'data-field': 'status' } }),
+    link: h('td', { attrs: { 'data-field': 'link' } }),
+  }
+  const switchId = `active-${id}`
+  const toggle = h('input', {
+    type: 'checkbox',
+    id: switchId,
+    attrs: { role: 'switch', 'aria-describedby': `host-${id}` },
+  })
+  const editButton = h('button', { type: 'button', on: { click: () => edit(id) } }, 'Edit Upstream')
+  const tr = h(
+    'tr',
+    { attrs: { 'data-id': id } },
+    cells.host,
+    cells.bindings,
+    cells.status,
+    cells.link,
+    h(
+      'td',
+      {},
+      h('span', { className: 'switch' }, toggle, h('label', { attrs: { for: switchId } }, 'Active'))
+    ),
+    h(
+      'td',
+      { className: 'actions' },
+      editButton,
+      h('a', { href: `#/machine/upstream/${encodeURIComponent(id)}` }, 'Machine view')
+    )
+  )
+  let busy = false
+  toggle.addEventListener('change', async () => {
+    const on = toggle.checked
+    busy = true
+    toggle.disabled = true
+    alert.textContent = ''
+    try {
+      await api(
+        'POST',
+        `/api/v1/upstreams/${encodeURIComponent(id)}/${on ? 'activate' : 'deactivate'}`
+      )
+    } catch (err) {
+      toggle.checked = !on
+      alert.textContent = describeError(err)
+    } finally {
+      busy = false
+      toggle.disabled = false
+      reload()
+    }
+  })
+
+  return {
+    tr,
+    focusEdit: () => editButton.focus(),
+    update(u, link) {
+      fill(
+        cells.host,
+        h('span', { id: `host-${id}` }, `${u.host}:${u.brokerPort}`),
+        h('span', { className: 'muted' }, u.kind === 'mqtt' ? ' plain MQTT' : ` HTTP ${u.httpPort}`)
+      )
+      fill(
+        cells.bindings,
+        u.bindings.length === 0
+          ? h('span', { className: 'muted' }, 'none')
+          : h(
+              'ul',
+              { className: 'plain' },
+              u.bindings.map((b) => h('li', {}, bindingText(b)))
+            )
+      )
+      fill(cells.status, badge(u.status))
+      const error = link?.lastError ?? u.lastError
+      fill(
+        cells.link,
+        link?.state
+          ? h('span', { className: 'link-state' }, link.state)
+          : h('span', { className: 'muted' }, '—'),
+        error ? h('div', { className: 'error small' }, error) : null
+      )
+      tr.classList.toggle('deleted', u.status === 'Deleted')
+      editButton.hidden = u.status === 'Deleted'
+      if (!busy) {
+        toggle.checked = u.active
+        toggle.disabled = !SWITCHABLE.has(u.status)
+      }
+    },
+  }
+}
+
+/** Create Upstream: protocol and host, ports, TLS trust; Request Connection sends the request. */
+function createForm(reload) {
+  const [protoLabel, proto] = select('Protocol', PROTOCOLS, { id: 'create-protocol' })
+  const [hostLabel, host] = field('Broker Host', {
+    id: 'create-host',
+    required: true,
+    placeholder: 'broker.example',
+    autocomplete: 'off',
+  })
+  const [brokerLabel, brokerPort] = field('Broker Port', {
+    id: 'create-broker-port',
+    type: 'number',
+    min: 1,
+    max: 65535,
+    value: '1883',
+  })
+  const [httpLabel, httpPort] = field('HTTP Port', {
+    id: 'create-http-port',
+    type: 'number',
+    min: 1,
+    max: 65535,
+    value: '8080',
+  })
+  const [caLabel, ca] = field('CA certificate (PEM)', { id: 'create-ca', tag: 'textarea', rows: 4 })
+  const [snLabel, servername] = field('TLS server name', { id: 'create-servername' })
+  const alert = h('p', { className: 'error', attrs: { role: 'alert' } })
+  const note = h('p', { className: 'note', attrs: { role: 'status' } })
+
+  const form = h(
+    'form',
+    { attrs: { 'aria-labelledby': 'create-title' } },
+    h(
+      'div',
+      { className: 'row' },
+      h('div', {}, protoLabel, proto),
+      h('div', { className: 'grow' }, hostLabel, host)
+    ),
+    h(
+      'div',
+      { className: 'row' },
+      h('div', {}, brokerLabel, brokerPort),
+      h('div', {}, httpLabel, httpPort)
+    ),
+    h(
+      'details',
+      {},
+      h('summary', {}, 'TLS options'),
+      h('div', { className: 'stack' }, caLabel, ca, snLabel, servername)
+    ),
+    h('button', { type: 'submit' }, 'Request Connection'),
+    alert,
+    note
+  )
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault()
+    alert.textContent = ''
+    note.textContent = ''
+    const name = host.value.trim()
+    const tls = {}
+    if (ca.value.trim()) tls.ca = ca.value
+    if (servername.value.trim()) tls.servername = servername.value.trim()
+    const body = {
+      host: name.includes('://') ? name : proto.value + name,
+      brokerPort: Number(brokerPort.value),
+      httpPort: Number(httpPort.value),
+      ...(Object.keys(tls).length ? { tls } : {}),
+    }
+    try {
+      const up = await api('POST', '/api/v1/upstreams', body)
+      note.textContent = `Requested ${up.host}:${up.brokerPort}: ${up.status}.`
+      host.value = ''
+      reload()
+    } catch (err) {
+      alert.textContent = describeError(err)
+    }
+  })
+  return h(
+    'section',
+    { className: 'panel', attrs: { 'aria-labelledby': 'create-title' } },
+    h('h2', { id: 'create-title' }, 'Create Upstream'),
+    form
+  )
+}
