@@ -8,6 +8,8 @@
 import { BLOB_NAME_MAX_BYTES } from '../common/bus/blobs.ts'
 
 export const FILES_PREFIX = '/te/v1/files/'
+/** Levels a path may have: each PUT checks every level above the file (a file may not lie under a file). */
+export const MAX_LEVELS = 32
 
 export type FilePathProblem = { code: 'invalid_path' | 'is_directory'; message: string }
 
@@ -23,7 +25,10 @@ export function parseFilePath(rawPath: string): string | FilePathProblem {
   if (raw === '' || raw.endsWith('/'))
     return { code: 'is_directory', message: 'the path names a directory, not a file' }
   const levels: string[] = []
-  for (const encoded of raw.split('/')) {
+  const encodedLevels = raw.split('/')
+  if (encodedLevels.length > MAX_LEVELS)
+    return { code: 'invalid_path', message: `a path has at most ${MAX_LEVELS} levels` }
+  for (const encoded of encodedLevels) {
     let level: string
     try {
       level = decodeURIComponent(encoded)

@@ -51,7 +51,8 @@ export function fileRoutes(o: FileRoutesOptions): Hono {
     const sha256 = expectedSha256({ get: (h) => c.req.header(h) })
     if (sha256 === null)
       return refuse(c, 400, 'invalid_digest', 'Content-Digest sha-256 must be 32 bytes in base64')
-    const conflict = files.usage.conflict(name)
+    const conflict =
+      files.usage.conflict(name) ?? ((await files.fileAbove(name)) ? 'parent_is_file' : null)
     if (conflict) return refuse(c, 409, 'conflict', conflictMessage(name, conflict))
     const precondition = await checkPreconditions(c, files, name)
     if (precondition) return refuse(c, 412, 'precondition_failed', precondition)
@@ -181,8 +182,10 @@ const isRefusal = (code: string): code is RefusalReason => REFUSALS.has(code)
 /** GET and HEAD (hono routes HEAD to GET): the whole file, a range of it, or 304. */
 async function download(
   c: Context,
-  { files, metrics, pull, refuse, admit }: FileRoutesOptions & { refuse: Refuse; admit: Admit }
+  o: FileRoutesOptions & { refuse: Refuse; admit: Admit },
+  attempt = 0
 ): Promise<Response> {
+  const { files, metrics, pull, refuse, admit } = o
   const head = c.req.method === 'HEAD'
   const admitted = await admit(c)
   if (admitted instanceof Response) return admitted
@@ -196,18 +199,24 @@ async function download(
   }
   if (!info || isExpired(info)) return refuse(c, 404, 'not_found', `no file '${name}'`)
   const etag = etagOf(info.sha256)
-  c.header('ETag', etag)
-  c.header('Accept-Ranges', 'bytes')
-  c.header('Last-Modified', new Date(info.modifiedAt).toUTCString())
-  c.header('Content-Type', info.meta.contentType ?? 'application/octet-stream')
+  // Headers describe the file only once it is certain to be sent: a DELETE between `info` and
+  // `read` must give a plain 404, not one that claims the deleted file's length.
+  const headers: Record<string, string> = {
+    ETag: etag,
+    'Accept-Ranges': 'bytes',
+    'Last-Modified': new Date(info.modifiedAt).toUTCString(),
+    'Content-Type': info.meta.contentType ?? 'application/octet-stream',
+  }
   const ifNoneMatch = c.req.header('if-none-match')
-  if (ifNoneMatch !== undefined && etagListMatches(ifNoneMatch, etag)) return c.body(null, 304)
+  if (ifNoneMatch !== undefined && etagListMatches(ifNoneMatch, etag))
+    return c.body(null, 304, headers)
   const ifRange = c.req.header('if-range')
   const range =
     ifRange !== undefined && ifRange.trim() !== etag
       ? ({ kind: 'full' } as const)
       : parseRange(c.req.header('range'), info.size)
   if (range.kind === 'unsatisfiable') {
+    c.header('ETag', etag)
     c.header('Content-Range', `bytes */${info.size}`)
     return refuse(c, 416, 'range_not_satisfiable', `the file has ${info.size} bytes`)
   }
@@ -215,18 +224,24 @@ async function download(
     range.kind === 'partial'
       ? [range.start, range.end, 206 as const]
       : [0, info.size - 1, 200 as const]
-  if (status === 206) c.header('Content-Range', `bytes ${start}-${end}/${info.size}`)
-  c.header('Content-Length', String(Math.max(0, end - start + 1)))
-  if (head) return c.body(null, status)
+  if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${info.size}`
+  headers['Content-Length'] = String(Math.max(0, end - start + 1))
+  if (head) return c.body(null, status, headers)
   const read = await files.bucket.read(name, { start, end })
   if (!read) return refuse(c, 404, 'not_found', `no file '${name}'`)
+  // Replaced between `info` and `read`: the headers would describe another version. Ask again.
+  if (read.info.sha256 !== info.sha256) {
+    await read.body[Symbol.asyncIterator]().return?.()
+    if (attempt < 2) return download(c, o, attempt + 1)
+    return refuse(c, 503, 'busy', `'${name}' is being replaced; try again`)
+  }
   metrics.served.inc()
   metrics.inProgress.inc({ direction: 'out' })
   const body = fromAsyncIterable(read.body, {
     onBytes: (n) => metrics.sent.inc(n),
     onEnd: () => metrics.inProgress.dec({ direction: 'out' }),
   })
-  return c.body(body, status)
+  return c.body(body, status, headers)
 }
 
 type Refuse = (c: Context, status: number, code: string, message: string) => Response

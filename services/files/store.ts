@@ -16,6 +16,11 @@ export const isExpired = (info: BlobInfo, now = Date.now()): boolean => {
 export interface FileStore {
   bucket: BlobBucket
   usage: Usage
+  /**
+   * A level above `name` that is a file, asked of the bucket itself (every replica's writes),
+   * or null. Files under `name` are known from the usage listing only (usage.ts).
+   */
+  fileAbove(name: string): Promise<string | null>
   /** Delete a file; true when there was one. */
   remove(name: string, why: 'request' | 'expired' | 'command'): Promise<boolean>
 }
@@ -24,6 +29,13 @@ export function createFileStore(bucket: BlobBucket, usage: Usage): FileStore {
   return {
     bucket,
     usage,
+    async fileAbove(name) {
+      const levels = name.split('/')
+      const parents = levels.slice(1).map((_, i) => levels.slice(0, i + 1).join('/'))
+      const infos = await Promise.all(parents.map((p) => bucket.info(p)))
+      const i = infos.findIndex((info) => info !== null && !isExpired(info))
+      return i < 0 ? null : parents[i]!
+    },
     async remove(name) {
       const removed = await bucket.delete(name)
       usage.removed(name)

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { natsUrl, runPrefix, TEST_RUN_ENV } from './nats.ts'
 
 /**
- * Once per `npm test`: afterwards, delete the KV buckets this run made on the shared NATS server,
+ * Once per `npm test`: afterwards, delete the KV and Object Store buckets this run made on the shared NATS server,
  * including those of service processes a test killed with SIGKILL, which never close their own.
  * Every test prefix of this run starts `t_<run id>_` (see `uniquePrefix`), so another run on the
  * same server, before or at the same time, keeps its own.
@@ -25,7 +25,9 @@ export async function teardown(): Promise<void> {
     const jsm = await jetstreamManager(nc)
     const ours: string[] = []
     for await (const info of jsm.streams.list()) {
-      if (info.config.name.startsWith(`KV_${runPrefix()}`)) ours.push(info.config.name)
+      const name = info.config.name
+      if (name.startsWith(`KV_${runPrefix()}`) || name.startsWith(`OBJ_${runPrefix()}`))
+        ours.push(name)
     }
     await Promise.all(ours.map((name) => jsm.streams.delete(name)))
   } finally {

@@ -136,8 +136,9 @@ export async function startNatsServer({
 }
 
 /**
- * Delete every KV bucket under a prefix: for tests whose buckets were opened by other
- * processes (a cluster of service processes), so the shared server keeps nothing of the run.
+ * Delete every KV bucket and blob bucket (Object Store, `OBJ_` stream) under a prefix: for tests
+ * whose buckets were opened by other processes (a cluster of service processes), so the shared
+ * server keeps nothing of the run.
  */
 export async function destroyBucketsWithPrefix(prefix: string, url = natsUrl()): Promise<string[]> {
   const nc = await connect({ servers: url, name: `cleanup ${prefix}` })
@@ -146,7 +147,7 @@ export async function destroyBucketsWithPrefix(prefix: string, url = natsUrl()):
     const removed: string[] = []
     for await (const info of jsm.streams.list()) {
       const name = info.config.name
-      if (name.startsWith(`KV_${prefix}_`)) {
+      if (name.startsWith(`KV_${prefix}_`) || name.startsWith(`OBJ_${prefix}_`)) {
         await jsm.streams.delete(name)
         removed.push(name)
       }
