@@ -3,6 +3,9 @@
  * instance's `/te/v1/files`, beside the same file served by a plain static file server (Node's
  * own `http` piping `fs.createReadStream`) in the same run, and the instance's peak RSS.
  * Each transfer is timed from the request to the last byte; GETs are the best of three.
+ * Bridged: a second instance bound `in` to the first fetches the file through its pull-through
+ * cache on the first GET (timed: the WAN fetch and the local answer together), then serves its
+ * copy (best of three), over loopback here.
  */
 import { randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream, readFileSync, statSync } from 'node:fs'
@@ -12,7 +15,8 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { finished } from 'node:stream/promises'
-import { startInstance } from '../helpers/instance.ts'
+import { bridge } from '../helpers/bridging.ts'
+import { startInstance, type Instance } from '../helpers/instance.ts'
 
 const MiB = 1_048_576
 const SIZE_MB = Number(process.env.UB_BENCH_FILE_MB ?? 100)
@@ -70,14 +74,17 @@ export async function runFilesBench(): Promise<unknown> {
     const put = await bestOf(ROUNDS, () => timed(url, 'PUT', file))
     const get = await bestOf(ROUNDS, () => timed(url, 'GET'))
     const staticGet = await bestOf(ROUNDS, () => timed(staticUrl, 'GET'))
+    const bridged = await bridgedGets(inst)
     const result = {
       bench: 'files',
       fileMB: round(mb),
       local: { getMBps: round(mb / get), putMBps: round(mb / put) },
       staticServer: { getMBps: round(mb / staticGet) },
       ratioGet: round(staticGet / get, 2),
-      // The pull-through cache across two instances is not built yet: nothing to measure.
-      bridged: null,
+      bridged: {
+        firstGetMBps: round(mb / bridged.first),
+        getMBps: round(mb / bridged.cached),
+      },
       peakRssMB: round(peak / MiB, 0),
     }
     console.log(`file ${result.fileMB} MB, best of ${ROUNDS}`)
@@ -85,6 +92,9 @@ export async function runFilesBench(): Promise<unknown> {
       `  GET  uns-bridge ${result.local.getMBps} MB/s   static server ${result.staticServer.getMBps} MB/s   ratio ${result.ratioGet}`
     )
     console.log(`  PUT  uns-bridge ${result.local.putMBps} MB/s`)
+    console.log(
+      `  bridged GET: first (fetched from the upstream) ${result.bridged.firstGetMBps} MB/s, then ${result.bridged.getMBps} MB/s`
+    )
     console.log(`  peak RSS of the instance ${result.peakRssMB} MiB`)
     console.log(JSON.stringify(result))
     return result
@@ -93,5 +103,22 @@ export async function runFilesBench(): Promise<unknown> {
     await inst.stop()
     server.close()
     await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** An edge instance bound `in` to `cloud`: the first GET of the cloud's file, then its copy. */
+async function bridgedGets(cloud: Instance): Promise<{ first: number; cached: number }> {
+  const edge = await startInstance({
+    args: ['--files-max-file-bytes', String(2 * SIZE_MB * MiB)],
+  })
+  try {
+    await bridge(edge, cloud, [{ source: 'site1', target: 'bench', direction: 'in' }])
+    // The cloud's file is at bench/payload.bin: the edge serves it as site1/payload.bin.
+    const url = `${edge.httpUrl}/te/v1/files/site1/payload.bin`
+    const first = await timed(url, 'GET')
+    const cached = await bestOf(ROUNDS, () => timed(url, 'GET'))
+    return { first, cached }
+  } finally {
+    await edge.stop()
   }
 }
