@@ -64,6 +64,8 @@ export const bridgeMachine = setup({
             ? (event.reason ?? null)
             : null,
     }),
+    // Connected again: the error that took the link down no longer holds.
+    clearError: assign({ lastError: null }),
     countAttempt: assign({ attempt: ({ context }) => context.attempt + 1 }),
     resetAttempts: assign({ attempt: 0 }),
   },
@@ -85,7 +87,7 @@ export const bridgeMachine = setup({
     Connecting: {
       entry: 'openLink',
       on: {
-        'bridge.connected': 'Forwarding',
+        'bridge.connected': { target: 'Forwarding', actions: 'clearError' },
         'bridge.failed': [
           { guard: 'isFatal', target: 'Stopped', actions: 'recordError' },
           { target: 'Backoff', actions: 'recordError' },

@@ -17,6 +17,17 @@ export interface RemoteClient {
     body: z.input<typeof HandshakeRequestSchema>
   ): Promise<RemoteAccepted>
   getStatus(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
+  /**
+   * The status once it is no longer `seen`, or after `waitS` seconds (a long poll); a server
+   * that does not wait answers at once, as getStatus.
+   */
+  waitStatus(
+    target: RemoteTarget,
+    requestId: string,
+    secret: string,
+    seen: string,
+    waitS: number
+  ): Promise<RemoteStatus>
   withdraw(target: RemoteTarget, requestId: string, secret: string): Promise<RemoteStatus>
   /** The mesh's link-state exchange: post our topology database, get theirs. */
   exchangeTopology(
@@ -216,6 +227,14 @@ export function createRemoteClient({
       ),
     getStatus: (target, requestId, secret) =>
       call(target, requestPath(requestId), { method: 'GET', headers: auth(secret) }, Status),
+    waitStatus: (target, requestId, secret, seen, waitS) =>
+      call(
+        target,
+        `${requestPath(requestId)}?wait=${waitS}&seen=${encodeURIComponent(seen)}`,
+        { method: 'GET', headers: auth(secret) },
+        Status,
+        { timeout: waitS * 1_000 + timeoutMs }
+      ),
     withdraw: (target, requestId, secret) =>
       call(target, requestPath(requestId), { method: 'DELETE', headers: auth(secret) }, Status),
     exchangeTopology: (target, requestId, secret, mine, options = {}) =>

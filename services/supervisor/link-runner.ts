@@ -177,9 +177,13 @@ function reportRefusal(
   link: BridgeLink
 ): void {
   const why = link.status().lastError
-  if (why && running.get(id)?.link === link && !isClosed()) {
-    store.call('upstream.patch', { id, lastError: why }).catch((err: unknown) => {
-      log.warn({ upstreamId: id, err }, 'could not record the link error')
-    })
-  }
+  if (!why || running.get(id)?.link !== link || isClosed()) return
+  // Refused because the upstream server revoked us: the upstream's status says so (the poll
+  // sees it within a second); a stale "bad user name or password" beside it would mislead.
+  void store
+    .call('upstream.get', { id })
+    .then((up) =>
+      up.status === 'Active' ? store.call('upstream.patch', { id, lastError: why }) : undefined
+    )
+    .catch((err: unknown) => log.warn({ upstreamId: id, err }, 'could not record the link error'))
 }

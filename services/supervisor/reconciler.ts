@@ -18,6 +18,13 @@ const LIST_EVERY_MS = 10_000 // full reconcile from the store even when no event
 const PURGED = new Set(['Revoked', 'Declined', 'Deleted'])
 const EVENT_DEBOUNCE_MS = 20 // a burst of transitions costs one reconcile
 
+/** Why a link stopped, as its lastError says, by the upstream's status. */
+const STOP_REASONS: Record<string, string> = {
+  Revoked: 'revoked by the upstream server',
+  Declined: 'declined by the upstream server',
+  Deleted: 'deleted',
+}
+
 /**
  * The desired set (Active upstreams from the store, every transition event a hint) against the
  * running links: start what this replica can claim, stop what is no longer Active, owned or
@@ -68,12 +75,14 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
     }
   }
 
-  async function isGone(id: string): Promise<boolean> {
-    if (deleted.has(id)) return true
+  /** The upstream's status now (null when it is gone from the store). */
+  async function statusOf(id: string): Promise<string | null> {
+    if (deleted.has(id)) return null
     try {
-      return PURGED.has((await store.call('upstream.get', { id })).status)
+      return (await store.call('upstream.get', { id })).status
     } catch (err) {
-      return err instanceof UbError && err.code === 'not_found'
+      if (err instanceof UbError && err.code === 'not_found') return null
+      return 'unknown'
     }
   }
 
@@ -81,7 +90,10 @@ export async function startReconciler(options: ReconcilerOptions): Promise<Recon
     for (const [id, r] of running) {
       const want = desired.get(id)
       if (!want) {
-        await runner.stop(id, (await isGone(id)) ? 'forget' : 'stop')
+        const status = await statusOf(id)
+        const gone = status === null || PURGED.has(status)
+        // The link says why it stopped: the operator reads it beside the upstream's status.
+        await runner.stop(id, gone ? 'forget' : 'stop', STOP_REASONS[status ?? ''] ?? 'deactivated')
         continue
       }
       // Renewed by the lease renewal on its own timer; a lease it lost (or could not renew in

@@ -15,6 +15,17 @@ describe('bridge machine', () => {
     })
   })
 
+  it('clears the error once connected again: a link back in Forwarding shows no old error', () => {
+    const [s0] = initialTransition(bridgeMachine)
+    const [s1] = transition(bridgeMachine, s0, { type: 'bridge.failed', error: 'link cut' })
+    const backoff = bridgeMachine.resolveState({ value: 'Connecting', context: s1.context })
+    const [s2] = transition(bridgeMachine, backoff, { type: 'bridge.connected' })
+    expect({ value: s2.value, lastError: s2.context.lastError }).toEqual({
+      value: 'Forwarding',
+      lastError: null,
+    })
+  })
+
   it('stops for good on a rejected credential', () => {
     const [s0] = initialTransition(bridgeMachine)
     const [s1] = transition(bridgeMachine, s0, {

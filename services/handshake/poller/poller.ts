@@ -6,6 +6,7 @@ import type { RemoteClient } from '../../contracts/handshake-client.ts'
 import type { StoreClient } from '../../contracts/store-client.ts'
 import { transitionSubject, type TransitionRecord, type Upstream } from '../../contracts/store.ts'
 import { pollOnce, POLLED, type PollContext } from './poll-steps.ts'
+import { startStatusWatch, type StatusWatch } from './status-watch.ts'
 
 /**
  * The downstream's half of the handshake (ARCHITECTURE.md §11): for each handshake upstream, send
@@ -37,6 +38,8 @@ export interface PollerOptions {
   random?: () => number
   /** Schedules the next poll (tests record the delays it is asked for). */
   setTimer?: (run: () => void, delayMs: number) => ReturnType<typeof setTimeout>
+  /** Also wait at the server for the status to change (status-watch.ts); default on. */
+  longPoll?: boolean
 }
 
 export const DEFAULT_POLL_MS = 3_000 // 3 s between the first polls of a Pending upstream
@@ -61,6 +64,7 @@ export async function startPoller({
   slowPollMs = DEFAULT_SLOW_POLL_MS,
   random = Math.random,
   setTimer = setTimeout,
+  longPoll = true,
 }: PollerOptions): Promise<Poller> {
   const entries = new Map<string, Entry>()
   const owedHere = new Set<string>() // upstreams this process was told owe a withdrawal
@@ -83,6 +87,7 @@ export async function startPoller({
       entries.delete(id)
       return
     }
+    if (POLLED.has(status)) watch?.ensure(id)
     const delay = pollDelay(status === 'Pending' || owed, e.attempt, pollMs, slowPollMs, random)
     e.timer = setTimer(() => void background(id), delay)
     e.timer.unref?.()
@@ -117,6 +122,7 @@ export async function startPoller({
     schedule(rec.machineId, rec.to, kind)
   }
 
+  let watch: StatusWatch | undefined
   const sub: Subscription = await bus.subscribe(transitionSubject('upstream', '*'), (msg) => {
     try {
       onTransition(decodeJson<TransitionRecord>(msg.data))
@@ -124,11 +130,7 @@ export async function startPoller({
       log.warn({ err, subject: msg.subject }, 'unreadable transition on the bus')
     }
   })
-  for (const up of await store.call('upstream.list', {})) {
-    schedule(up.id, up.status, up.kind, up.withdrawalOwed)
-  }
-
-  return {
+  const poller: Poller = {
     async pollNow(id) {
       const e = entry(id)
       await e.running?.catch(() => undefined)
@@ -149,11 +151,18 @@ export async function startPoller({
     async close() {
       if (closed) return
       closed = true
+      watch?.close()
       for (const e of entries.values()) clearTimeout(e.timer)
       entries.clear()
       await sub.unsubscribe()
     },
   }
+  if (longPoll)
+    watch = startStatusWatch({ store, remote, log, pollNow: poller.pollNow, slowMs: slowPollMs })
+  for (const up of await store.call('upstream.list', {})) {
+    schedule(up.id, up.status, up.kind, up.withdrawalOwed)
+  }
+  return poller
 }
 
 /**

@@ -18,6 +18,7 @@ export interface GuardMetrics {
   expired: Counter
   sseDropped: Counter
   sseQueued: Gauge
+  waitersRefused: Counter
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD'])
@@ -89,6 +90,11 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
       registry,
       'ub_sse_queued_events',
       'Events waiting in all event-stream client queues'
+    ),
+    waitersRefused: counter(
+      registry,
+      'ub_handshake_status_waits_refused_total',
+      'Long-polled handshake status requests answered at once: too many were waiting'
     ),
   }
 

@@ -1,4 +1,5 @@
-import { createRoute } from '@hono/zod-openapi'
+import { MAX_WAIT_S, type StatusWaiters } from '../status-waiters.ts'
+import { createRoute, z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import type { IncomingRequest, PendingLimits } from '../../../contracts/store.ts'
 import { UbError } from '../../../common/errors.ts'
@@ -46,8 +47,25 @@ const status = createRoute({
   path: '/api/v1/handshake/requests/{requestId}',
   tags,
   security: SECRET,
-  summary: "The request's status and grants (Authorization: Bearer <the downstream's secret>)",
-  request: { params: RequestIdParam },
+  summary:
+    "The request's status and grants (Authorization: Bearer <the downstream's secret>); with wait and seen, answered when the status leaves `seen` or after `wait` seconds",
+  request: {
+    params: RequestIdParam,
+    query: z.object({
+      wait: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .max(MAX_WAIT_S)
+        .optional()
+        .openapi({ param: { name: 'wait', in: 'query' }, description: 'seconds to wait at most' }),
+      seen: z
+        .string()
+        .max(32)
+        .optional()
+        .openapi({ param: { name: 'seen', in: 'query' }, description: 'the status last seen' }),
+    }),
+  },
   responses: { 200: json(HandshakeStatus, 'status and grants'), ...errorResponses(401, 404, 503) },
 })
 
@@ -73,6 +91,8 @@ export function handshakeRoutes(
   deps: RouteDeps & {
     pendingLimits?: PendingLimits
     guards?: Pick<GuardMetrics, 'pendingRefused'>
+    /** Long-polled status requests (status-waiters.ts); absent = answered at once. */
+    statusWaiters?: StatusWaiters
   }
 ) {
   const { store, instanceId } = deps
@@ -123,7 +143,17 @@ export function handshakeRoutes(
   })
 
   app.openapi(status, async (c) => {
-    const request = await requireRequestSecret(c, store, c.req.valid('param').requestId)
+    const id = c.req.valid('param').requestId
+    let request = await requireRequestSecret(c, store, id)
+    const { wait, seen } = c.req.valid('query')
+    // Long poll: the answer waits for a transition while the status is the one already seen.
+    if (wait && seen === request.status && deps.statusWaiters) {
+      const deadline = Date.now() + wait * 1_000
+      while (request.status === seen && Date.now() < deadline) {
+        if (!(await deps.statusWaiters.wait(id, deadline - Date.now()))) break
+        request = await store.call('request.get', { id })
+      }
+    }
     return c.json(await view(request), 200)
   })
 
