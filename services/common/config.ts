@@ -43,6 +43,13 @@ export const configSchema = z.object({
     .describe(
       'operator token, the same for every process (required on NATS); without NATS made at first start in <dataDir>/admin-token'
     ),
+  metricsToken: z
+    .string()
+    .min(16)
+    .optional()
+    .describe(
+      'a second Bearer token that opens GET /metrics only (for Prometheus), besides the admin token'
+    ),
   busPrefix: z
     .string()
     .regex(/^[A-Za-z0-9_-]+$/, 'must be one NATS token of letters, digits, - or _')

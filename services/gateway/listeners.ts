@@ -175,7 +175,7 @@ export async function startListeners(opts: ListenersOptions): Promise<Listeners>
       mqtt = await listen(tcp, 0, host)
       log.warn(
         { wanted: mqttPort, port: mqtt },
-        'default MQTT port is taken; listening on an ephemeral port'
+        'MQTT port (not set) is taken; listening on an ephemeral port'
       )
     }
     const ports: ListenerPorts = { mqtt }

@@ -93,6 +93,7 @@ export async function startHandshake(
     meshClockSkewMs: config.meshClockSkewMs,
     auditAlarms: audit,
     presenceIntervalMs: config.presenceIntervalMs,
+    ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
   })
   const { guards } = createApiMetrics(ctx.metrics)
   const expiry = startExpirySweeper({

@@ -1,3 +1,5 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Logger } from '../common/log.ts'
 import { ConfigError } from '../common/errors.ts'
 
@@ -32,4 +34,29 @@ export async function listenWithFallback<T>({
     log.warn({ key, port, code }, `default port ${port} is taken; using an ephemeral port instead`)
     return listen(0)
   }
+}
+
+/** Where the embedded default keeps the MQTT port it fell back to (README, Quick start). */
+export const MQTT_PORT_FILE = 'mqtt-port'
+
+/**
+ * The MQTT port a default start fell back to before, kept in the data folder so downstreams
+ * configured with it keep working across restarts; undefined when none or unreadable.
+ */
+export function rememberedMqttPort(dataDir: string): number | undefined {
+  let text: string
+  try {
+    text = readFileSync(join(dataDir, MQTT_PORT_FILE), 'utf8').trim()
+  } catch {
+    return undefined
+  }
+  const port = Number(text)
+  return /^\d+$/.test(text) && port > 0 && port < 65_536 ? port : undefined
+}
+
+/** Keep the port a default start listens on when it is not the default one (1883). */
+export function rememberMqttPort(dataDir: string, port: number, defaultPort: number): void {
+  const file = join(dataDir, MQTT_PORT_FILE)
+  if (port === defaultPort) rmSync(file, { force: true })
+  else writeFileSync(file, `${port}\n`)
 }

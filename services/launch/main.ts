@@ -11,7 +11,7 @@ import { serveHttp } from './runtime/node.ts'
 import { createStoreClient, type StoreClient } from '../contracts/store-client.ts'
 import { matchesHash } from '../common/digest.ts'
 import { keepMadeToken, operatorToken, type AdminToken } from './admin-token.ts'
-import { listenWithFallback } from './listen.ts'
+import { listenWithFallback, rememberedMqttPort, rememberMqttPort } from './listen.ts'
 import { lockDataDir } from './data-lock.ts'
 import { registerJournalMetrics } from './journal-metrics.ts'
 import { resolveSecretKeys } from './secret-key.ts'
@@ -49,7 +49,7 @@ export async function startFabric({
   const stops = createStopList(log)
   try {
     const wants = new Set(config.services)
-    lockDataDirIfStateful(config, wants, stops)
+    const ownsDataDir = lockDataDirIfStateful(config, wants, stops)
     // Settings that can be checked alone fail here, before a server is dialled or a service starts.
     const admin = operatorToken(config, log)
     const { httpTls } = await preflight(config, explicit, wants)
@@ -98,7 +98,7 @@ export async function startFabric({
     }
     // The file service's address for tedgeUrls coming down a bridge: known once HTTP listens.
     let filesUrl: string | undefined
-    const mqttPort = await startBrokerAndBridges(ctx, wants, started, () => filesUrl)
+    const mqttPort = await startBrokerAndBridges(ctx, wants, started, () => filesUrl, ownsDataDir)
     const fetch = await startHttpApp(ctx, wants, started, admin)
     const http = await listenWithFallback({
       key: 'httpPort',
@@ -160,12 +160,14 @@ type StopList = ReturnType<typeof createStopList>
 /** A service started: stopped with the others, and announced with its facts (common/presence.ts). */
 type Started = (svc: RunningService, facts?: () => MemberFacts) => void
 
-function lockDataDirIfStateful(config: Config, wants: Set<string>, stops: StopList): void {
+/** Lock the data folder when this process keeps state there; true when it did (the folder is its own). */
+function lockDataDirIfStateful(config: Config, wants: Set<string>, stops: StopList): boolean {
   // PGlite and the in-process bus keep their state in the data folder.
   const keepsState = !config.natsUrl || (wants.has('store') && !config.databaseUrl)
-  if (!keepsState) return
+  if (!keepsState) return false
   const lock = lockDataDir(config.dataDir)
   stops.add(async () => lock.release())
+  return true
 }
 
 /** The binding store in this process, on its database migrated first. */
@@ -201,13 +203,21 @@ async function startBrokerAndBridges(
   ctx: ServiceContext,
   wants: Set<string>,
   started: Started,
-  filesUrl: () => string | undefined
+  filesUrl: () => string | undefined,
+  ownsDataDir: boolean
 ): Promise<number | null> {
   let mqttPort: number | null = null
   if (wants.has('gateway')) {
     const { startGateway } = await import('../gateway/index.ts')
-    const gateway = await startGateway(ctx)
+    // A default port that was taken: the one fallen back to before, while it is free (README).
+    const { config, explicit } = ctx
+    const remembers = ownsDataDir && !explicit.has('mqttPort')
+    const remembered = remembers ? rememberedMqttPort(config.dataDir) : undefined
+    const gateway = await startGateway(
+      remembered === undefined ? ctx : { ...ctx, config: { ...config, mqttPort: remembered } }
+    )
     mqttPort = gateway.ports.mqtt
+    if (remembers) rememberMqttPort(config.dataDir, mqttPort, config.mqttPort)
     started(gateway, () => {
       const { gatewayId, clients, ports } = gateway.gateway.stats()
       return { gateway: { gatewayId, clients, ports } }
@@ -245,6 +255,7 @@ async function startHttpApp(
     ready,
     metrics,
     verifyToken: async (token) => matchesHash(token, admin.hash),
+    ...(ctx.config.metricsToken ? { metricsToken: ctx.config.metricsToken } : {}),
   })
   return (req, env) => ops.fetch(req, env)
 }

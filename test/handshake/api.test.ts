@@ -356,6 +356,7 @@ describe('bindings and activation', () => {
   })
 
   it('never shows a password or a TLS private key', async () => {
+    const CA = '-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----'
     const a = await req('POST', '/api/v1/upstreams', {
       json: {
         kind: 'mqtt',
@@ -363,11 +364,12 @@ describe('bindings and activation', () => {
         brokerPort: 8883,
         username: 'u',
         password: 'hunter2',
-        tls: { key: 'PRIVATE', ca: 'CA' },
+        // PEM text (a value that is not is read as a file's path: tls-files.ts).
+        tls: { key: '-----BEGIN PRIVATE KEY-----\nPRIVATE\n-----END PRIVATE KEY-----', ca: CA },
       },
     })
     expect(a.status).toBe(201)
-    expect(a.body).toMatchObject({ username: 'u', tls: { ca: 'CA' } })
+    expect(a.body).toMatchObject({ username: 'u', tls: { ca: CA } })
     const shown = JSON.stringify([
       a.body,
       (await req('GET', `/api/v1/upstreams/${a.body.id}`)).body,

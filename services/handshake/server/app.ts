@@ -3,7 +3,7 @@ import type { Hono, MiddlewareHandler } from 'hono'
 import { FILES_PREFIX } from '../../files/index.ts'
 import { bodyLimit } from 'hono/body-limit'
 import type { Registry } from 'prom-client'
-import { createOpsRoutes } from '../../common/ops-routes.ts'
+import { createOpsRoutes, presentsMetricsToken } from '../../common/ops-routes.ts'
 import { requireOperator } from '../../common/operator-auth.ts'
 import { clientIp, networkKey } from './client-ip.ts'
 import type { PendingLimits } from '../../contracts/store.ts'
@@ -12,6 +12,7 @@ import { matchesHash } from '../secret.ts'
 import { createRouter, type RouteDeps } from './deps.ts'
 import { ApiError, createErrorHandler, notFound } from './errors.ts'
 import { createApiMetrics } from './metrics.ts'
+import { createStatusWaiters } from './status-waiters.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
 import { clusterRoutes } from './routes/cluster.ts'
 import { routeRoutes } from './routes/route.ts'
@@ -45,6 +46,8 @@ export interface AppOptions extends RouteDeps {
   presenceIntervalMs?: number
   /** The file transfer routes (services/files): their own principals, bounds and streaming bodies. */
   files?: { routes: Hono }
+  /** Config `metricsToken`: opens `/metrics` (only), besides the admin token. */
+  metricsToken?: string
 }
 
 export const HANDSHAKE_BODY_LIMIT = 16 * 1_024 // 16 KiB: a request is two short strings
@@ -84,6 +87,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     if (c.req.path.startsWith(HANDSHAKE_PREFIX))
       return (c.req.path.endsWith('/topology') ? topologyBody : handshakeBody)(c, next)
     if (PUBLIC_PATHS.has(c.req.path)) return next()
+    if (c.req.path === '/metrics' && presentsMetricsToken(c, options.metricsToken)) return next()
     // Files check their caller themselves (a device, a bridge or the operator) and stream.
     if (options.files && c.req.path.startsWith(FILES_PREFIX)) return next()
     // The console's pages and sign-in are public; its session checks itself.
@@ -113,7 +117,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
 
   app.route(CONSOLE_PREFIX, operatorConsole.routes)
   app.route('/', createOpsRoutes({ ready, metrics }))
-  app.route('/', handshakeRoutes({ ...options, guards }))
+  const statusWaiters = createStatusWaiters(options.bus, () => guards.waitersRefused.inc())
+  app.route('/', handshakeRoutes({ ...options, guards, statusWaiters }))
   app.route('/', topologyRoutes(options))
   app.route('/', upstreamRoutes(options))
   app.route('/', requestRoutes(options))
@@ -189,7 +194,7 @@ function describeOps(app: OpenAPIHono): void {
     method: 'get',
     path: '/metrics',
     tags: ['ops'],
-    summary: 'Prometheus metrics (needs the admin token)',
+    summary: 'Prometheus metrics (needs the admin token or config metricsToken)',
     responses: { 200: { description: 'text exposition format' } },
   })
   app.openAPIRegistry.registerPath({

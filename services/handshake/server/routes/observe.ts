@@ -1,6 +1,7 @@
 import { createRoute } from '@hono/zod-openapi'
 import type { MachineKind } from '../../../../machines/index.ts'
 import { BEARER, createRouter, type RouteDeps } from '../deps.ts'
+import { ApiError } from '../errors.ts'
 import {
   IdParam,
   PageQuery,
@@ -64,8 +65,21 @@ export function observeRoutes({ store }: Pick<RouteDeps, 'store'>) {
         id,
         ...(to === undefined ? {} : { to }),
       })
+      if (to !== undefined && result.to < to) await refusePastTheEnd(machine, id, to)
       return c.json({ ...result, state: result.snapshot.value }, 200)
     })
+  }
+
+  /** A `to` past the log's last row is a mistake, not a request for the latest state: say so. */
+  async function refusePastTheEnd(machine: MachineKind, id: string, to: number): Promise<void> {
+    const last = (await store.call('replay', { machine, id })).to
+    if (to <= last) return // a seq between two rows: the state at the earlier one
+    throw new ApiError(
+      400,
+      'invalid_request',
+      `to=${to} is past the end of ${machine} ${id}'s log: its last seq is ${last}`,
+      { details: { lastSeq: last } }
+    )
   }
 
   async function exists(machine: MachineKind, id: string): Promise<void> {

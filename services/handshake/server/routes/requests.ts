@@ -1,4 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi'
+import type { MiddlewareHandler } from 'hono'
 import type { RequestEvent } from '../../../../machines/index.ts'
 import { BEARER, createRouter, operatorActor, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
@@ -73,6 +74,21 @@ const action = (name: 'decline' | 'revoke', summary: string) =>
     },
   })
 
+/**
+ * An empty body (no bytes, whatever its content type: `curl -X POST`, `-d ''`, `Content-Length: 0`)
+ * is no body, so accept means its default grants rather than 400 malformed_json or 415.
+ */
+const emptyBodyIsNone: MiddlewareHandler = async (c, next) => {
+  const raw = c.req.raw
+  if (raw.body !== null && (await c.req.text()).trim() === '') {
+    const headers = new Headers(raw.headers)
+    for (const name of ['content-type', 'content-length', 'transfer-encoding']) headers.delete(name)
+    c.req.raw = new Request(raw.url, { method: raw.method, headers })
+    c.req.bodyCache = {}
+  }
+  await next()
+}
+
 export function requestRoutes(deps: RouteDeps) {
   const { store } = deps
   const app = createRouter()
@@ -95,6 +111,7 @@ export function requestRoutes(deps: RouteDeps) {
     c.json(await store.call('request.get', { id: c.req.valid('param').id }), 200)
   )
 
+  app.use(accept.getRoutingPath(), emptyBodyIsNone)
   app.openapi(accept, async (c) => {
     const { grants } = c.req.valid('json')
     await refuseSecondAccepted(c.req.valid('param').id)

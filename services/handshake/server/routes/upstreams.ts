@@ -22,7 +22,9 @@ import {
 } from '../schemas.ts'
 import { withdrawRequest } from '../../withdraw.ts'
 import { makeSecret } from '../../secret.ts'
+import { sha256Hex } from '../../../common/digest.ts'
 import { upstreamView } from '../views.ts'
+import { resolveTlsFiles } from '../tls-files.ts'
 import { pageInput, pagedJson } from '../paging.ts'
 
 const DEFAULT_HTTP_PORT = 8_080 // stored for a plain broker, which has no handshake API
@@ -127,7 +129,9 @@ export function upstreamRoutes(deps: RouteDeps) {
   const linkOf = linkReader(deps)
 
   app.openapi(create, async (c) => {
-    const body = c.req.valid('json')
+    const valid = c.req.valid('json')
+    // A CA, certificate or key given as a file's path is read here and kept as PEM.
+    const body = valid.tls ? { ...valid, tls: resolveTlsFiles(valid.tls) } : valid
     const actor = operatorActor(c, deps)
     const up =
       body.kind === 'mqtt'
@@ -231,10 +235,11 @@ function addMqttUpstream(
 }
 
 async function addUnsUpstream(
-  { store, poller }: RouteDeps,
+  deps: RouteDeps,
   body: z.output<typeof CreateUnsUpstream>,
   actor: EventActor
 ): Promise<Upstream> {
+  const { store, poller } = deps
   // One live request per instance on a server (it answers a repeat with the first request,
   // whose secret we would no longer match): refuse a second upstream to the same server
   // while the first one's request is live. After a decline or revocation it is final there.
@@ -253,17 +258,43 @@ async function addUnsUpstream(
       }
     )
   }
+  const secret = makeSecret()
+  await refuseSelf(deps, body, secret)
   const up = await store.call('upstream.create', {
     kind: 'uns',
     host: body.host,
     brokerPort: body.brokerPort,
     httpPort: body.httpPort,
-    secret: makeSecret(),
+    secret,
     ...(body.tls === undefined ? {} : { tls: body.tls }),
     actor,
   })
   // Send the request now so the answer already says whether the server was reached.
   return poller.pollNow(up.id)
+}
+
+/**
+ * Send the handshake request before the upstream exists (with the secret it will keep, so the
+ * poller's first send finds the same request): a server answering with our own instance ID is
+ * this instance, refused with nothing kept (its request withdrawn). A server not reached (or
+ * answering an error) is the poller's to report, as before.
+ */
+async function refuseSelf(
+  { remote, instanceId }: RouteDeps,
+  body: z.output<typeof CreateUnsUpstream>,
+  secret: string
+): Promise<void> {
+  const target = { host: body.host, httpPort: body.httpPort, tls: body.tls ?? null }
+  const answer = await remote
+    .sendRequest(target, { instanceId, secretHash: sha256Hex(secret) })
+    .catch(() => null)
+  if (answer?.instanceId !== instanceId) return
+  await remote.withdraw(target, answer.requestId, secret).catch(() => undefined)
+  throw new ApiError(
+    400,
+    'self_upstream',
+    `${body.host}:${body.httpPort} is this instance's own handshake API (${instanceId}); an upstream must be another instance`
+  )
 }
 
 async function askAgain(deps: RouteDeps, id: string, c: Context): Promise<Upstream> {
