@@ -1,7 +1,13 @@
 import { z } from 'zod'
+import { bool } from './config-values.ts'
 
 /** The handshake API's and its poller's keys: polling, rate limits, Pending bounds, SSE, audit (config.ts composes them; README, Configuration). */
 export const handshakeKeys = {
+  allowSelfUpstream: bool
+    .default(false)
+    .describe(
+      "let an upstream point at this instance's own handshake API (a fabric exercising itself, as the chaos harness does); refused with 400 self_upstream otherwise"
+    ),
   handshakePollMs: z.coerce
     .number()
     .int()

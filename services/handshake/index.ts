@@ -74,6 +74,7 @@ export async function startHandshake(
     // Node's socket address; Deno and Bun serve through node:http in services/launch/runtime, so it holds there too.
     remoteAddress: (c) => getConnInfo(c).remote.address,
     trustProxy: config.trustProxy,
+    allowSelfUpstream: config.allowSelfUpstream,
     adminTokenHash,
     ready,
     metrics: ctx.metrics,

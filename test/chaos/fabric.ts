@@ -96,6 +96,8 @@ export async function startFabric(): Promise<Fabric> {
         // The lifecycle faults send handshake requests to this fabric's own API, all from
         // 127.0.0.1: more than the default 10 a minute.
         UB_HANDSHAKE_RATE_PER_MIN: '600',
+        // The lifecycle lanes bridge the fabric to its own handshake API (lifecycle.ts).
+        UB_ALLOW_SELF_UPSTREAM: 'true',
       },
       args: ['--bus-replicas', '3', '--lease-ttl-ms', String(LEASE_TTL_MS)],
     }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
 import type { ServiceName } from '../../services/common/config.ts'
-import { freePort } from '../helpers/mosquitto.ts'
+import { createServer } from 'node:net'
 import type { Netns } from './netns.ts'
 import { retry } from './wait.ts'
 
@@ -47,7 +47,7 @@ export async function defineService(
   /** Run it inside this namespace, listening on its control link (which no partition cuts). */
   netns?: Netns
 ): Promise<ServiceProcess> {
-  const ports = { http: await freePort(), mqtt: await freePort() }
+  const ports = { http: await stablePort(), mqtt: await stablePort() }
   const dir = await mkdtemp(join(tmpdir(), `ub-chaos-${service}-`))
   const earlier: string[] = []
   let proc: LaunchedProcess | undefined
@@ -98,5 +98,23 @@ export async function defineService(
     },
     dataDir: dir,
     output: () => [...earlier, proc?.output() ?? ''].join('\n--- restarted ---\n'),
+  }
+}
+
+/**
+ * A free port outside the kernel's ephemeral range. A replica keeps its ports across restarts,
+ * and a port taken from the ephemeral range (port 0) may meanwhile be the local end of some
+ * client's connection, which holds it for as long as it lasts: a restart, or the first start, then
+ * finds it "in use" for minutes (seen in a suite run: a supervisor refused for 120 s).
+ */
+async function stablePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000) // below 32768, Linux's default floor
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer()
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+    })
+    if (free) return port
   }
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import { createDb, type Db, type DbKind } from '../../db/client.ts'
+import { seedPglite } from './pg-template.ts'
 import { migrateDb } from '../../db/migrate.ts'
 
 /** The server the tests create their databases on; DATABASE_URL overrides it. */
@@ -57,6 +58,7 @@ export async function createTestDb(
     }
   } else {
     const dataDir = await mkdtemp(join(tmpdir(), 'ub-pglite-'))
+    seedPglite(dataDir)
     db = createDb({ dataDir })
     extra = { dataDir }
     cleanup = () => rm(dataDir, { recursive: true, force: true })

@@ -2,6 +2,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { randomBytes } from 'node:crypto'
 import { natsUrl, runPrefix, TEST_RUN_ENV } from './nats.ts'
+import { makePgTemplate, PG_TEMPLATE_ENV } from './pg-template.ts'
 
 /**
  * Once per `npm test`: afterwards, delete the KV and Object Store buckets this run made on the shared NATS server,
@@ -9,12 +10,18 @@ import { natsUrl, runPrefix, TEST_RUN_ENV } from './nats.ts'
  * Every test prefix of this run starts `t_<run id>_` (see `uniquePrefix`), so another run on the
  * same server, before or at the same time, keeps its own.
  */
-export function setup(): void {
+let pgTemplate: { remove(): void } | undefined
+
+export async function setup(): Promise<void> {
   // Set before vitest forks its workers, which inherit it (and pass it on to what they spawn).
   process.env[TEST_RUN_ENV] = randomBytes(4).toString('hex')
+  const template = await makePgTemplate()
+  pgTemplate = template
+  process.env[PG_TEMPLATE_ENV] = template.dir
 }
 
 export async function teardown(): Promise<void> {
+  pgTemplate?.remove()
   let nc
   try {
     nc = await connect({ servers: natsUrl(), name: 'test-run cleanup' })

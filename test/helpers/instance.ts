@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { launchProcess, type LaunchedProcess } from '../../deploy/launch.ts'
 import { tlsFetch } from '../../services/contracts/tls-fetch.ts'
+import { seedPglite } from './pg-template.ts'
 
 export interface Instance {
   httpUrl: string
@@ -41,6 +42,8 @@ export async function startInstance({
   tls?: { cert: string; key: string }
 } = {}): Promise<Instance> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'ub-inst-'))
+  const onPostgres = args.includes('--database-url') || env.UB_DATABASE_URL || env.DATABASE_URL
+  if (!dataDir && !onPostgres) seedPglite(dir)
   if (tls) {
     writeFileSync(join(dir, 'tls-cert.pem'), tls.cert)
     writeFileSync(join(dir, 'tls-key.pem'), tls.key, { mode: 0o600 })

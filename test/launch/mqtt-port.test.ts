@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { launchProcess } from '../../deploy/launch.ts'
+import { seedPglite } from '../helpers/pg-template.ts'
 
 /** Listen on `port` (all addresses, as the default mqttHost); null when it is taken already. */
 function occupy(port: number): Promise<Server | null> {
@@ -27,6 +28,7 @@ const close = (server: Server | null) =>
  */
 describe('the default MQTT port, when 1883 is taken', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'ub-mqtt-port-'))
+  seedPglite(dataDir) // what is tested is the port, not PGlite's first start
   const env = { UB_ADMIN_TOKEN: 'ubt_test_' + randomBytes(12).toString('hex') }
   const args = ['--data-dir', dataDir, '--http-host', '127.0.0.1', '--http-port', '0']
   let holder: Server | null = null

@@ -20,6 +20,8 @@ export interface RouteDeps {
   poller: Poller
   remoteAddress: RemoteAddress
   trustProxy: boolean
+  /** Config `allowSelfUpstream`: an upstream may be this instance itself (tests, demos). */
+  allowSelfUpstream?: boolean
 }
 
 /** A router whose zod failures answer 400 invalid_request (ARCHITECTURE.md §13). */
