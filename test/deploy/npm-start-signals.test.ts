@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { seedPglite } from '../helpers/pg-template.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, expect, it } from 'vitest'
@@ -60,6 +61,7 @@ async function until(what: string, ms: number, check: () => boolean | Promise<bo
 /** `npm start` as a process supervisor runs it: its own session and process group, no terminal. */
 async function startWithNpm() {
   const dataDir = mkdtempSync(join(tmpdir(), 'ub-npm-start-'))
+  seedPglite(dataDir) // signals are tested here, not PGlite's first start
   const [httpPort, mqttPort] = [await freePort(), await freePort()]
   const npm = spawn(
     'npm',

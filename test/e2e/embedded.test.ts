@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { seedPglite } from '../helpers/pg-template.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -54,6 +55,7 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
 
   it('keeps retained messages and persistent sessions with their queued QoS 1 across a SIGKILL', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ub-durable-'))
+    seedPglite(dir) // durability is tested here; the first test starts on an empty folder
     try {
       const first = await startInstance({ dataDir: dir })
       const away = await connectMqtt(first.mqttUrl!, { clientId: 'durable-sub', clean: false })
@@ -105,6 +107,7 @@ describe('embedded start (one process, PGlite, in-process bus)', () => {
 
   it('refuses a second process on the same data folder, naming the key', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ub-locked-'))
+    seedPglite(dir)
     const first = await startInstance({ dataDir: dir })
     try {
       const second = await run(
