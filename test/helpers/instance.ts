@@ -54,6 +54,10 @@ export async function startInstance({
     ]
   }
   const adminToken = env.UB_ADMIN_TOKEN ?? 'ubt_test_' + randomBytes(12).toString('hex')
+  const cleanup = () => {
+    if (!dataDir) rmSync(dir, { recursive: true, force: true })
+  }
+  // A process that never became ready leaves no folder behind either.
   const launched = await launchProcess({
     args: [
       ...['--data-dir', dir, '--http-host', '127.0.0.1', '--http-port', '0'],
@@ -61,10 +65,14 @@ export async function startInstance({
       ...args,
     ],
     env: { UB_ADMIN_TOKEN: adminToken, ...env },
+  }).catch((err: unknown) => {
+    try {
+      cleanup()
+    } catch {
+      // a process killed a moment ago may still be writing there: the launch error matters
+    }
+    throw err
   })
-  const cleanup = () => {
-    if (!dataDir) rmSync(dir, { recursive: true, force: true })
-  }
   const stop = async () => {
     const code = await launched.stop()
     cleanup()
