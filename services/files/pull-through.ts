@@ -8,15 +8,13 @@
  * hundred devices asking at once share the one download.
  */
 import { createHash } from 'node:crypto'
-import { compileBinding } from '../../machines/index.ts'
 import type { BlobBucket } from '../common/bus/blobs.ts'
 import type { Logger } from '../common/log.ts'
-import { handshakeBase } from '../contracts/handshake-client.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
-import { fileUrlPath } from './file-path.ts'
 import { fetchResuming, type RemoteFile } from './remote-file.ts'
 import { EXPIRES_AT } from './store.ts'
+import { remoteFileOf, upstreamPaths } from './upstream-files.ts'
 
 /** Downloads at once; past it a GET that needs one answers 503 (counted). */
 export const MAX_PULLS = 16
@@ -53,31 +51,12 @@ export function createPullThrough(o: PullThroughOptions): PullThrough {
     return upstreams.list
   }
 
-  /** The upstream file a local name comes from, if a binding coming in covers it. */
-  async function sourceOf(name: string): Promise<{ upstream: Upstream; path: string } | null> {
-    for (const upstream of await activeUpstreams()) {
-      if (upstream.kind !== 'uns') continue
-      for (const binding of upstream.bindings) {
-        const c = compileBinding(binding)
-        if (c.direction === 'out') continue
-        const path = c.toUpstream(name)
-        if (path !== null) return { upstream, path }
-      }
-    }
-    return null
-  }
-
   async function pull(name: string): Promise<boolean> {
-    const source = await sourceOf(name)
+    // Bindings coming in never share an upstream subtree: the first that covers it is the one.
+    const source = upstreamPaths(await activeUpstreams(), name, 'in')[0]
     if (!source) return false
     const { upstream, path } = source
-    const credentials = await o.store.call('upstream.credentials', { id: upstream.id })
-    const file: RemoteFile = {
-      url: handshakeBase(upstream) + fileUrlPath(path),
-      tls: upstream.tls,
-      username: credentials.username ?? o.instanceId,
-      password: credentials.password ?? '',
-    }
+    const file = await remoteFileOf(o.store, o.instanceId, upstream, path)
     const body = (o.fetchFile ?? fetchResuming)(file)
     let bytes = 0
     try {

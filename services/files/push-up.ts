@@ -5,15 +5,12 @@
  * device. The edge pushes because the upstream cannot reach it (NAT). Each copy is tried again
  * with a growing wait when the upstream fails, and dropped (counted) after MAX_ATTEMPTS.
  */
-import { compileBinding } from '../../machines/index.ts'
 import type { BlobBucket } from '../common/bus/blobs.ts'
 import type { Logger } from '../common/log.ts'
-import { handshakeBase } from '../contracts/handshake-client.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
-import type { Upstream } from '../contracts/store.ts'
-import { fileUrlPath } from './file-path.ts'
 import { putRemote } from './remote-file.ts'
 import { EXPIRES_AT } from './store.ts'
+import { remoteFileOf, upstreamPaths } from './upstream-files.ts'
 
 /** Copies waiting; past it the oldest is dropped (counted). */
 export const MAX_WAITING = 1_000
@@ -49,38 +46,20 @@ export function createPushUp(o: PushUpOptions): PushUp {
   let timer: NodeJS.Timeout | undefined
   const idlers: Array<() => void> = []
 
-  async function targetsOf(name: string): Promise<Array<{ upstream: Upstream; path: string }>> {
-    const targets: Array<{ upstream: Upstream; path: string }> = []
-    for (const upstream of await o.store.call('upstream.list', { status: 'Active' })) {
-      if (upstream.kind !== 'uns') continue
-      for (const binding of upstream.bindings) {
-        const c = compileBinding(binding)
-        const path = c.direction === 'in' ? null : c.toUpstream(name)
-        if (path !== null) targets.push({ upstream, path })
-      }
-    }
-    return targets
-  }
-
   async function copy(name: string): Promise<void> {
-    for (const { upstream, path } of await targetsOf(name)) {
+    const upstreams = await o.store.call('upstream.list', { status: 'Active' })
+    for (const { upstream, path } of upstreamPaths(upstreams, name, 'out')) {
       const read = await o.bucket.read(name)
       if (!read) return // deleted meanwhile: nothing to copy
-      const credentials = await o.store.call('upstream.credentials', { id: upstream.id })
       const expiresAt = Number(read.info.meta[EXPIRES_AT])
       const ttlSeconds = Number.isFinite(expiresAt)
         ? Math.max(1, Math.ceil((expiresAt - Date.now()) / 1_000))
         : undefined
-      await putRemote(
-        {
-          url: handshakeBase(upstream) + fileUrlPath(path),
-          tls: upstream.tls,
-          username: credentials.username ?? o.instanceId,
-          password: credentials.password ?? '',
-        },
-        read.body,
-        { size: read.info.size, sha256: read.info.sha256, ...(ttlSeconds ? { ttlSeconds } : {}) }
-      )
+      await putRemote(await remoteFileOf(o.store, o.instanceId, upstream, path), read.body, {
+        size: read.info.size,
+        sha256: read.info.sha256,
+        ...(ttlSeconds ? { ttlSeconds } : {}),
+      })
       o.onResult('copied', read.info.size)
       o.log.info({ name, upstreamId: upstream.id, path }, 'file copied to the upstream')
     }

@@ -2,7 +2,7 @@ import { readTlsMaterial } from '../common/pem.ts'
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 import { transitionSubject, type TransitionRecord } from '../contracts/store.ts'
-import { createAuthenticator, type Authenticator } from './authenticator.ts'
+import { createAuthenticator, type Authenticator, type AuthLimits } from './authenticator.ts'
 import { cachedInternalSecret, createGateway, type Gateway } from './gateway.ts'
 import { createCounters } from './metrics.ts'
 import type { ListenerPorts, TlsMaterial } from './listeners.ts'
@@ -20,6 +20,21 @@ export {
   gatewayStatsSubject,
   STATS_SUBJECT,
 } from '../contracts/gateway-stats.ts'
+
+/** The authenticator's bounds from config: the same for MQTT and for the file service's HTTP. */
+function authLimitsOf(config: ServiceContext['config']): AuthLimits {
+  return {
+    cacheMs: config.authCacheMs,
+    cacheMaxEntries: config.authCacheMaxEntries,
+    scryptConcurrency: config.scryptConcurrency,
+    storeConcurrency: config.storeAuthConcurrency,
+    queueMax: config.authQueueMax,
+    connectRatePerSec: config.connectRatePerSec,
+    connectRateBurst: config.connectRateBurst,
+    connectPendingPerSource: config.connectPendingPerSource,
+    connectRateSources: config.connectRateSources,
+  }
+}
 
 function tlsFrom(config: ServiceContext['config']): TlsMaterial | undefined {
   if (config.mqttTlsPort === undefined && config.mqttWssPort === undefined) return undefined
@@ -72,17 +87,7 @@ export async function startGateway(
       olderThanMs: config.queueSweepAgeMs,
       sessionsPerTick: config.queueSweepSessions,
     },
-    auth: {
-      cacheMs: config.authCacheMs,
-      cacheMaxEntries: config.authCacheMaxEntries,
-      scryptConcurrency: config.scryptConcurrency,
-      storeConcurrency: config.storeAuthConcurrency,
-      queueMax: config.authQueueMax,
-      connectRatePerSec: config.connectRatePerSec,
-      connectRateBurst: config.connectRateBurst,
-      connectPendingPerSource: config.connectPendingPerSource,
-      connectRateSources: config.connectRateSources,
-    },
+    auth: authLimitsOf(config),
   })
   return {
     name: gateway.name,
@@ -107,17 +112,7 @@ export function createPrincipalAuthenticator(ctx: ServiceContext): Authenticator
     log: ctx.log,
     internalSecret: cachedInternalSecret(ctx.bus, ctx.log),
     counters: createCounters(),
-    limits: {
-      cacheMs: config.authCacheMs,
-      cacheMaxEntries: config.authCacheMaxEntries,
-      scryptConcurrency: config.scryptConcurrency,
-      storeConcurrency: config.storeAuthConcurrency,
-      queueMax: config.authQueueMax,
-      connectRatePerSec: config.connectRatePerSec,
-      connectRateBurst: config.connectRateBurst,
-      connectPendingPerSource: config.connectPendingPerSource,
-      connectRateSources: config.connectRateSources,
-    },
+    limits: authLimitsOf(config),
   })
 }
 
