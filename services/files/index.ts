@@ -15,7 +15,7 @@ import { createFileStore, type FileStore } from './store.ts'
 import { startUpkeep } from './upkeep.ts'
 import { createUsage } from './usage.ts'
 
-export { FILES_PREFIX, fileUrlPath, parseFilePath } from './file-path.ts'
+export { FILES_PREFIX, fileUrlPath, parseFilePath } from '../contracts/file-paths.ts'
 export { COMMAND_ENDED_SUBJECT, type CommandEnded } from '../contracts/files.ts'
 export type { FileStore } from './store.ts'
 

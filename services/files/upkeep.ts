@@ -7,7 +7,7 @@
 import { decodeJson, type Bus, type Subscription } from '../common/bus/bus.ts'
 import type { Logger } from '../common/log.ts'
 import { COMMAND_ENDED_SUBJECT, type CommandEnded } from '../contracts/files.ts'
-import { isPathProblem, parseFilePath } from './file-path.ts'
+import { isPathProblem, parseFilePath } from '../contracts/file-paths.ts'
 import type { FileMetrics } from './metrics.ts'
 import { isExpired, type FileStore } from './store.ts'
 

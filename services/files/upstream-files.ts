@@ -7,7 +7,7 @@ import { compileBinding } from '../../machines/index.ts'
 import { handshakeBase } from '../contracts/handshake-client.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
-import { fileUrlPath } from './file-path.ts'
+import { fileUrlPath } from '../contracts/file-paths.ts'
 import type { RemoteFile } from './remote-file.ts'
 
 /**

@@ -7,7 +7,7 @@
  * Going up, a tedgeUrl into this instance's file service (a configuration snapshot a device
  * uploaded here) is rewritten to the upstream's, where services/files/push-up.ts copies the file.
  */
-import { fileUrlPath, isPathProblem, parseFilePath } from '../files/file-path.ts'
+import { fileUrlPath, isPathProblem, parseFilePath } from '../contracts/file-paths.ts'
 
 const TEDGE_URL = Buffer.from('"tedgeUrl"')
 

@@ -5,7 +5,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path'
  * The import rules of ARCHITECTURE.md §2 (Rooms: what each part owns and may import), as a checker over the
  * source tree: every relative import is resolved and judged by the folders of its two ends.
  */
-export const SERVICES = ['gateway', 'supervisor', 'handshake', 'store'] as const
+export const SERVICES = ['gateway', 'supervisor', 'handshake', 'store', 'files'] as const
 
 export interface Violation {
   file: string
