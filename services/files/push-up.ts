@@ -12,7 +12,7 @@ import { putRemote } from './remote-file.ts'
 import { EXPIRES_AT } from './store.ts'
 import { remoteFileOf, upstreamPaths } from './upstream-files.ts'
 
-/** Copies waiting; past it the oldest is dropped (counted). */
+/** Copies waiting, and copies waiting to be tried again, each; past it one is dropped (counted). */
 export const MAX_WAITING = 1_000
 export const MAX_ATTEMPTS = 8
 const FIRST_RETRY_MS = 1_000
@@ -94,6 +94,8 @@ export function createPushUp(o: PushUpOptions): PushUp {
 
   const retries = new Set<NodeJS.Timeout>()
   function retryLater(job: Job, wait: number) {
+    // Copies waiting to be tried again are bounded like those waiting for their first try.
+    if (retries.size >= MAX_WAITING) return o.onResult('dropped', 0)
     const t = setTimeout(() => {
       retries.delete(t)
       enqueue(job)
