@@ -25,14 +25,11 @@ export function machinePage(el, machine, id) {
   const afters = [0] // the `after` of each page shown so far: back is the one before
   let page = 0
 
-  const loadState = async () => {
-    const r = await api('GET', `${path}/replay`)
+  const showState = (r) => {
     fill(state, 'Current state: ', badge(r.state), ` at seq ${r.to}; `, verifyText(r.verify))
     seq.max = String(r.to)
   }
-  const loadLog = async () => {
-    const after = afters[page]
-    const log = await api('GET', `${path}/transitions?after=${after}&limit=${PAGE}`)
+  const showLog = (log) => {
     fill(tbody, log.items.map(logRow))
     if (log.items.length === 0) fill(tbody, h('tr', {}, h('td', { colSpan: 7 }, 'No transitions.')))
     const back = h('button', { type: 'button', disabled: page === 0 }, 'Previous page')
@@ -48,9 +45,15 @@ export function machinePage(el, machine, id) {
     })
     fill(pager, back, next, h('span', { className: 'muted' }, ` page ${page + 1}`))
   }
+  // Both are fetched before either is drawn, so the state line never describes a log not yet shown.
   const refresh = async () => {
     try {
-      await Promise.all([loadState(), loadLog()])
+      const [r, log] = await Promise.all([
+        api('GET', `${path}/replay`),
+        api('GET', `${path}/transitions?after=${afters[page]}&limit=${PAGE}`),
+      ])
+      showState(r)
+      showLog(log)
     } catch (err) {
       alert.textContent = describeError(err)
     }
