@@ -34,6 +34,15 @@ export const supervisorKeys = {
     .describe(
       'drop a message seen >20 times in 200 ms on one link (stray bridge loops); off: an identical fast stream is legitimate QoS 1 data'
     ),
+  bridgeCanaryMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(3_600_000)
+    .default(30_000)
+    .describe(
+      "ms between a bridge link's end-to-end canaries (a QoS 1 message through its local session and window); one not through after two intervals flags the link silent; 0 = off"
+    ),
   topologyIntervalMs: z.coerce
     .number()
     .int()

@@ -21,6 +21,24 @@ export const LinkStatusSchema = z.object({
   peerInstanceId: z.string().nullable(),
   /** Dropped by the duplicate guard (a loop between bridges). */
   duplicatesDropped: z.number(),
+  /**
+   * Messages queued for the link's local session across every gateway (also while the link is
+   * down), as last read; null before the first read. Absent from older writers.
+   */
+  backlog: z.number().nullable().optional(),
+  /** When the oldest of them was queued (ISO 8601); null when none waits. */
+  oldestUnsentAt: z.string().nullable().optional(),
+  /** Its age when the status was written (`updatedAt`), ms; null when none waits. */
+  oldestUnsentMs: z.number().nullable().optional(),
+  /**
+   * Connected, yet the end-to-end canary has not come through for longer than its timeout: the
+   * link carries nothing (supervisor/canary.ts). False while the canary is off or the link down.
+   */
+  silent: z.boolean().optional(),
+  /** The last canary's round trip, local publish to its turn acknowledged upstream, ms. */
+  canaryRoundTripMs: z.number().nullable().optional(),
+  /** When the last canary came through (ISO 8601). */
+  canaryOkAt: z.string().nullable().optional(),
 })
 export type LinkStatus = z.infer<typeof LinkStatusSchema>
 
@@ -33,6 +51,15 @@ export const BRIDGE_CLIENT_PREFIX = 'ub-bridge-'
 
 /** Stable per upstream, so every owner resumes the same persistent session on the gateway. */
 export const localClientId = (upstreamId: string): string => `${BRIDGE_CLIENT_PREFIX}${upstreamId}`
+
+/**
+ * A link's end-to-end canary topic (supervisor/canary.ts). A `$` topic: no wildcard subscription
+ * matches it [MQTT-4.7.2-1], and only the fabric's own supervisor may publish it.
+ */
+export const canaryTopic = (upstreamId: string): string => `${CANARY_PREFIX}${upstreamId}`
+const CANARY_PREFIX = '$UB/canary/'
+
+export const isCanaryTopic = (topic: string): boolean => topic.startsWith(CANARY_PREFIX)
 
 /**
  * Upstream client id: `<our instance id>-<upstream id>`. On the upstream's gateways a message's

@@ -10,8 +10,9 @@ import { createBroker, type Broker, type BrokerLimits, type QueueSweepSettings }
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
 import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
 import { createBusMq } from './mq.ts'
-import { createBusPersistence, type StoreLimits } from './persistence.ts'
+import { createBusPersistence, type BusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
+import { serveSessionBacklog } from '../contracts/session-backlog.ts'
 import { COMMAND_ENDED_SUBJECT } from '../contracts/files.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 import { enforceRevocations } from './revocation.ts'
@@ -170,7 +171,7 @@ export async function createGateway({
     ports: { ...ports },
     uptimeMs: Date.now() - started,
   })
-  subs.push(...(await serveStats(bus, gatewayId, stats)))
+  subs.push(...(await serveReads(bus, gatewayId, stats, persistence)))
   if (metrics) registerGatewayMetrics({ registry: metrics, gatewayId, counters, read })
   log.info({ gatewayId, brokerId, endpoints }, 'gateway listening')
 
@@ -208,4 +209,20 @@ export function cachedInternalSecret(bus: Bus, log: Logger): () => Promise<strin
     log.warn({ err }, 'could not read the internal credential yet; read again at first use')
   )
   return get
+}
+
+/** What the gateway answers on the bus: its stats, and any session's backlog (shared queue). */
+async function serveReads(
+  bus: Bus,
+  gatewayId: string,
+  stats: () => GatewayStats,
+  persistence: Pick<BusPersistence, 'sessionBacklog'>
+): Promise<Subscription[]> {
+  return [
+    ...(await serveStats(bus, gatewayId, stats)),
+    await serveSessionBacklog(bus, async (clientId) => ({
+      clientId,
+      ...(await persistence.sessionBacklog(clientId)),
+    })),
+  ]
 }

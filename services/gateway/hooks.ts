@@ -15,6 +15,7 @@ import {
   type Authenticator,
   type Principal,
 } from './auth.ts'
+import { isCanaryTopic } from '../contracts/links.ts'
 import type { ClientInternals } from './aedes-internals.ts'
 import { clientAddressOf } from './client-address.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -154,7 +155,9 @@ function authorizePublish({
     const principal = client ? principals.get(client) : undefined
     // client is null for wills of clients on a dead gateway: they passed this check when the
     // client connected ($-topics and grants are checked on the will at CONNECT time too).
-    if (client && principal && !mayPublish(principal, packet.topic)) {
+    // The fabric's supervisor publishes its links' canaries ($UB/canary/<upstream id>).
+    const canary = principal?.kind === 'internal' && isCanaryTopic(packet.topic)
+    if (client && principal && !canary && !mayPublish(principal, packet.topic)) {
       // [MQTT-3.3.5-2] allows a positive acknowledgement or a closed connection. We ack and
       // drop: a bridge that got disconnected would resend the same QoS 1 message after
       // reconnecting, forever; an ack ends that loop, and the log and metric say what happened.

@@ -129,6 +129,7 @@ export async function createBusPersistence({
     outgoingClearMessageId: outgoing.outgoingClearMessageId,
     outgoingStream: outgoing.outgoingStream,
     stranded: outgoing.stranded,
+    sessionBacklog: outgoing.backlog,
 
     /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
     touchSession: subs.touch,

@@ -1,6 +1,8 @@
 /** The bridge link's public shape and the state its open steps share (bridge.ts). */
 import type { Binding, BridgeEvent, BridgeState } from '../../machines/index.ts'
 import type { Logger } from '../common/log.ts'
+import type { CanaryStatus, LinkCanary } from './canary.ts'
+import type { CanaryPublisher } from './canary-publisher.ts'
 import type { DupGuard } from './dup-guard.ts'
 import type { Inbound } from './inbound.ts'
 import type { LinkHealth } from './link-health.ts'
@@ -39,6 +41,8 @@ export interface LinkCounters {
   unrouted: number
   /** Dropped by the duplicate guard: a message seen too often too fast, as in a bridge loop. */
   duplicatesDropped: number
+  /** The end-to-end canary's findings; absent while it is off (canary.ts). */
+  canary?: CanaryStatus
 }
 
 export interface Credentials {
@@ -73,6 +77,8 @@ export interface CreateBridgeLinkOptions {
   upstreamFilesUrl?: string
   /** The stray-cycle guard; none by default (see dup-guard.ts for why). */
   dupGuard?: DupGuard
+  /** The end-to-end canary (canary.ts): its interval and the connection it is sent on; off when absent. */
+  canary?: { intervalMs: number; publisher: CanaryPublisher }
   onChange?: () => void
   log: Logger
 }
@@ -89,6 +95,7 @@ export interface Link extends FilterState {
   /** What comes down (bindings `in`, `both`); none when no binding brings anything in. */
   inbound: Inbound | undefined
   health: LinkHealth | undefined
+  canary: LinkCanary | undefined
   /** Which of the local gateways the next attempt dials; moves on after a failure there. */
   localTurn: number
   /** Forwarded by the windows of earlier connections. */

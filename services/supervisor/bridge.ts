@@ -12,6 +12,8 @@ import { connectUpstream, UpstreamRefusedError } from './upstream-client.ts'
 import { createForwardWindow } from './window.ts'
 import { createFileUrlRewriter } from './file-urls.ts'
 import { createInbound } from './inbound.ts'
+import { canaryTopic } from '../contracts/links.ts'
+import { createLinkCanary } from './canary.ts'
 import { linkHealth } from './link-health.ts'
 import { localUrls, syncFilters, wantedFilters } from './link-filters.ts'
 import type {
@@ -56,6 +58,9 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     fw: undefined,
     inbound: undefined,
     health: options.healthRoot ? linkHealth(options.healthRoot, upstreamId) : undefined,
+    canary: options.canary
+      ? createLinkCanary({ topic: canaryTopic(upstreamId), ...options.canary })
+      : undefined,
     localTurn: 0,
     forwardedBefore: 0,
     unrouted: 0,
@@ -92,6 +97,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
         lagMs: fw?.lagMs() ?? 0,
         unrouted: link.unrouted,
         duplicatesDropped: dupGuard ? dupGuard.dropped : 0,
+        ...(link.canary ? { canary: link.canary.status() } : {}),
       }
     },
     stop,
@@ -244,6 +250,9 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
     onMessage: (msg, s) => {
       sessionLocal = s
+      if (link.canary && msg.topic === link.canary.topic) {
+        return win.push(msg, [], link.canary.arrived(msg.payload)) // its turn is its answer
+      }
       if (link.health?.isCheck(msg.topic)) {
         link.health.report(s)
         return win.push(msg, []) // acknowledged in turn, not forwarded
@@ -288,6 +297,7 @@ async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
   await local.subscribe(wanted.local)
   link.sessionFilters = [...wanted.local]
   if (link.health) await local.subscribe(link.health.checkFilters)
+  if (link.canary) await local.subscribe([link.canary.topic])
   // Coming in: the upstream's persistent session, likewise.
   const upstream = attempt.upstream!
   await upstream.unsubscribe(link.upstreamFilters.filter((f) => !wanted.upstream.includes(f)))
@@ -297,6 +307,7 @@ async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
 
 function reportConnected(link: Link): void {
   reportHealth(link, true)
+  link.canary?.start()
   link.send({ type: 'bridge.connected' })
 }
 
@@ -316,6 +327,7 @@ function reportHealth(link: Link, up: boolean): void {
 function closeLink(link: Link): void {
   link.gen++
   reportHealth(link, false)
+  link.canary?.stop()
   if (link.fw) link.forwardedBefore += link.fw.forwarded
   link.fw?.close()
   link.fw = undefined

@@ -6,6 +6,8 @@ import { LEASES_BUCKET, LINKS_BUCKET, ROSTER_BUCKET } from '../contracts/links.t
 import type { RunningService, ServiceContext } from '../contracts/service.ts'
 import { createRoster } from './balance.ts'
 import type { LinkCounters } from './bridge.ts'
+import { startBacklogWatch } from './backlog-watch.ts'
+import { startCanaryPublisher } from './canary-publisher.ts'
 import { createLinkRunner, type RunningLinks } from './link-runner.ts'
 import type { Mesh } from './mesh.ts'
 import { wireMesh } from './mesh-wiring.ts'
@@ -42,6 +44,10 @@ export interface SupervisorOptions {
    * default learns its port late); config `filesUrl` when it says so.
    */
   filesUrl?: () => string | undefined
+  /** Default from config `bridgeCanaryMs`. */
+  canaryMs?: number
+  /** How often the links' session backlog is read from the gateways (default 5 s). */
+  backlogIntervalMs?: number
 }
 
 export interface Supervisor extends RunningService {
@@ -91,6 +97,13 @@ export async function startSupervisor(
   })
   let closed = false
   const isClosed = () => closed
+  const canary = canaryOf(options.canaryMs ?? config.bridgeCanaryMs, {
+    url: localUrl,
+    ...localAuth,
+    clientId: `ub-canary-${supervisorId}`,
+    log,
+  })
+  const backlog = startBacklogWatch({ bus, running, log, intervalMs: options.backlogIntervalMs })
   const runner = createLinkRunner({
     running,
     store,
@@ -106,7 +119,9 @@ export async function startSupervisor(
     backoffMaxMs: options.backoffMaxMs ?? config.backoffMaxMs,
     backoffBaseMs: options.backoffBaseMs,
     dupGuard: options.dupGuard ?? config.bridgeDupGuard,
+    canary,
     applyMesh,
+    backlogOf: backlog.of,
     isClosed,
     log,
   })
@@ -134,7 +149,7 @@ export async function startSupervisor(
       void reconciler.reconcile()
     },
   })
-  const metrics = registerLinkMetrics(ctx.metrics, running)
+  const metrics = registerLinkMetrics(ctx.metrics, running, backlog)
 
   await reconciler.reconcile()
   log.info({ supervisorId, localUrl, window: windowSize, leaseTtlMs: ttlMs }, 'supervisor started')
@@ -157,6 +172,8 @@ export async function startSupervisor(
       (closing ??= (async () => {
         closed = true
         renewal.stop()
+        backlog.stop()
+        await canary?.publisher.close()
         await reconciler.stop()
         await mesh.close()
         await reconciler.drain()
@@ -168,6 +185,11 @@ export async function startSupervisor(
         metrics.close()
       })()),
   }
+}
+
+/** The links' canary: its interval and connection (connected when the first link starts); none when 0. */
+function canaryOf(intervalMs: number, connection: Parameters<typeof startCanaryPublisher>[0]) {
+  return intervalMs > 0 ? { intervalMs, publisher: startCanaryPublisher(connection) } : undefined
 }
 
 /** Options first, then config, then defaults. */

@@ -5,6 +5,8 @@ import type { RemoteClient } from '../contracts/handshake-client.ts'
 import { localClientId, upstreamClientId } from '../contracts/links.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
+import type { LinkBacklog } from './backlog-watch.ts'
+import type { CanaryPublisher } from './canary-publisher.ts'
 import { createBridgeLink, type BridgeLink, type Credentials } from './bridge.ts'
 import { localUrls } from './link-filters.ts'
 import { createDupGuard } from './dup-guard.ts'
@@ -56,6 +58,10 @@ export interface LinkRunnerOptions {
   backoffMaxMs: number
   backoffBaseMs?: number | undefined
   dupGuard: boolean | { threshold?: number; windowMs?: number }
+  /** The end-to-end canary's interval and connection (canary.ts); off when absent. */
+  canary?: { intervalMs: number; publisher: CanaryPublisher } | undefined
+  /** The link's local session queue as the gateways count it (backlog-watch.ts). */
+  backlogOf?: (upstreamId: string) => LinkBacklog | undefined
   /** Reapply the mesh's block decisions to the running links. */
   applyMesh: () => Promise<void>
   /** The supervisor is closing: a link stopping now is not reported as an error. */
@@ -68,6 +74,7 @@ export function createLinkRunner(options: LinkRunnerOptions): LinkRunner {
 
   function start(upstream: Upstream): RunningLink {
     const id = upstream.id
+    options.canary?.publisher.open()
     let status: LinkStatusWriter | undefined
     const peer = createPeerLookup({
       upstream,
@@ -84,6 +91,7 @@ export function createLinkRunner(options: LinkRunnerOptions): LinkRunner {
       read: () => link.status(),
       peer: peer.peer,
       blocked: () => running.get(id)?.blocked ?? false,
+      backlog: () => options.backlogOf?.(id),
       onError: (err) => log.warn({ upstreamId: id, err }, 'link status write failed'),
     })
     void link.stopped.then(() => reportRefusal(options, id, link))
@@ -149,6 +157,7 @@ function startBridgeLink(
     ...(backoffBaseMs === undefined ? {} : { backoffBaseMs }),
     mayConnect: () => leases.holds(id),
     ...(dupGuard ? { dupGuard: createDupGuard(typeof dupGuard === 'object' ? dupGuard : {}) } : {}),
+    ...(options.canary ? { canary: options.canary } : {}),
     onChange,
     log,
   })

@@ -1,6 +1,7 @@
 import { encodeJson, type KvBucket } from '../common/bus/bus.ts'
 import type { LinkStatus } from '../contracts/links.ts'
 import type { LinkCounters } from './bridge.ts'
+import type { LinkBacklog } from './backlog-watch.ts'
 
 const WRITE_EVERY_MS = 1_000 // at most ~1 write per second per link
 const HEARTBEAT_MS = 5_000 // unchanged status is rewritten every 5 s so updatedAt shows liveness
@@ -19,6 +20,7 @@ export function createLinkStatusWriter({
   read,
   peer = () => null,
   blocked = () => false,
+  backlog = () => undefined,
   onError,
 }: {
   kv: KvBucket
@@ -28,6 +30,8 @@ export function createLinkStatusWriter({
   peer?: () => string | null
   /** The mesh spanning tree blocks this link: shown as state `Blocked` while connected. */
   blocked?: () => boolean
+  /** The local session's queue as the gateways last counted it (backlog-watch.ts). */
+  backlog?: () => LinkBacklog | undefined
   onError: (err: unknown) => void
 }): LinkStatusWriter {
   let last = ''
@@ -40,7 +44,14 @@ export function createLinkStatusWriter({
     const { lastError, forwarded, waiting, lagMs, duplicatesDropped } = counters
     const state = counters.state === 'Forwarding' && blocked() ? 'Blocked' : counters.state
     const peerInstanceId = peer()
+    const queue = backlog()
+    const canary = counters.canary
+    const silent = counters.state === 'Forwarding' && (canary?.silent ?? false)
     const key = JSON.stringify([
+      silent,
+      canary?.lastOkAt,
+      queue?.queued,
+      queue?.oldestAt,
       state,
       lastError,
       forwarded,
@@ -63,6 +74,12 @@ export function createLinkStatusWriter({
       updatedAt: new Date(now).toISOString(),
       peerInstanceId,
       duplicatesDropped,
+      backlog: queue?.queued ?? null,
+      oldestUnsentAt: queue?.oldestAt == null ? null : new Date(queue.oldestAt).toISOString(),
+      oldestUnsentMs: queue?.oldestAt == null ? null : Math.max(0, now - queue.oldestAt),
+      silent,
+      canaryRoundTripMs: canary?.lastRoundTripMs ?? null,
+      canaryOkAt: canary?.lastOkAt == null ? null : new Date(canary.lastOkAt).toISOString(),
     }
     writing = writing
       .then(() => kv.put(upstreamId, encodeJson(status)))

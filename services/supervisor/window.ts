@@ -31,7 +31,8 @@ export interface ForwardWindowOptions {
 }
 
 export interface ForwardWindow {
-  push(msg: WindowMessage, targets: readonly string[]): void
+  /** `onReleased`: the message's turn came (everything before it was acknowledged upstream). */
+  push(msg: WindowMessage, targets: readonly string[], onReleased?: () => void): void
   /** Received and not yet acknowledged upstream. */
   readonly waiting: number
   /** Completed: every target acknowledged (QoS 1) or written (QoS 0). */
@@ -47,6 +48,7 @@ interface Entry {
   routed: boolean
   remaining: number
   receivedAt: number
+  onReleased: (() => void) | undefined
 }
 
 interface Send {
@@ -95,6 +97,7 @@ export function createForwardWindow({
       const e = entries[head++]!
       if (e.routed) forwarded++
       if (e.messageId !== undefined) ack(e.messageId)
+      e.onReleased?.()
     }
     compact()
     if (paused && waiting() <= size) {
@@ -120,13 +123,14 @@ export function createForwardWindow({
   }
 
   return {
-    push(msg, targets) {
+    push(msg, targets, onReleased) {
       if (closed) return
       const entry: Entry = {
         messageId: msg.messageId,
         routed: targets.length > 0,
         remaining: targets.length,
         receivedAt: now(),
+        onReleased,
       }
       entries.push(entry)
       for (const topic of targets) {

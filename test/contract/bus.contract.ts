@@ -280,6 +280,26 @@ export function busContract(name: string, makeBus: MakeBus): void {
         expect(await kv.get('k')).toEqual(entry('k', 'second', rev))
       })
 
+      it('finds the oldest live entry under a filter, with its write time', async () => {
+        const kv = await (await bus()).kv('oldest')
+        expect(await kv.oldest('s1.>')).toBeNull()
+        const before = Date.now()
+        await kv.put('s2.a', text('other session'))
+        const r1 = await kv.put('s1.x.1', text('first'))
+        await kv.put('s1.x.2', text('second'))
+        const head = await kv.oldest('s1.>')
+        expect(head).toMatchObject({ key: 's1.x.1', revision: r1, operation: 'PUT' })
+        expect(Buffer.from(head!.value).toString()).toBe('first')
+        expect(head!.createdAt).toBeGreaterThanOrEqual(before - 1_000)
+        expect(head!.createdAt).toBeLessThanOrEqual(Date.now() + 1_000)
+        // Erased and deleted heads are passed over: the next live one is the oldest.
+        await kv.erase('s1.x.1')
+        expect((await kv.oldest('s1.>'))?.key).toBe('s1.x.2')
+        await kv.delete('s1.x.2')
+        expect(await kv.oldest('s1.>')).toBeNull()
+        expect((await kv.oldest('s2.*'))?.key).toBe('s2.a')
+      })
+
       it('erases a key without a delete marker: no revision spent, no watch event', async () => {
         const kv = await (await bus()).kv('erase')
         const seen: KvEntry[] = []

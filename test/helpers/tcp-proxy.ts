@@ -10,6 +10,12 @@ export interface TcpProxy {
   url(scheme?: string): string
   cut(): void
   restore(): void
+  /**
+   * Connections stay open but carry nothing either way (a black hole, as a stuck middlebox or a
+   * peer that stopped reading makes it) until `unstall()`; bytes sent meanwhile then flow.
+   */
+  stall(): void
+  unstall(): void
   readonly connections: number
   close(): Promise<void>
 }
@@ -22,6 +28,7 @@ export async function startTcpProxy({
   targetPort: number
 }): Promise<TcpProxy> {
   const open = new Set<Socket>()
+  const pairs = new Set<[Socket, Socket]>()
   let down = false
   let accepted = 0
   const server = createServer((client) => {
@@ -30,7 +37,10 @@ export async function startTcpProxy({
     const upstream = connect(targetPort, targetHost)
     open.add(client)
     open.add(upstream)
+    const pair: [Socket, Socket] = [client, upstream]
+    pairs.add(pair)
     const drop = () => {
+      pairs.delete(pair)
       client.destroy()
       upstream.destroy()
       open.delete(client)
@@ -57,6 +67,20 @@ export async function startTcpProxy({
     },
     restore() {
       down = false
+    },
+    stall() {
+      for (const [c, u] of pairs) {
+        c.unpipe(u)
+        u.unpipe(c)
+        c.pause()
+        u.pause()
+      }
+    },
+    unstall() {
+      for (const [c, u] of pairs) {
+        c.pipe(u)
+        u.pipe(c)
+      }
     },
     close: () =>
       (closing ??= new Promise<void>((res) => {

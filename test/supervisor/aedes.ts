@@ -82,11 +82,11 @@ export async function collect(
 }
 
 export async function waitFor(
-  check: () => boolean,
+  check: () => boolean | Promise<boolean>,
   { timeoutMs = 10_000, what = 'condition' }: { timeoutMs?: number; what?: string } = {}
 ): Promise<void> {
   const start = Date.now()
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() - start > timeoutMs)
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 20))

@@ -43,6 +43,11 @@ export interface KvEntry {
   operation: 'PUT' | 'DEL'
 }
 
+export interface OldestEntry extends KvEntry {
+  /** When the entry was written, ms since the epoch. */
+  createdAt: number
+}
+
 export interface KvOptions {
   /** Entries older than this vanish (bucket-wide max age, as NATS 2.9 supports). */
   ttlMs?: number
@@ -102,6 +107,11 @@ export interface KvBucket {
    */
   erase(key: string, revision?: number): Promise<void>
   keys(filter?: string, options?: KvKeysOptions): Promise<string[]>
+  /**
+   * The live entry under `filter` written first (lowest revision), with its write time: the head
+   * of a queue kept one key per message (a session's oldest unsent message). Null when none.
+   */
+  oldest(filter: string): Promise<OldestEntry | null>
   watch(onEntry: (entry: KvEntry) => void, options?: KvWatchOptions): Promise<Subscription>
   /** Remove the bucket and everything in it (tests and teardown). */
   destroy(): Promise<void>

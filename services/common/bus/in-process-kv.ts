@@ -138,6 +138,10 @@ export function openInProcessKv(
     async keys(filter = '>') {
       return liveKeys(s, filter)
     },
+    async oldest(filter) {
+      const first = liveEntries(s, filter)[0]
+      return first ? { ...toEntry(first[0], first[1]), createdAt: first[1].at } : null
+    },
     async watch(onEntry, watchOptions = {}) {
       return watchBucket(s, tracked, log, onEntry, watchOptions)
     },

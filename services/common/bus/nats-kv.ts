@@ -1,7 +1,14 @@
 import type { JetStreamManager } from '@nats-io/jetstream'
 import { KvWatchInclude, type KV, type KvEntry as NatsKvEntry } from '@nats-io/kv'
 import { KvConflictError, NotFoundError, ValidationError } from '../errors.ts'
-import { callSafely, validateKvKey, type BusLogger, type KvBucket, type KvEntry } from './bus.ts'
+import {
+  callSafely,
+  validateKvKey,
+  type BusLogger,
+  type KvBucket,
+  type KvEntry,
+  type OldestEntry,
+} from './bus.ts'
 
 // JetStream API error codes (@nats-io/jetstream JetStreamApiCodes).
 const WRONG_LAST_SEQUENCE = 10071
@@ -116,6 +123,49 @@ async function leaderGet(
   return { key, value: new Uint8Array(m.data), revision: m.seq, operation: 'PUT' }
 }
 
+const OLDEST_SKIPS = 100 // delete markers stepped over before giving up on finding a live head
+
+/**
+ * The first message in stream order under `filter` (STREAM.MSG.GET next_by_subj from the leader):
+ * one round trip for a queue whose entries are erased, not deleted. Delete markers are stepped
+ * over, a bounded number of times.
+ */
+async function oldestEntry(
+  kv: KV,
+  jsm: JetStreamManager | undefined,
+  name: string,
+  filter: string
+): Promise<OldestEntry | null> {
+  if (!jsm) {
+    // Without a manager (never in the fabric), the slow way: every key's value.
+    let best: OldestEntry | null = null
+    for await (const k of await kv.keys(filter)) {
+      const e = await kv.get(k)
+      if (e?.operation === 'PUT' && (!best || e.revision < best.revision))
+        best = { ...toEntry(e), createdAt: e.created.getTime() }
+    }
+    return best
+  }
+  const subject = `$KV.${name}.${filter}`
+  let seq = 1
+  for (let i = 0; i < OLDEST_SKIPS; i++) {
+    const query = { seq, next_by_subj: subject } as unknown as { seq: number }
+    const m = await jsm.streams.getMessage(`KV_${name}`, query).catch((err: unknown) => {
+      if (/no message found/i.test(String(err))) return null
+      throw err
+    })
+    if (!m) return null
+    const op = m.header?.get(KV_OPERATION)
+    if (op !== 'DEL' && op !== 'PURGE') {
+      const key = m.subject.slice(`$KV.${name}.`.length)
+      const value = new Uint8Array(m.data)
+      return { key, value, revision: m.seq, operation: 'PUT', createdAt: m.time.getTime() }
+    }
+    seq = m.seq + 1
+  }
+  return null
+}
+
 export function wrapNatsKv(
   kv: KV,
   name: string,
@@ -183,6 +233,10 @@ export function wrapNatsKv(
         for await (const k of await kv.keys(filter)) out.push(k)
         return out
       })
+    },
+    async oldest(filter) {
+      validateKvKey(filter, { wildcards: true })
+      return guard(filter, () => oldestEntry(kv, jsm, name, filter))
     },
     async watch(onEntry, { key = '>', includeCurrent = true } = {}) {
       validateKvKey(key, { wildcards: true })

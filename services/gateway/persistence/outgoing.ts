@@ -13,6 +13,7 @@ import {
   clientQueue,
   countQueue,
   listQueue,
+  queueBacklog,
   originOf,
   strandedIn,
   type CatchUp,
@@ -95,6 +96,7 @@ export function createOutgoingQueue({
   }
 
   return {
+    backlog: (clientId: string) => queueBacklog(reader, clientId),
     async outgoingEnqueue(sub: { clientId: string }, packet: WirePacket): Promise<void> {
       await enqueue(sub.clientId, packet)
     },

@@ -77,6 +77,18 @@ export async function countQueue(
   return keys.length
 }
 
+/** What waits for a session and since when (the link health view, contracts/session-backlog.ts). */
+export async function queueBacklog(
+  reader: QueueReader,
+  clientId: string
+): Promise<{ queued: number; oldestAt: number | null }> {
+  const [queued, head] = await Promise.all([
+    countQueue(reader, clientId),
+    reader.kv.oldest(`${keyToken(clientId)}.>`),
+  ])
+  return { queued, oldestAt: head?.createdAt ?? null }
+}
+
 /** `kv.keys` with a deadline and retries: a fresh listing ends where a stuck one did not. */
 export async function listQueue(
   { kv, log, queueListMs, acknowledged }: QueueReader,

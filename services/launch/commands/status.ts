@@ -81,7 +81,19 @@ export function statusText(instance: InstanceView, upstreams: UpstreamView[]): s
   }
   lines.push(
     table(
-      ['UPSTREAM', 'HOST', 'STATUS', 'ACTIVE', 'LINK', 'FORWARDED', 'WAITING', 'LAG', 'ERROR'],
+      [
+        'UPSTREAM',
+        'HOST',
+        'STATUS',
+        'ACTIVE',
+        'LINK',
+        'FORWARDED',
+        'WAITING',
+        'LAG',
+        'BACKLOG',
+        'OLDEST',
+        'ERROR',
+      ],
       upstreams.map((u) => {
         const link = u.link ?? null
         const num = (k: string) => (typeof link?.[k] === 'number' ? String(link[k]) : '-')
@@ -92,10 +104,14 @@ export function statusText(instance: InstanceView, upstreams: UpstreamView[]): s
             : `${u.host}:${u.brokerPort}`,
           u.status,
           u.active ? 'yes' : 'no',
-          link ? String(link.state ?? '?') : 'none',
+          link ? `${String(link.state ?? '?')}${link.silent === true ? ' (silent)' : ''}` : 'none',
           num('forwarded'),
           num('waiting'),
           typeof link?.lagMs === 'number' ? `${link.lagMs} ms` : '-',
+          num('backlog'),
+          typeof link?.oldestUnsentAt === 'string'
+            ? `${Math.max(0, Math.round((Date.now() - Date.parse(link.oldestUnsentAt)) / 1_000))} s`
+            : '-',
           cell(link?.lastError ?? u.lastError),
         ]
       })
