@@ -154,6 +154,38 @@ describe('bindings in and both directions', () => {
     expect(wildcard.body.error.code).toBe('invalid_request')
   }, 60_000)
 
+  it('draws the link in the mesh view: one edge, Active, on the spanning tree', async () => {
+    const edge = {
+      from: down.instanceId,
+      to: up.instanceId,
+      upstreamId,
+      state: 'Active',
+      onTree: true,
+    }
+    const mesh = await until(
+      'the edge on the tree',
+      async () => {
+        const m = await api(down, 'GET', '/api/v1/mesh')
+        return m.edges.some((e: { onTree: boolean }) => e.onTree) ? m : undefined
+      },
+      30_000
+    )
+    expect(mesh.instanceId).toBe(down.instanceId)
+    expect(mesh.nodes).toEqual(
+      expect.arrayContaining([
+        { id: down.instanceId, self: true },
+        { id: up.instanceId, self: false },
+      ])
+    )
+    expect(mesh.edges).toEqual([expect.objectContaining(edge)])
+    // The upstream's view of the same link: it is the far end, and has no upstream of its own.
+    const far = await api(up, 'GET', '/api/v1/mesh')
+    expect(far.edges).toEqual([
+      expect.objectContaining({ from: down.instanceId, to: up.instanceId, state: 'Active' }),
+    ])
+    expect(far.edges[0].upstreamId).toBeUndefined()
+  }, 40_000)
+
   it('answers the same dry run from the CLI', async () => {
     const cli = (...args: string[]) =>
       promisify(execFile)(

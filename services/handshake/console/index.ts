@@ -4,6 +4,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import type { Registry } from 'prom-client'
 import { matchesHash, sameSecret } from '../../common/digest.ts'
 import { errorJson } from '../server/errors.ts'
+import { tokenBuckets } from '../server/rate-limit.ts'
 import { etagMatches, loadAssets } from './assets.ts'
 import {
   createSessionStore,
@@ -22,6 +23,9 @@ import {
 export const CONSOLE_PREFIX = '/console'
 export const CSRF_HEADER = 'x-csrf-token'
 const LOGIN_BODY_LIMIT = 4 * 1_024
+/** Failed sign-ins a source may make at once, and regain per minute. */
+export const SIGN_IN_FAILURES_PER_MINUTE = 10
+const SIGN_IN_MAX_SOURCES = 10_000
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /** No inline script or style anywhere: everything comes from files this server serves. */
@@ -51,6 +55,20 @@ export interface ConsoleOptions {
   metrics?: Registry
   sessions?: Omit<SessionOptions, 'metrics'>
   assetsDir?: string
+  /**
+   * The budget of failed sign-ins: `key` names the source (its network, as the handshake's rate
+   * limit counts), the counters go where the handshake's guards are. Without it every source
+   * counts as one.
+   */
+  signInLimit?: {
+    key: (c: Context) => string
+    perMinute?: number
+    maxKeys?: number
+    now?: () => number
+    onLimited?: () => void
+    onEvicted?: () => void
+    onSize?: (size: number) => void
+  }
 }
 
 export interface OperatorConsole {
@@ -77,6 +95,18 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
   // One cookie per instance: two instances on one host (ports do not separate cookies) coexist.
   const cookieName = `ub_console_${options.instanceId.replace(/[^A-Za-z0-9_-]/g, '')}`
   const maxAgeMs = options.sessions?.maxAgeMs ?? DEFAULT_MAX_AGE_MS
+  const limit = options.signInLimit
+  const perMinute = limit?.perMinute ?? SIGN_IN_FAILURES_PER_MINUTE
+  // Only failures spend the budget: an operator who signs in right is never slowed down.
+  const failures = tokenBuckets({
+    perMinute,
+    burst: perMinute,
+    maxKeys: limit?.maxKeys ?? SIGN_IN_MAX_SOURCES,
+    ...(limit?.now ? { now: limit.now } : {}),
+    ...(limit?.onEvicted ? { onEvicted: limit.onEvicted } : {}),
+    ...(limit?.onSize ? { onSize: limit.onSize } : {}),
+  })
+  const sourceOf = (c: Context) => limit?.key(c) ?? 'any'
 
   const sessionOf = (c: Context): ConsoleSession | undefined => {
     const id = getCookie(c, cookieName)
@@ -108,9 +138,24 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
   const routes = new Hono()
   routes.use('*', securityHeaders)
   routes.post('/session', bodyLimit({ maxSize: LOGIN_BODY_LIMIT }), async (c) => {
+    const source = sourceOf(c)
+    // Checked before the token: a source out of budget learns nothing, not even a right guess.
+    const waitS = failures.waitS(source)
+    if (waitS > 0) {
+      limit?.onLimited?.()
+      c.header('Retry-After', String(waitS))
+      return errorJson(
+        c,
+        429,
+        'rate_limited',
+        `too many failed sign-ins from ${source}; retry in ${waitS} s`
+      )
+    }
     const token = await readToken(c)
     if (typeof token !== 'string') return token
+    // matchesHash compares sha-256 digests with timingSafeEqual: constant time.
     if (!matchesHash(token, options.adminTokenHash)) {
+      failures.spend(source)
       sessions.refused()
       return errorJson(c, 401, 'unauthorized', 'wrong admin token')
     }

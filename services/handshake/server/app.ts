@@ -1,5 +1,5 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
-import type { Hono, MiddlewareHandler } from 'hono'
+import type { Context, Hono, MiddlewareHandler } from 'hono'
 import { FILES_PREFIX } from '../../files/index.ts'
 import { bodyLimit } from 'hono/body-limit'
 import type { Registry } from 'prom-client'
@@ -15,6 +15,7 @@ import { createApiMetrics } from './metrics.ts'
 import { createStatusWaiters } from './status-waiters.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
 import { clusterRoutes } from './routes/cluster.ts'
+import { meshRoutes } from './routes/mesh.ts'
 import { routeRoutes } from './routes/route.ts'
 import { teEntityRoutes } from './routes/te-entities.ts'
 import { eventRoutes } from './routes/events.ts'
@@ -82,7 +83,19 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const handshakeBody = limitBody(HANDSHAKE_BODY_LIMIT)
   const topologyBody = limitBody(TOPOLOGY_BODY_LIMIT)
   const operatorBody = limitBody(OPERATOR_BODY_LIMIT)
-  const operatorConsole = createConsole({ adminTokenHash, instanceId: options.instanceId, metrics })
+  const sourceNetwork = (c: Context) =>
+    networkKey(clientIp(c, { remote: options.remoteAddress, trustProxy: options.trustProxy }))
+  const operatorConsole = createConsole({
+    adminTokenHash,
+    instanceId: options.instanceId,
+    metrics,
+    signInLimit: {
+      key: sourceNetwork,
+      onLimited: () => guards.signInLimited.inc(),
+      onEvicted: () => guards.signInEvicted.inc(),
+      onSize: (n) => guards.signInKeys.set(n),
+    },
+  })
   app.use('*', async (c, next) => {
     if (c.req.path.startsWith(HANDSHAKE_PREFIX))
       return (c.req.path.endsWith('/topology') ? topologyBody : handshakeBody)(c, next)
@@ -107,8 +120,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
       burst: rate?.burst ?? DEFAULT_RATE_BURST,
       ...(rate?.maxKeys === undefined ? {} : { maxKeys: rate.maxKeys }),
       // Per network, not per address: an IPv6 subscriber holds a whole /64.
-      key: (c) =>
-        networkKey(clientIp(c, { remote: options.remoteAddress, trustProxy: options.trustProxy })),
+      key: sourceNetwork,
       onLimited: () => guards.rateLimited.inc(),
       onEvicted: () => guards.rateEvicted.inc(),
       onSize: (n) => guards.rateKeys.set(n),
@@ -125,6 +137,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', observeRoutes(options))
   app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
   app.route('/', routeRoutes(options))
+  app.route('/', meshRoutes(options))
   app.route('/', teEntityRoutes(options))
   if (options.files) app.route('/', options.files.routes)
   app.route(

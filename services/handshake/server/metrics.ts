@@ -19,9 +19,12 @@ export interface GuardMetrics {
   sseDropped: Counter
   sseQueued: Gauge
   waitersRefused: Counter
+  signInLimited: Counter
+  signInEvicted: Counter
+  signInKeys: Gauge
 }
 
-const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD'])
+const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'])
 const LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
 /** The API's Prometheus metrics, in the registry `/metrics` serves (reused if already there). */
@@ -95,6 +98,21 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
       registry,
       'ub_handshake_status_waits_refused_total',
       'Long-polled handshake status requests answered at once: too many were waiting'
+    ),
+    signInLimited: counter(
+      registry,
+      'ub_console_sign_in_limited_total',
+      'Console sign-ins refused (429) because their source spent its budget of failed attempts'
+    ),
+    signInEvicted: counter(
+      registry,
+      'ub_console_sign_in_sources_evicted_total',
+      'Sources the sign-in limiter forgot to stay within its bound (least recently seen first)'
+    ),
+    signInKeys: gauge(
+      registry,
+      'ub_console_sign_in_sources',
+      'Sources the console sign-in limiter remembers'
     ),
   }
 

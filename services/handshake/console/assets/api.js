@@ -31,9 +31,11 @@ export function describeError(err) {
           ? 'Invalid input'
           : err.status === 403
             ? 'Forbidden'
-            : err.status >= 500
-              ? 'Server problem'
-              : 'Error'
+            : err.status === 429
+              ? 'Too many attempts'
+              : err.status >= 500
+                ? 'Server problem'
+                : 'Error'
     return `${what}: ${err.message} (${err.status} ${err.code})`
   }
   if (err instanceof TypeError) return 'The server cannot be reached; try again.'

@@ -1,17 +1,22 @@
 import { describeError, loadSession, setSignedOutHandler, signIn, signOut } from './api.js'
 import { fill, h } from './dom.js'
 import { machinePage } from './machine.js'
+import { meshPage } from './mesh.js'
 import { requestsPage } from './requests.js'
+import { routePage } from './route.js'
 import { upstreamsPage } from './upstreams.js'
 
 /**
  * The console shell: sign-in, the page named by the location hash (#/upstreams, #/requests,
- * #/machine/<upstream|request>/<id>), and the one event stream that keeps every page live.
+ * #/mesh, #/route[/<topic>], #/machine/<upstream|request>/<id>), and the one event stream that
+ * keeps every page live.
  */
 const $ = (id) => document.getElementById(id)
 const PAGES = {
   upstreams: (el) => upstreamsPage(el),
   requests: (el) => requestsPage(el),
+  mesh: (el) => meshPage(el),
+  route: (el, parts) => routePage(el, parts.join('/')),
   machine: (el, [machine, id]) => machinePage(el, machine, id),
 }
 

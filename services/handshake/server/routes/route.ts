@@ -1,10 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
-import { decodeJson } from '../../../common/bus/bus.ts'
-import { DEFAULT_MESH_CLOCK_SKEW_MS, openTopologyDb } from '../../../common/topology-db.ts'
 import { spanningTree } from '../../../common/topology.ts'
-import { LINKS_BUCKET, type LinkStatus } from '../../../contracts/links.ts'
 import { BEARER, createRouter, type RouteDeps } from '../deps.ts'
-import { planRoute, type RouteUpstream } from '../route-plan.ts'
+import { planRoute } from '../route-plan.ts'
+import { readRouteInputs } from '../route-inputs.ts'
 import { errorResponses, json } from '../schemas.ts'
 
 const MAX_TOPIC_BYTES = 65_535 // [MQTT-1.5.3]
@@ -72,33 +70,13 @@ const route = createRoute({
 })
 
 export function routeRoutes(deps: RouteDeps & { meshClockSkewMs?: number }) {
-  const { store, bus, instanceId } = deps
+  const { instanceId } = deps
   const app = createRouter()
   app.openapi(route, async (c) => {
     const { topic } = c.req.valid('query')
-    const [upstreams, links, topologyDb] = await Promise.all([
-      store.call('upstream.list', {}),
-      bus.kv(LINKS_BUCKET),
-      openTopologyDb(bus, {
-        instanceId,
-        skewMs: deps.meshClockSkewMs ?? DEFAULT_MESH_CLOCK_SKEW_MS,
-      }),
-    ])
-    const withLinks: RouteUpstream[] = await Promise.all(
-      upstreams.map(async (up) => {
-        const entry = await links.get(up.id)
-        const link = entry ? decodeJson<LinkStatus>(entry.value) : null
-        return {
-          id: up.id,
-          host: up.host,
-          status: up.status,
-          bindings: up.bindings,
-          link: link ? { state: link.state, peerInstanceId: link.peerInstanceId } : null,
-        }
-      })
-    )
-    const topology = spanningTree(await topologyDb.read(), Date.now())
-    return c.json(planRoute({ topic, instanceId, upstreams: withLinks, topology }), 200)
+    const { upstreams, adverts } = await readRouteInputs(deps)
+    const topology = spanningTree(adverts, Date.now())
+    return c.json(planRoute({ topic, instanceId, upstreams, topology }), 200)
   })
   return app
 }
