@@ -34,6 +34,8 @@ export function explainUpstreamRefusal(
       return `${event.type.slice('upstream.'.length)} applies to a Pending upstream, it is ${state}`
     case 'upstream.revoke':
       return `revoke does not apply to a ${state} upstream`
+    case 'upstream.connection.set':
+      return `the connection cannot be edited while ${state}`
     case 'upstream.request':
       return `request again applies to Declined or Revoked, the upstream is ${state}`
     default:

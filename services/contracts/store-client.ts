@@ -17,7 +17,11 @@ const RETRYABLE = new Set(['bus_timeout', 'no_responders', 'storage_unavailable'
  * request per secret, `instance.get` creates the instance once, `te.entity.*` set or remove
  * values).
  */
-const KEYED: ReadonlySet<StoreVerb> = new Set<StoreVerb>(['event', 'upstream.create'])
+const KEYED: ReadonlySet<StoreVerb> = new Set<StoreVerb>([
+  'event',
+  'upstream.create',
+  'upstream.edit',
+])
 export const DEFAULT_STORE_RETRIES = 2
 const RETRY_PAUSE_MS = 250 // times the attempt number: a restarting replica or database gets a moment
 

@@ -24,6 +24,7 @@ import {
   SecretHash,
   TlsSchema,
 } from './values.ts'
+import { EditUpstreamInputSchema, PatchUpstreamInputSchema, editResultOf } from './upstream-edit.ts'
 import { TE_ENTITY_INPUTS, TE_ENTITY_OUTPUTS } from './te-entities.ts'
 
 export * from './values.ts'
@@ -288,13 +289,8 @@ export const STORE_INPUTS = {
   /** Operator auth: constant-time check of a bearer token against the stored hash. */
   'instance.verifyAdminToken': z.object({ token: OptionalText(1_024) }),
   'upstream.create': CreateUpstreamInputSchema,
-  /** Non-audited fields: lastError, remoteRequestId, withdrawalOwed. */
-  'upstream.patch': z.object({
-    id: Id,
-    lastError: z.string().max(4_096).nullable().optional(),
-    remoteRequestId: z.string().max(4_096).nullable().optional(),
-    withdrawalOwed: z.boolean().optional(),
-  }),
+  'upstream.edit': EditUpstreamInputSchema,
+  'upstream.patch': PatchUpstreamInputSchema,
   'upstream.get': ById,
   'upstream.list': StatusFilter,
   /** The secret for the bridge's MQTT password (supervisor only). */
@@ -338,6 +334,7 @@ export const STORE_OUTPUTS = {
   'instance.get': InstanceInfoSchema,
   'instance.verifyAdminToken': z.object({ ok: z.boolean() }),
   'upstream.create': UpstreamSchema,
+  'upstream.edit': editResultOf(UpstreamSchema, TransitionRecordSchema),
   'upstream.patch': UpstreamSchema,
   'upstream.get': UpstreamSchema,
   'upstream.list': z.array(UpstreamSchema),

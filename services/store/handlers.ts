@@ -14,7 +14,9 @@ import {
   type StoreVerb,
   type TransitionRecord,
 } from '../contracts/store.ts'
+import { EDIT_EVENT } from '../contracts/upstream-edit.ts'
 import { replayMachine, verifyMachine } from './audit.ts'
+import { editUpstream } from './edit.ts'
 import { checkChain, flagRows } from './chain-check.ts'
 import { pageRequests, pageUpstreams } from './pages.ts'
 import { toStoreError } from './db-errors.ts'
@@ -79,6 +81,11 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
       publish(record)
       return reads.getUpstream(db, record.machineId)
     },
+    'upstream.edit': async (input) => {
+      const edited = await editUpstream(ctx, input)
+      if (edited.record) publish(edited.record)
+      return edited
+    },
     'upstream.patch': async ({ id, ...patch }) => reads.patchUpstream(db, id, patch),
     'upstream.get': async ({ id }) => reads.getUpstream(db, id),
     'upstream.list': async ({ status }) => reads.listUpstreams(db, status),
@@ -99,6 +106,8 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
       return reads.authenticate(db, instanceId, secret)
     },
     event: async (input) => {
+      if (input.event.type === EDIT_EVENT)
+        throw new ValidationError(`'${EDIT_EVENT}' is sent by upstream.edit only`)
       const record = await applyMachineEvent(ctx, input)
       publish(record)
       return record

@@ -51,7 +51,7 @@ export interface RepoContext {
 
 const json = (value: unknown) => JSON.stringify(value)
 
-function seal(
+export function seal(
   fields: Omit<TransitionRecord, 'hash' | 'prevHash'>,
   prevHash: string
 ): TransitionRecord {
@@ -85,7 +85,7 @@ async function appendTransition(
   return { ...r, globalSeq: row!.globalSeq }
 }
 
-async function lastLogHash(
+export async function lastLogHash(
   db: Db,
   tx: Executor,
   machine: MachineKind,
@@ -125,7 +125,7 @@ function remember(heads: MachineHeads, key: string, head: Current): void {
   if (heads.size > MAX_CACHED_HEADS) heads.delete(heads.keys().next().value!)
 }
 
-function enqueue<T>(queues: MachineQueues, key: string, run: () => Promise<T>): Promise<T> {
+export function enqueue<T>(queues: MachineQueues, key: string, run: () => Promise<T>): Promise<T> {
   const previous = queues.get(key) ?? Promise.resolve()
   const result = previous.then(run, run)
   const tail = result.then(

@@ -23,6 +23,8 @@ const STOP_REASONS: Record<string, string> = {
   Revoked: 'revoked by the upstream server',
   Declined: 'declined by the upstream server',
   Deleted: 'deleted',
+  // Only an edit to another server takes an Active upstream back to Pending (README, Edit an upstream).
+  Pending: 'moved to another server: waiting for its approval',
 }
 
 /**

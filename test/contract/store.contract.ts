@@ -319,6 +319,7 @@ export function storeContract(kind: DbKind): void {
         () => client.call('upstream.get', { id }),
         () => client.call('upstream.patch', { id, lastError: 'x' }),
         () => client.call('upstream.credentials', { id }),
+        () => client.call('upstream.edit', { id, brokerPort: 1, actor: operator }),
         () => client.call('request.get', { id: 'rq_nope' }),
         () => client.call('request.secretHash', { id: 'rq_nope' }),
         () => send(id, { type: 'upstream.approve' }),
@@ -327,6 +328,58 @@ export function storeContract(kind: DbKind): void {
         () => client.call('verify', { machine: 'upstream', id }),
       ]
       for (const call of calls) await expect(call()).rejects.toMatchObject({ code: 'not_found' })
+    })
+
+    it('upstream.edit: columns and one chained row together; a retry of its key is one row', async () => {
+      const up = await newUpstream()
+      await send(up.id, { type: 'upstream.approve' })
+      await client.call('upstream.patch', { id: up.id, remoteRequestId: 'rq_old' })
+      const KEY = '-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----'
+      const input = {
+        id: up.id,
+        requestKey: 'edit-key-0001',
+        host: 'mqtts://other.example',
+        tls: { key: KEY },
+        actor: operator,
+      }
+      const edited = await client.call('upstream.edit', input)
+      expect(edited.upstream).toMatchObject({
+        host: 'mqtts://other.example',
+        status: 'Pending',
+        grants: [],
+        remoteRequestId: null,
+        tls: { key: KEY },
+      })
+      expect(edited.record).toMatchObject({
+        seq: 3,
+        from: 'Approved',
+        to: 'Pending',
+        event: {
+          type: 'upstream.connection.set',
+          changes: {
+            host: { from: 'mqtts://broker.example', to: 'mqtts://other.example' },
+            'tls.key': { from: null, to: `sha256:${sha256(KEY)}` },
+          },
+        },
+      })
+      const again = await client.call('upstream.edit', { ...input, retry: true })
+      expect(again.record?.hash).toBe(edited.record?.hash)
+      const log = await client.call('log', { machine: 'upstream', id: up.id })
+      expect(log.items.map((r) => r.event.type)).toEqual([
+        'upstream.create',
+        'upstream.approve',
+        'upstream.connection.set',
+      ])
+      expect(JSON.stringify(log)).not.toContain('-----BEGIN PRIVATE KEY')
+      expect(await client.call('verify', { machine: 'upstream', id: up.id })).toMatchObject({
+        ok: true,
+      })
+      const replay = await client.call('replay', { machine: 'upstream', id: up.id })
+      expect(replay.matchesStored).toBe(true)
+      // The plain event verb cannot send it: the columns would not follow.
+      await expect(
+        send(up.id, { type: 'upstream.connection.set', changes: {}, connection: {} })
+      ).rejects.toMatchObject({ code: 'invalid_request' })
     })
 
     it('refuses malformed input with invalid_request', async () => {

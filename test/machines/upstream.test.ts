@@ -350,3 +350,46 @@ describe('upstream machine: persistence', () => {
     revived.stop()
   })
 })
+
+describe('upstream machine: connection edits (upstream.connection.set)', () => {
+  const connection = { host: 'mqtt://b', brokerPort: 1884, httpPort: 8080, tls: null }
+  const edit = (changes: Record<string, { from: unknown; to: unknown }>): UpstreamEvent => ({
+    type: 'upstream.connection.set',
+    changes,
+    connection,
+  })
+  const port = edit({ brokerPort: { from: 1883, to: 1884 } })
+  const scheme = edit({ host: { from: 'mqtt://a', to: 'mqtts://a' } })
+  const host = edit({ host: { from: 'mqtt://a', to: 'mqtt://b' } })
+  const httpPort = edit({ httpPort: { from: 8080, to: 9090 } })
+
+  it.each([
+    ['Pending', [], port],
+    ['Pending', [], host],
+    ['Approved', [approve], port],
+    ['Approved', [approve], scheme],
+    ['Active', [approve, bind, activate], port],
+    ['Declined', [ev('upstream.decline')], host],
+    ['Revoked', [approve, ev('upstream.revoke')], httpPort],
+  ] as const)('keeps %s for %#: the same server, or not approved by any', (state, setup, e) => {
+    const before = after([...setup])
+    const r = apply(before, e)
+    expect(r.ok && [r.from, r.to]).toEqual([state, state])
+    expect(r.snapshot.context).toEqual({ ...before.context, connection })
+  })
+
+  it.each([
+    ['Approved', [approve], host],
+    ['Active', [approve, bind, activate], httpPort],
+  ] as const)('%s → Pending with no grants for another server', (state, setup, e) => {
+    const r = apply(after([...setup]), e)
+    expect(r.ok && [r.from, r.to]).toEqual([state, 'Pending'])
+    expect(r.snapshot.context).toMatchObject({ grants: [], connection })
+  })
+
+  it('keeps a plain broker Approved whatever moves', () => {
+    const r = apply(after([], { kind: 'mqtt' }), host)
+    expect(r.ok && r.to).toBe('Approved')
+    expect(r.snapshot.context).toMatchObject({ grants: ['#'] })
+  })
+})

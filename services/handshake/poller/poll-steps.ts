@@ -147,6 +147,9 @@ async function applyAnswer(ctx: PollContext, poll: Poll): Promise<undefined> {
   const answer = poll.answer!
   const event = eventFor(up, answer)
   if (!event) return undefined
+  // An edit to another server or Ask Again forgot this request meanwhile: its answer is stale.
+  const now = await ctx.store.call('upstream.get', { id: up.id })
+  if (now.remoteRequestId !== up.remoteRequestId) return undefined
   const actor: EventActor = answer.instanceId
     ? { kind: 'remote', id: answer.instanceId }
     : { kind: 'remote' }

@@ -3,6 +3,7 @@ import { GatewayStatsSchema as GatewayStatsContract } from '../../contracts/gate
 import * as handshake from '../../contracts/handshake-client.ts'
 import * as links from '../../contracts/links.ts'
 import * as contract from '../../contracts/store.ts'
+import { TlsPatchSchema } from '../../contracts/upstream-edit.ts'
 
 /**
  * A contract schema, made again so that it has `.openapi()`. zod 4 copies methods onto each
@@ -107,6 +108,26 @@ export const CreateMqttUpstream = z
     tls: TlsSchema.optional(),
   })
   .openapi('CreateMqttUpstream')
+
+/**
+ * `PATCH /api/v1/upstreams/{id}`: the connection fields of Create Upstream, any subset, at least
+ * one. `tls` null removes the TLS options; an object changes them field by field (a field null
+ * is removed, one left out stays), so the private key need not be sent again.
+ */
+export const EditUpstreamBody = z
+  .strictObject({
+    host: HostUrl.optional(),
+    brokerPort: Port.optional(),
+    httpPort: Port.optional().openapi({ description: 'handshake upstreams only' }),
+    tls: documented(TlsPatchSchema)
+      .nullable()
+      .optional()
+      .openapi({ description: 'null: no TLS options; an object: each field given replaces' }),
+  })
+  .refine((b) => Object.keys(b).length > 0, {
+    message: 'give at least one of host, brokerPort, httpPort, tls',
+  })
+  .openapi('EditUpstream')
 
 /**
  * `kind` picks the shape; absent means `uns` (README.md, HTTP API: its example sends no kind).

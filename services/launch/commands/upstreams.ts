@@ -36,6 +36,7 @@ export const registerUpstreams: Register = (root, run) => {
     .option('--status <status>', 'only upstreams in this status (e.g. Active, Pending)')
     .action(run(list))
   addCreate(group, run)
+  addEdit(group, run)
   apiFlags(group.command('show').description('one upstream, with its bridge link state'))
     .argument('<id>', 'upstream id')
     .action(run(async (ctx, [id]) => show(ctx, await ctx.api().call('GET', path(id as string)))))
@@ -97,6 +98,62 @@ function addCreate(group: Command, run: Parameters<Register>[1]): void {
         show(ctx, await ctx.api().call('POST', '/api/v1/upstreams', await createBody(opts)))
       )
     )
+}
+
+function addEdit(group: Command, run: Parameters<Register>[1]): void {
+  const port = integer(1, 65_535)
+  apiFlags(
+    group
+      .command('edit')
+      .description(
+        'edit the connection in place (audited): broker port, transport and TLS keep the state; another host or HTTP port asks that server again (Pending)'
+      )
+  )
+    .argument('<id>', 'upstream id')
+    .option('--host <url>', 'mqtt://, mqtts://, ws:// or wss:// and a host name, no port')
+    .option('--broker-port <port>', 'its MQTT port', port)
+    .option('--http-port <port>', 'its handshake API port (kind uns)', port)
+    .option('--ca <pem-or-file>', 'TLS: the CA(s) to trust, PEM text or a PEM file')
+    .option('--cert <pem-or-file>', 'TLS: our client certificate, PEM text or a PEM file')
+    .option('--key <pem-or-file>', 'TLS: its private key (stored encrypted, never shown or logged)')
+    .option('--servername <name>', 'TLS: server name to expect (SNI)')
+    .option('--insecure', 'TLS: do not verify the server certificate (rejectUnauthorized false)')
+    .option('--verify', 'TLS: verify the server certificate again (undoes --insecure)')
+    .option('--clear-tls', 'remove every TLS option')
+    .action(
+      run(async (ctx, [id], opts) =>
+        show(ctx, await ctx.api().call('PATCH', path(id as string), editBody(opts)))
+      )
+    )
+}
+
+/** A PEM value: given as text, or read from the file it names. */
+const pemOrFile = (value: string, flag: string) =>
+  /-----BEGIN [A-Z0-9 ]+-----/.test(value) ? value : readPem(value, flag)
+
+/** The PATCH body from the flags: only what was given; TLS fields change one by one. */
+export function editBody(opts: Record<string, unknown>): Record<string, unknown> {
+  if (opts.insecure && opts.verify) throw new UsageError('--insecure and --verify contradict')
+  const tls = {
+    ...(opts.ca ? { ca: pemOrFile(opts.ca as string, '--ca') } : {}),
+    ...(opts.cert ? { cert: pemOrFile(opts.cert as string, '--cert') } : {}),
+    ...(opts.key ? { key: pemOrFile(opts.key as string, '--key') } : {}),
+    ...(opts.servername ? { servername: opts.servername } : {}),
+    ...(opts.insecure ? { rejectUnauthorized: false } : {}),
+    ...(opts.verify ? { rejectUnauthorized: null } : {}),
+  }
+  if (opts.clearTls && Object.keys(tls).length > 0)
+    throw new UsageError('--clear-tls takes no other TLS option')
+  const body = {
+    ...(opts.host === undefined ? {} : { host: opts.host }),
+    ...(opts.brokerPort === undefined ? {} : { brokerPort: opts.brokerPort }),
+    ...(opts.httpPort === undefined ? {} : { httpPort: opts.httpPort }),
+    ...(Object.keys(tls).length > 0 ? { tls } : {}),
+    ...(opts.clearTls ? { tls: null } : {}),
+  }
+  if (Object.keys(body).length === 0)
+    throw new UsageError('nothing to edit: give --host, --broker-port, --http-port or a TLS option')
+  return body
 }
 
 /** The create body from the flags: only what was given, so the API's defaults apply. */

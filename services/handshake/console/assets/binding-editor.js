@@ -1,9 +1,11 @@
 import { api, describeError } from './api.js'
+import { connectionForm } from './connection-form.js'
 import { badge, fill, h } from './dom.js'
 
 /**
- * Edit Upstream: the Upstream Binding editor (source namespace → target namespace, direction;
- * Add Binding, Update), Refresh Connection, Ask again after a decline, Delete Upstream.
+ * Edit Upstream: the Connection form (Save Connection), the Upstream Binding editor (source
+ * namespace → target namespace, direction; Add Binding, Update), Refresh Connection, Ask again
+ * after a decline, Delete Upstream.
  */
 const DIRECTIONS = [
   ['out', 'out: local → upstream'],
@@ -78,6 +80,7 @@ export function openEditor(slot, upstream, { onChange, onClose }) {
   const alert = h('p', { className: 'error', attrs: { role: 'alert' } })
   const note = h('p', { className: 'note', attrs: { role: 'status' } })
   const status = h('span')
+  const heading = h('span')
   const askAgain = h('button', { type: 'button' }, 'Ask Again')
   const bindings = bindingTable(upstream.bindings)
 
@@ -124,6 +127,7 @@ export function openEditor(slot, upstream, { onChange, onClose }) {
   }
   const show = (up) => {
     if (!up) return
+    fill(heading, `${up.host}:${up.brokerPort}`)
     fill(
       status,
       badge(up.status),
@@ -139,8 +143,9 @@ export function openEditor(slot, upstream, { onChange, onClose }) {
     h(
       'section',
       { className: 'panel', attrs: { 'aria-labelledby': title } },
-      h('h2', { id: title, tabIndex: -1 }, `Edit Upstream ${upstream.host}:${upstream.brokerPort}`),
+      h('h2', { id: title, tabIndex: -1 }, 'Edit Upstream ', heading),
       h('p', {}, 'Status: ', status),
+      connectionForm(upstream, run),
       h(
         'fieldset',
         {},

@@ -20,16 +20,19 @@ import {
   errorResponses,
   json,
 } from '../schemas.ts'
-import { withdrawRequest } from '../../withdraw.ts'
 import { makeSecret } from '../../secret.ts'
-import { sha256Hex } from '../../../common/digest.ts'
 import { upstreamView } from '../views.ts'
 import { resolveTlsFiles } from '../tls-files.ts'
 import { pageInput, pagedJson } from '../paging.ts'
+import {
+  editConnection,
+  editRoute,
+  refuseSelf,
+  refuseTwin,
+  withdrawFirst,
+} from './upstream-connection.ts'
 
 const DEFAULT_HTTP_PORT = 8_080 // stored for a plain broker, which has no handshake API
-/** The upstream statuses in which its request is live on the server. */
-const LIVE = new Set(['Pending', 'Approved', 'Active'])
 
 const tags = ['upstreams']
 
@@ -162,6 +165,10 @@ export function upstreamRoutes(deps: RouteDeps) {
     }
   )
 
+  app.openapi(editRoute, async (c) =>
+    c.json(await editConnection(deps, c.req.valid('param').id, c.req.valid('json'), c), 200)
+  )
+
   app.openapi(putBindings, async (c) => {
     const { id } = c.req.valid('param')
     const bindings = c.req.valid('json')
@@ -240,24 +247,7 @@ async function addUnsUpstream(
   actor: EventActor
 ): Promise<Upstream> {
   const { store, poller } = deps
-  // One live request per instance on a server (it answers a repeat with the first request,
-  // whose secret we would no longer match): refuse a second upstream to the same server
-  // while the first one's request is live. After a decline or revocation it is final there.
-  const existing = await store.call('upstream.list', {})
-  const twin = existing.find(
-    (u) =>
-      u.kind === 'uns' && u.host === body.host && u.httpPort === body.httpPort && LIVE.has(u.status)
-  )
-  if (twin) {
-    throw new ApiError(
-      409,
-      'already_exists',
-      `upstream ${twin.id} already talks to ${body.host}:${body.httpPort}`,
-      {
-        details: { id: twin.id },
-      }
-    )
-  }
+  await refuseTwin(deps, body)
   const secret = makeSecret()
   if (!deps.allowSelfUpstream) await refuseSelf(deps, body, secret)
   const up = await store.call('upstream.create', {
@@ -271,30 +261,6 @@ async function addUnsUpstream(
   })
   // Send the request now so the answer already says whether the server was reached.
   return poller.pollNow(up.id)
-}
-
-/**
- * Send the handshake request before the upstream exists (with the secret it will keep, so the
- * poller's first send finds the same request): a server answering with our own instance ID is
- * this instance, refused with nothing kept (its request withdrawn). A server not reached (or
- * answering an error) is the poller's to report, as before.
- */
-async function refuseSelf(
-  { remote, instanceId }: RouteDeps,
-  body: z.output<typeof CreateUnsUpstream>,
-  secret: string
-): Promise<void> {
-  const target = { host: body.host, httpPort: body.httpPort, tls: body.tls ?? null }
-  const answer = await remote
-    .sendRequest(target, { instanceId, secretHash: sha256Hex(secret) })
-    .catch(() => null)
-  if (answer?.instanceId !== instanceId) return
-  await remote.withdraw(target, answer.requestId, secret).catch(() => undefined)
-  throw new ApiError(
-    400,
-    'self_upstream',
-    `${body.host}:${body.httpPort} is this instance's own handshake API (${instanceId}); an upstream must be another instance`
-  )
 }
 
 async function askAgain(deps: RouteDeps, id: string, c: Context): Promise<Upstream> {
@@ -329,24 +295,4 @@ async function deleteUpstream(deps: RouteDeps, id: string, c: Context) {
     poller.owe(id)
   }
   return { ...upstreamView(deleted), withdrawal }
-}
-
-/** Why the request could not be withdrawn on the server, or null when it was (or needs not be). */
-async function withdrawFirst(
-  { store, remote, log }: RouteDeps,
-  up: Upstream
-): Promise<string | null> {
-  let error: string | null
-  try {
-    error = await withdrawRequest(store, remote, up)
-  } catch (err) {
-    error = (err as Error).message
-  }
-  if (error !== null) {
-    log.warn(
-      { err: error, upstream: up.id },
-      'could not withdraw the request on the upstream server'
-    )
-  }
-  return error
 }
