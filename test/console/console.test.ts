@@ -136,6 +136,8 @@ describe('operator console', () => {
       expect(sub.got.find((m) => m.topic === 'acme/site1/line3/temp')?.payload).toBe('21.5')
       // Link health is read again every few seconds: the bridge that carried it is Forwarding.
       await textOf(rowA().locator('[data-field=link]'), /Forwarding/, 8_000)
+      // ... with its figures: the backlog read from the gateways (every 5 s) and the rate.
+      await textOf(rowA().locator('[data-field=figures]'), /lag \d+ ms · backlog \d+/, 12_000)
       await screenshot(page, 'upstreams-active')
     } finally {
       await Promise.all([sub.client.endAsync(), pub.endAsync()])

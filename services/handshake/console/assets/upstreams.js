@@ -109,9 +109,32 @@ function bindingText(b) {
   return `${b.source} → ${b.target} (${b.direction ?? 'out'})`
 }
 
+/** A link's figures in one line: rate, lag, backlog and the age of its oldest unsent message. */
+function linkFigures(link, perSecond) {
+  const parts = []
+  if (perSecond !== null) parts.push(`${perSecond.toFixed(perSecond < 10 ? 1 : 0)} msg/s`)
+  if (typeof link.lagMs === 'number') parts.push(`lag ${link.lagMs} ms`)
+  if (typeof link.backlog === 'number') parts.push(`backlog ${link.backlog}`)
+  if (link.oldestUnsentAt) {
+    const ageS = Math.max(0, Math.round((Date.now() - Date.parse(link.oldestUnsentAt)) / 1_000))
+    parts.push(`oldest unsent ${ageS} s`)
+  }
+  return parts.join(' · ')
+}
+
 /** One row, made once and updated in place. */
 function makeRow(first, { alert, reload, edit }) {
   const id = first.id
+  // Forwarded per second, from two reads of the link's counter.
+  let previous = null
+  const rate = (link) => {
+    if (typeof link.forwarded !== 'number') return null
+    const now = Date.now()
+    const before = previous
+    previous = { forwarded: link.forwarded, at: now }
+    if (!before || now - before.at < 500 || link.forwarded < before.forwarded) return null
+    return ((link.forwarded - before.forwarded) * 1_000) / (now - before.at)
+  }
   const cells = {
     host: h('td'),
     bindings: h('td', { attrs: { 'data-field': 'bindings' } }),
@@ -186,11 +209,22 @@ function makeRow(first, { alert, reload, edit }) {
       )
       fill(cells.status, badge(u.status))
       const error = link?.lastError ?? u.lastError
+      const figures = link ? linkFigures(link, rate(link)) : ''
       fill(
         cells.link,
         link?.state
           ? h('span', { className: 'link-state' }, link.state)
           : h('span', { className: 'muted' }, '—'),
+        link?.silent
+          ? h(
+              'div',
+              { className: 'error small', attrs: { 'data-field': 'silent' } },
+              'silent: connected, but its canary has not come through'
+            )
+          : null,
+        figures
+          ? h('div', { className: 'small muted', attrs: { 'data-field': 'figures' } }, figures)
+          : null,
         error ? h('div', { className: 'error small' }, error) : null
       )
       tr.classList.toggle('deleted', u.status === 'Deleted')
