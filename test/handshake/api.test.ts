@@ -90,6 +90,7 @@ describe('operator auth', () => {
     ['GET', '/api/v1/cluster'],
     ['GET', '/api/v1/route?topic=a/b'],
     ['GET', '/api/v1/mesh'],
+    ['GET', '/api/v1/links'],
     ['GET', '/te/v1/entities'],
     ['GET', '/te/v1/entities/device/main//'],
     ['GET', '/te/v1/entities/device/main///twin'],
@@ -386,6 +387,11 @@ describe('bindings and activation', () => {
     const link = { state: 'Forwarding', lastError: null, forwarded: 3, waiting: 0, lagMs: 12 }
     await kv.put(up.id, new TextEncoder().encode(JSON.stringify(link)))
     expect((await req('GET', `/api/v1/upstreams/${up.id}`)).body.link).toEqual(link)
+    // ... and every link in one answer, by upstream id (the console's table).
+    const all = await req('GET', '/api/v1/links')
+    expect(all.status).toBe(200)
+    expect(all.body.items[up.id]).toEqual(link)
+    expect(all.body.omitted).toBe(0)
   })
 
   it('lists upstreams, filtered by status', async () => {
@@ -627,6 +633,7 @@ describe('openapi', () => {
         'GET /api/v1/cluster',
         'GET /api/v1/route',
         'GET /api/v1/mesh',
+        'GET /api/v1/links',
         'GET /te/v1/entities',
         'GET /te/v1/entities/{topic-id}',
         'GET /te/v1/entities/{topic-id}/twin',

@@ -37,6 +37,7 @@ const ROUTES: [string, string][] = [
   ['GET', '/api/v1/cluster'],
   ['GET', '/api/v1/route'],
   ['GET', '/api/v1/mesh'],
+  ['GET', '/api/v1/links'],
   ['GET', '/api/v1/events'],
   ['POST', '/api/v1/upstreams'],
   ['GET', '/api/v1/upstreams'],

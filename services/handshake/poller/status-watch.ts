@@ -20,7 +20,10 @@ const RETRY_MS = 2_000
 const RETRY_MAX_MS = 30_000
 
 export interface StatusWatch {
-  /** Watch this upstream (again) while it is Pending, Approved or Active. */
+  /**
+   * Watch this upstream (again) while it is Pending, Approved or Active. Called after every
+   * regular poll: a watch waiting for the request to be sent looks again at once.
+   */
   ensure(id: string): void
   close(): void
 }
@@ -42,8 +45,12 @@ export function startStatusWatch({
 }): StatusWatch {
   const watching = new Set<string>()
   let closed = false
-  const sleeps = new Set<() => void>()
-  const sleep = (ms: number) =>
+  const sleeps = new Map<() => void, string>() // waker → the upstream it sleeps for
+  // Watched upstreams whose request was not sent yet when last looked at: they back off (1,000
+  // upstreams whose server never answers must not cost 500 store reads a second), and the
+  // regular poll that sends the request wakes them (an Accept right after the create is seen).
+  const unsent = new Set<string>()
+  const sleep = (id: string, ms: number) =>
     new Promise<void>((resolve) => {
       const wake = () => {
         clearTimeout(timer)
@@ -52,14 +59,22 @@ export function startStatusWatch({
       }
       const timer = setTimeout(wake, ms)
       timer.unref?.()
-      sleeps.add(wake)
+      sleeps.set(wake, id)
     })
+  const wakeUnsent = (id: string) => {
+    if (!unsent.has(id)) return
+    for (const [wake, of] of sleeps) if (of === id) wake()
+  }
 
   /** One long poll; what to wait before the next one (0: at once), or null to stop watching. */
   async function once(id: string, failures: number): Promise<number | null> {
     const up = await store.call('upstream.get', { id })
     if (up.kind !== 'uns' || !POLLED.has(up.status)) return null
-    if (!up.remoteRequestId) return RETRY_MS // not sent yet: the regular poll sends it
+    if (!up.remoteRequestId) {
+      unsent.add(id) // not sent yet: the regular poll sends it, then wakes us
+      return Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** failures)
+    }
+    unsent.delete(id)
     const seen = up.status === 'Pending' ? 'Pending' : 'Accepted'
     const secret = (await store.call('upstream.credentials', { id })).password ?? ''
     const asked = Date.now()
@@ -94,21 +109,23 @@ export function startStatusWatch({
         }
       }
       if (next === null) break
-      if (next > 0) await sleep(next)
+      if (next > 0) await sleep(id, next)
     }
     watching.delete(id)
+    unsent.delete(id)
   }
 
   return {
     ensure(id) {
-      if (closed || watching.has(id)) return
+      if (closed) return
+      if (watching.has(id)) return wakeUnsent(id)
       watching.add(id)
       void watch(id)
     },
     close() {
       closed = true
       watching.clear()
-      for (const wake of [...sleeps]) wake()
+      for (const wake of [...sleeps.keys()]) wake()
     },
   }
 }

@@ -15,6 +15,7 @@ import { createApiMetrics } from './metrics.ts'
 import { createStatusWaiters } from './status-waiters.ts'
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_MINUTE, rateLimit } from './rate-limit.ts'
 import { clusterRoutes } from './routes/cluster.ts'
+import { linksRoutes } from './routes/links.ts'
 import { meshRoutes } from './routes/mesh.ts'
 import { routeRoutes } from './routes/route.ts'
 import { teEntityRoutes } from './routes/te-entities.ts'
@@ -138,6 +139,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', clusterRoutes({ bus: options.bus, intervalMs: options.presenceIntervalMs }))
   app.route('/', routeRoutes(options))
   app.route('/', meshRoutes(options))
+  app.route('/', linksRoutes(options))
   app.route('/', teEntityRoutes(options))
   if (options.files) app.route('/', options.files.routes)
   app.route(

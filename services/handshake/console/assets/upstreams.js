@@ -19,24 +19,36 @@ export function upstreamsPage(el) {
   const rows = new Map()
   let editor = null
 
-  const load = async () => {
+  // Two requests whatever the number of upstreams, and never two loads at once: a load that
+  // outlasts the refresh period is not overtaken by the next (one more is run after it).
+  let loading = null
+  let again = false
+  const loadOnce = async () => {
     try {
-      const list = await api('GET', '/api/v1/upstreams?limit=1000')
-      const links = await Promise.all(
-        list.map((u) =>
-          u.status === 'Deleted'
-            ? null
-            : api('GET', `/api/v1/upstreams/${encodeURIComponent(u.id)}`)
-                .then((d) => d.link)
-                .catch(() => null)
-        )
-      )
-      list.forEach((u, i) => showRow(u, links[i]))
+      const [list, links] = await Promise.all([
+        api('GET', '/api/v1/upstreams?limit=1000'),
+        api('GET', '/api/v1/links').catch(() => ({ items: {} })),
+      ])
+      list.forEach((u) => showRow(u, u.status === 'Deleted' ? null : (links.items[u.id] ?? null)))
       empty.hidden = list.length > 0
       editor?.update(list.find((u) => u.id === editor.id))
     } catch (err) {
       alert.textContent = describeError(err)
     }
+  }
+  const load = async () => {
+    if (loading) {
+      again = true
+      return loading
+    }
+    loading = loadOnce().finally(() => {
+      loading = null
+      if (again) {
+        again = false
+        void load()
+      }
+    })
+    return loading
   }
   const reload = debounce(load, 100)
 
