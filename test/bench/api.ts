@@ -4,8 +4,13 @@
  * upstream and sends the request, B's operator accepts, A refreshes and is Approved). The same
  * app's bare `GET /healthz` in the same run is the anchor: the cost of hono + node-server alone.
  * Each instance is in-process: in-process bus, store on PGlite.
+ *
+ * Then api-console.ts: the console's Upstreams page with 1,000 upstreams in headless Chromium
+ * (TTFB, time to interactive) and Accept → Approved on the downstream with default polling, each
+ * against real `uns-bridge start` processes. One JSON line carries all of it.
  */
 import { startNode, type Node } from '../handshake/fixture.ts'
+import { runAcceptBench, runConsoleBench } from './api-console.ts'
 
 const UPSTREAMS = 100
 const CONCURRENCY = 16 // clients in flight at once
@@ -64,6 +69,16 @@ async function ok(res: Response): Promise<unknown> {
 }
 
 export async function runApiBench(): Promise<object> {
+  const http = await runHttpBench()
+  const consolePage = await runConsoleBench()
+  const accept = await runAcceptBench()
+  const result = { ...http, console: consolePage, approval: accept }
+  console.log(JSON.stringify(result))
+  return result
+}
+
+/** The HTTP figures over in-process nodes: the table, and its fields of the JSON line. */
+async function runHttpBench(): Promise<object> {
   // Long poll intervals: the round trip is driven by refresh, not by background polling.
   const quiet = { pollMs: 600_000, slowPollMs: 600_000, rate: { perMinute: 1e9, burst: 1e9 } }
   const nodes: Node[] = []
@@ -156,7 +171,6 @@ export async function runApiBench(): Promise<object> {
       acceptRoundTrip: accept,
       listVsHealthzRps: round(list.rps / health.rps, 3),
     }
-    console.log(JSON.stringify(result))
     return result
   } finally {
     await Promise.all(nodes.map((n) => n.close()))
