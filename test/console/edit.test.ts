@@ -84,4 +84,44 @@ describe('console: Edit Upstream → Connection', () => {
     await screenshot(page, 'edit-connection-machine-view')
     expect(p.problems).toEqual([])
   })
+
+  it('creates a plain MQTT upstream with a user name and password; a bad client key is a message', async () => {
+    const { page } = p
+    await page.getByRole('link', { name: 'Upstreams', exact: true }).first().click()
+    const create = page.locator('section[aria-labelledby=create-title]')
+    await create.getByLabel('Upstream kind').selectOption('mqtt')
+    // A plain broker has no handshake API: no HTTP port to give, a user name and password instead.
+    expect(await create.getByLabel('HTTP Port').isVisible()).toBe(false)
+    await create.getByLabel('Broker Host').fill('127.0.0.3')
+    await create.getByLabel('Broker Port').fill('1885')
+    await create.getByLabel('User name').fill('plant')
+    await create.getByLabel('Password').fill('s3cret-pass')
+    await create.locator('summary', { hasText: 'TLS options' }).click()
+    await create.getByLabel('Client private key (PEM)').fill('not a key')
+    await create.getByRole('button', { name: 'Request Connection' }).click()
+    const alert = create.locator('p.error[role=alert]')
+    const text = await textOf(alert, /Invalid input: .*key.*\(400 invalid_request\)/i)
+    expect(text).not.toMatch(NO_STACK)
+
+    await create.getByLabel('Client private key (PEM)').fill('')
+    await create.getByRole('button', { name: 'Request Connection' }).click()
+    await textOf(
+      create.locator('p.note[role=status]'),
+      /Requested mqtt:\/\/127\.0\.0\.3:1885: Approved/
+    )
+    const plain = page.locator('tr[data-id]', { hasText: '127.0.0.3:1885' })
+    await textOf(plain.locator('td').first(), /plain MQTT/)
+    await textOf(plain.locator('[data-field=status]'), /Approved/)
+    // The password went to the API, not into the page.
+    expect(await create.getByLabel('Password').inputValue()).toBe('')
+    expect(await page.content()).not.toContain('s3cret-pass')
+    const listed = (await api(a, 'GET', '/api/v1/upstreams')) as Array<Record<string, unknown>>
+    expect(listed.find((u) => u.host === 'mqtt://127.0.0.3')).toMatchObject({
+      kind: 'mqtt',
+      brokerPort: 1885,
+      username: 'plant',
+    })
+    await screenshot(page, 'create-plain-mqtt')
+    expect(p.problems).toEqual([])
+  })
 })

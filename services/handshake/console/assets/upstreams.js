@@ -1,6 +1,7 @@
 import { api, describeError } from './api.js'
 import { openEditor } from './binding-editor.js'
-import { badge, debounce, field, fill, h, select } from './dom.js'
+import { createForm } from './create-form.js'
+import { badge, debounce, fill, h } from './dom.js'
 
 /**
  * Upstreams: the table (host, bindings, status, link health, the activate switch), the Create
@@ -8,7 +9,6 @@ import { badge, debounce, field, fill, h, select } from './dom.js'
  * never takes the keyboard focus away.
  */
 const LINK_REFRESH_MS = 3_000 // link health is not a transition: read it again now and then
-const PROTOCOLS = ['mqtt://', 'mqtts://', 'ws://', 'wss://']
 const SWITCHABLE = new Set(['Approved', 'Active'])
 
 export function upstreamsPage(el) {
@@ -247,88 +247,4 @@ function makeRow(first, { alert, reload, edit }) {
       }
     },
   }
-}
-
-/** Create Upstream: protocol and host, ports, TLS trust; Request Connection sends the request. */
-function createForm(reload) {
-  const [protoLabel, proto] = select('Protocol', PROTOCOLS, { id: 'create-protocol' })
-  const [hostLabel, host] = field('Broker Host', {
-    id: 'create-host',
-    required: true,
-    placeholder: 'broker.example',
-    autocomplete: 'off',
-  })
-  const [brokerLabel, brokerPort] = field('Broker Port', {
-    id: 'create-broker-port',
-    type: 'number',
-    min: 1,
-    max: 65535,
-    value: '1883',
-  })
-  const [httpLabel, httpPort] = field('HTTP Port', {
-    id: 'create-http-port',
-    type: 'number',
-    min: 1,
-    max: 65535,
-    value: '8080',
-  })
-  const [caLabel, ca] = field('CA certificate (PEM)', { id: 'create-ca', tag: 'textarea', rows: 4 })
-  const [snLabel, servername] = field('TLS server name', { id: 'create-servername' })
-  const alert = h('p', { className: 'error', attrs: { role: 'alert' } })
-  const note = h('p', { className: 'note', attrs: { role: 'status' } })
-
-  const form = h(
-    'form',
-    { attrs: { 'aria-labelledby': 'create-title' } },
-    h(
-      'div',
-      { className: 'row' },
-      h('div', {}, protoLabel, proto),
-      h('div', { className: 'grow' }, hostLabel, host)
-    ),
-    h(
-      'div',
-      { className: 'row' },
-      h('div', {}, brokerLabel, brokerPort),
-      h('div', {}, httpLabel, httpPort)
-    ),
-    h(
-      'details',
-      {},
-      h('summary', {}, 'TLS options'),
-      h('div', { className: 'stack' }, caLabel, ca, snLabel, servername)
-    ),
-    h('button', { type: 'submit' }, 'Request Connection'),
-    alert,
-    note
-  )
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault()
-    alert.textContent = ''
-    note.textContent = ''
-    const name = host.value.trim()
-    const tls = {}
-    if (ca.value.trim()) tls.ca = ca.value
-    if (servername.value.trim()) tls.servername = servername.value.trim()
-    const body = {
-      host: name.includes('://') ? name : proto.value + name,
-      brokerPort: Number(brokerPort.value),
-      httpPort: Number(httpPort.value),
-      ...(Object.keys(tls).length ? { tls } : {}),
-    }
-    try {
-      const up = await api('POST', '/api/v1/upstreams', body)
-      note.textContent = `Requested ${up.host}:${up.brokerPort}: ${up.status}.`
-      host.value = ''
-      reload()
-    } catch (err) {
-      alert.textContent = describeError(err)
-    }
-  })
-  return h(
-    'section',
-    { className: 'panel', attrs: { 'aria-labelledby': 'create-title' } },
-    h('h2', { id: 'create-title' }, 'Create Upstream'),
-    form
-  )
 }
