@@ -53,6 +53,19 @@ export const BRIDGE_CLIENT_PREFIX = 'ub-bridge-'
 export const localClientId = (upstreamId: string): string => `${BRIDGE_CLIENT_PREFIX}${upstreamId}`
 
 /**
+ * The connection a link publishes what comes down on (bindings `in`, `both`): not its session,
+ * whose socket the link pauses when its window going out is full; the local acknowledgements the
+ * window coming in waits for must never wait behind that pause. The gateway treats what it
+ * publishes as the session's own (no-local). Upstream ids are base62: no other id ends so.
+ */
+export const localInboundClientId = (upstreamId: string): string =>
+  `${localClientId(upstreamId)}-in`
+
+/** Did `originClientId` publish as the bridge session `clientId` (its own, or its inbound side)? */
+export const isBridgeOwn = (clientId: string, originClientId: string | undefined): boolean =>
+  originClientId === clientId || originClientId === `${clientId}-in`
+
+/**
  * A link's end-to-end canary topic (supervisor/canary.ts). A `$` topic: no wildcard subscription
  * matches it [MQTT-4.7.2-1], and only the fabric's own supervisor may publish it.
  */

@@ -15,7 +15,7 @@ import {
   type Authenticator,
   type Principal,
 } from './auth.ts'
-import { isCanaryTopic } from '../contracts/links.ts'
+import { isBridgeOwn, isCanaryTopic } from '../contracts/links.ts'
 import type { ClientInternals } from './aedes-internals.ts'
 import { clientAddressOf } from './client-address.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -213,8 +213,8 @@ function authorizeForward({
     }
     if (principal?.kind === 'internal' || principal?.kind === 'bridge') {
       // No-local for bridge links (ARCHITECTURE.md §9): a bridge never gets back what it
-      // published.
-      if (origin === client.id) return null
+      // published, on its session or on the local connection of what it brings in.
+      if (isBridgeOwn(client.id, origin)) return null
       // Split horizon: what the peer instance's bridge published here does not go back to it.
       if (principal.kind === 'internal' && isEcho(client.id, origin)) return null
     }

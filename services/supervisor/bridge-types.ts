@@ -94,6 +94,8 @@ export interface Link extends FilterState {
   fw: ForwardWindow | undefined
   /** What comes down (bindings `in`, `both`); none when no binding brings anything in. */
   inbound: Inbound | undefined
+  /** The local connection what comes down is published on (with `inbound`). */
+  localIn: MqttSession | undefined
   health: LinkHealth | undefined
   canary: LinkCanary | undefined
   /** Which of the local gateways the next attempt dials; moves on after a failure there. */
@@ -112,6 +114,8 @@ export interface Attempt {
   window?: ForwardWindow
   inbound?: Inbound
   local?: MqttSession
+  /** Where what comes down is published locally (contracts/links.ts `localInboundClientId`). */
+  localIn?: MqttSession
   /** The link holds the connections now: closing them is `closeLink`'s job. */
   handedOver: boolean
 }

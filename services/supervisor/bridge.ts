@@ -57,6 +57,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     upstream: undefined,
     fw: undefined,
     inbound: undefined,
+    localIn: undefined,
     health: options.healthRoot ? linkHealth(options.healthRoot, upstreamId) : undefined,
     canary: options.canary
       ? createLinkCanary({ topic: canaryTopic(upstreamId), ...options.canary })
@@ -163,6 +164,7 @@ async function runOpenSteps(link: Link, attempt: Attempt): Promise<void> {
     }
   } catch (err) {
     void attempt.local?.close()
+    void attempt.localIn?.close()
     void attempt.upstream?.close()
     fail(link, attempt.gen, err as Error)
   }
@@ -174,6 +176,7 @@ function abandon(attempt: Attempt): void {
   attempt.window?.close()
   attempt.inbound?.window.close()
   void attempt.local?.close()
+  void attempt.localIn?.close()
   void attempt.upstream?.close()
 }
 
@@ -273,11 +276,28 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     throw err
   })
   sessionLocal = attempt.local
-  attempt.inbound?.attachLocal(attempt.local)
+  if (attempt.inbound) {
+    // What comes down goes out on a connection of its own: the session's socket is paused when
+    // the window going out is full, and the local acknowledgements the window coming in waits
+    // for must not wait behind it (both windows would wait for each other for good).
+    attempt.localIn = await connectMqttSession({
+      url: urls[link.localTurn % urls.length]!,
+      clientId: `${localClientId}-in`,
+      clean: true,
+      ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
+      ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
+      onClose: (err) => {
+        moveOn()
+        fail(link, gen, err)
+      },
+    })
+    attempt.inbound.attachLocal(attempt.localIn)
+  }
 }
 
 function handOver(link: Link, attempt: Attempt): void {
   link.local = attempt.local
+  link.localIn = attempt.localIn
   link.upstream = attempt.upstream
   link.fw = attempt.window
   link.inbound = attempt.inbound
@@ -334,10 +354,11 @@ function closeLink(link: Link): void {
   link.inbound?.window.close()
   link.inbound = undefined
   const lo = link.local
+  const loIn = link.localIn
   const up = link.upstream
-  link.local = link.upstream = undefined
+  link.local = link.localIn = link.upstream = undefined
   // Close local first: stop taking messages before the upstream goes.
-  link.closing = Promise.all([lo?.close(), up?.close()]).then(() => {})
+  link.closing = Promise.all([lo?.close(), loIn?.close(), up?.close()]).then(() => {})
 }
 
 async function setBindings(link: Link, bindings: readonly Binding[]): Promise<void> {
