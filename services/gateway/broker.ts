@@ -14,7 +14,7 @@ import { startSessionExpiry } from './persistence/expiry.ts'
 import { startQueueSweep } from './queue-sweep.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
-import { attachTeBus } from './edge/te-bus.ts'
+import { attachTeBus, type TeBus } from './edge/te-bus.ts'
 import { createTwinFeed } from './edge/te-twin-feed.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 
@@ -91,6 +91,8 @@ export interface Broker {
   disconnect(pick: (principal: Principal, client: Client) => boolean): number
   /** Connections accepted and not yet closed, CONNECTed or not: what maxConnections bounds. */
   openSockets(): number
+  /** The HTTP entity API's writes, published as a client's (edge/te-bus.ts). */
+  tePublish: TeBus['publish']
   close(): Promise<void>
 }
 
@@ -164,7 +166,7 @@ export async function createBroker({
   watchEvents(aedes, connackGate, counters, log)
   const kindOf = (client: Client) => ctx.principals.get(client)?.kind
   const twin = twinStore && createTwinFeed({ store: twinStore, counters, log })
-  attachTeBus({
+  const teBus = attachTeBus({
     ...{ aedes, ...te, persistence, kindOf, counters, log },
     ...(twin ? { twin } : {}),
     ...(onCommandEnded ? { onCommandEnded } : {}),
@@ -180,7 +182,16 @@ export async function createBroker({
     log,
   })
   const timers = { stop: () => (expiry.stop(), sweep.stop()) }
-  return asBroker({ aedes, persistence, limits, connackGate, outbound, expiry: timers, ctx })
+  const broker = asBroker({
+    aedes,
+    persistence,
+    limits,
+    connackGate,
+    outbound,
+    expiry: timers,
+    ctx,
+  })
+  return { ...broker, tePublish: teBus.publish }
 }
 
 /**
@@ -297,7 +308,7 @@ function asBroker({
   outbound: OutboundLimiter
   expiry: { stop(): void }
   ctx: HookContext
-}): Broker {
+}): Omit<Broker, 'tePublish'> {
   let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
   let closing: Promise<void> | undefined
   return {

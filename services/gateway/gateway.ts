@@ -13,6 +13,7 @@ import { createBusMq } from './mq.ts'
 import { createBusPersistence, type BusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
 import { serveSessionBacklog } from '../contracts/session-backlog.ts'
+import { serveTePublish } from '../contracts/te-publish.ts'
 import { COMMAND_ENDED_SUBJECT } from '../contracts/files.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 import { enforceRevocations } from './revocation.ts'
@@ -172,6 +173,7 @@ export async function createGateway({
     uptimeMs: Date.now() - started,
   })
   subs.push(...(await serveReads(bus, gatewayId, stats, persistence)))
+  subs.push(await serveTePublish(bus, broker.tePublish))
   if (metrics) registerGatewayMetrics({ registry: metrics, gatewayId, counters, read })
   log.info({ gatewayId, brokerId, endpoints }, 'gateway listening')
 

@@ -15,6 +15,13 @@ export type { GatewayStats } from './metrics.ts'
 export type { ListenerPorts, TlsMaterial } from './listeners.ts'
 export { hashPassword, verifyPassword, SCRYPT_DEFAULTS } from './passwords.ts'
 export type { Authenticator } from './authenticator.ts'
+// thin-edge.io's registration rules, pure: the HTTP entity API checks its writes with them.
+export {
+  isTeProblem,
+  MAIN_DEVICE_TOPIC_ID,
+  parseRegistration,
+  type TeRegistration,
+} from './edge/te-schema.ts'
 export {
   collectGatewayStats,
   gatewayStatsSubject,

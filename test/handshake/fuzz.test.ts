@@ -66,6 +66,13 @@ const ROUTES: [string, string][] = [
   ['GET', '/te/v1/entities/:u'],
   ['GET', '/te/v1/entities/:u/twin'],
   ['GET', '/te/v1/entities/:u/twin/:r'],
+  ['POST', '/te/v1/entities'],
+  ['PATCH', '/te/v1/entities/:u'],
+  ['DELETE', '/te/v1/entities/:u'],
+  ['PUT', '/te/v1/entities/:u/twin'],
+  ['DELETE', '/te/v1/entities/:u/twin'],
+  ['PUT', '/te/v1/entities/:u/twin/:r'],
+  ['DELETE', '/te/v1/entities/:u/twin/:r'],
 ]
 
 const segment = fc.oneof(

@@ -12,7 +12,9 @@
  */
 import type { Readable } from 'node:stream'
 import type { Aedes, AedesPublishPacket, Client } from 'aedes'
+import { UbError } from '../../common/errors.ts'
 import type { Logger } from '../../common/log.ts'
+import { TE_BUS_OFF, type TeWrite } from '../../contracts/te-publish.ts'
 import {
   autoRegistration,
   errorMessage,
@@ -52,14 +54,31 @@ interface Packet {
   retain: boolean
 }
 
+export interface TeBus {
+  detach(): void
+  /**
+   * The HTTP entity API's writes (contracts/te-publish.ts): checked as a client's message would
+   * be, published retained with QoS 1 through the broker, then handled as a client's (te-bus
+   * skips broker-internal publishes), so the twin is fed and a deregistration cascades. Resolves
+   * once the twin's store calls for them settled, or after WRITE_SETTLE_MS.
+   */
+  publish(messages: TeWrite[]): Promise<void>
+}
+
 // Auto-registrations published and possibly not yet in the retained store, with when; bounded.
 const PENDING_MS = 10_000
 const PENDING_MAX = 10_000
+const WRITE_SETTLE_MS = 5_000
 
-/** Start watching; returns the listener removal. */
-export function attachTeBus(options: TeBusOptions): () => void {
+/** Start watching. */
+export function attachTeBus(options: TeBusOptions): TeBus {
   const { aedes, root, log } = options
-  if (!root) return () => {}
+  if (!root)
+    return {
+      detach: () => {},
+      publish: () =>
+        Promise.reject(new UbError(TE_BUS_OFF, 'the thin-edge.io bus is off (teRoot)')),
+    }
   const prefix = `${root}/`
   const pending = new Map<string, number>()
   const onPublish = (packet: AedesPublishPacket, client: Client | null) => {
@@ -73,7 +92,56 @@ export function attachTeBus(options: TeBusOptions): () => void {
     )
   }
   aedes.on('publish', onPublish)
-  return () => void aedes.removeListener('publish', onPublish)
+  return {
+    detach: () => void aedes.removeListener('publish', onPublish),
+    publish: (messages) => publishWrites(options, messages, pending),
+  }
+}
+
+async function publishWrites(
+  o: TeBusOptions,
+  messages: TeWrite[],
+  pending: Map<string, number>
+): Promise<void> {
+  const packets = messages.map((m) => checkWrite(o.root, m))
+  const touched = new Set<string>()
+  for (const p of packets) {
+    await publish(o.aedes, p.topic, p.payload, true, 1)
+    await handle(o, p, pending)
+    touched.add(
+      p.topic
+        .slice(o.root.length + 1)
+        .split('/')
+        .slice(0, 4)
+        .join('/')
+    )
+  }
+  const settled = Promise.all([...touched].map((id) => o.twin?.settled(id)))
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise((resolve) => (timer = setTimeout(resolve, WRITE_SETTLE_MS)))
+  await Promise.race([settled, late]).finally(() => clearTimeout(timer))
+}
+
+/** Only registrations and twin fragments, each as the MQTT path would accept it. */
+function checkWrite(root: string, { topic, payload }: TeWrite): Packet {
+  const full = `${root}/${topic}`
+  const parsed = parseTeTopic(full, root)
+  const refuse = (problem: string) => new UbError('invalid_request', problem)
+  if (parsed === null) throw refuse(`"${full}" is not an entity topic`)
+  if (isTeProblem(parsed)) throw refuse(parsed.problem)
+  if (!parsed.channel) {
+    const registration = parseRegistration(parsed.entity.topicId, payload)
+    if (isTeProblem(registration)) throw refuse(registration.problem)
+  } else if (parsed.channel.kind !== 'twin') {
+    throw refuse(`"${full}": only registrations and twin fragments are written this way`)
+  } else if (payload !== '') {
+    try {
+      JSON.parse(payload)
+    } catch {
+      throw refuse(`"${full}": a twin fragment is JSON`)
+    }
+  }
+  return { topic: full, payload: Buffer.from(payload), retain: true }
 }
 
 async function handle(o: TeBusOptions, p: Packet, pending: Map<string, number>): Promise<void> {
@@ -149,9 +217,15 @@ function reportError(o: TeBusOptions, topic: string, problem: TeProblem): Promis
   return publish(o.aedes, line.topic, Buffer.from(line.payload), false)
 }
 
-function publish(aedes: Aedes, topic: string, payload: Buffer, retain: boolean): Promise<void> {
+function publish(
+  aedes: Aedes,
+  topic: string,
+  payload: Buffer,
+  retain: boolean,
+  qos: 0 | 1 = 0
+): Promise<void> {
   return new Promise((resolve, reject) =>
-    aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain, dup: false }, (err) =>
+    aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false }, (err) =>
       err ? reject(err) : resolve()
     )
   )

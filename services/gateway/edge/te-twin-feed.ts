@@ -34,6 +34,8 @@ export interface TwinFeed {
   deregister(topicId: string): void
   /** A message on a channel of `topicId` that passed validation; '' is a retained clear. */
   observe(topicId: string, channel: TeChannel, payload: string): void
+  /** Settles when the calls sent so far for `topicId` have (an HTTP write answers after them). */
+  settled(topicId: string): Promise<void>
   /** Settles when every call sent so far has (tests). */
   idle(): Promise<void>
 }
@@ -107,6 +109,7 @@ export function createTwinFeed({
       const o = observation(topicId, channel, payload)
       if (o) observe(o)
     },
+    settled: (topicId) => chains.get(topicId) ?? Promise.resolve(),
     async idle() {
       while (chains.size > 0) await Promise.allSettled([...chains.values()])
     },

@@ -19,6 +19,7 @@ import { linksRoutes } from './routes/links.ts'
 import { meshRoutes } from './routes/mesh.ts'
 import { routeRoutes } from './routes/route.ts'
 import { teEntityRoutes } from './routes/te-entities.ts'
+import { teEntityWriteRoutes } from './routes/te-entity-writes.ts'
 import { eventRoutes } from './routes/events.ts'
 import { handshakeRoutes } from './routes/handshake.ts'
 import { instanceRoutes } from './routes/instance.ts'
@@ -141,6 +142,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.route('/', meshRoutes(options))
   app.route('/', linksRoutes(options))
   app.route('/', teEntityRoutes(options))
+  app.route('/', teEntityWriteRoutes(options))
   if (options.files) app.route('/', options.files.routes)
   app.route(
     '/',

@@ -15,7 +15,7 @@ import { errorResponses, json, PAGED_HEADERS } from '../schemas.ts'
  * thin-edge.io's entity API (`/te/v1/entities`, docs/src/operate/entity-management/rest_api.md),
  * read from the store's digital twin, which the gateways feed from `te/`. Each entity has
  * thin-edge's `@topic-id`, `@type`, `@parent`, `@id`, `@health`, and beside them its health, last
- * measurement time, open alarms and in-flight commands. Reads only.
+ * measurement time, open alarms and in-flight commands. The writes: te-entity-writes.ts.
  */
 const tags = ['thin-edge.io']
 const PREFIX = '/te/v1/entities/'
@@ -59,7 +59,7 @@ const Alarm = z.object({
   text: z.string().nullable(),
   time: z.string().nullable(),
 })
-const TeEntity = z
+export const TeEntity = z
   .object({
     '@topic-id': z.string().openapi({ example: 'device/child01//' }),
     '@type': z.enum(TE_ENTITY_TYPES),
@@ -92,7 +92,7 @@ const list = createRoute({
   },
 })
 
-const TopicIdParam = z.object({
+export const TopicIdParam = z.object({
   'topic-id': z.string().openapi({
     param: { name: 'topic-id', in: 'path' },
     description:
@@ -100,7 +100,7 @@ const TopicIdParam = z.object({
     example: 'device/child01//',
   }),
 })
-const KeyParam = TopicIdParam.extend({
+export const KeyParam = TopicIdParam.extend({
   key: z.string().openapi({ param: { name: 'key', in: 'path' }, example: 'hardware' }),
 })
 
