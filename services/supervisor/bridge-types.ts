@@ -60,7 +60,18 @@ export interface CreateBridgeLinkOptions {
    * The local gateways, comma-separated (`localBrokerUrl`): the session is the cluster's, so it
    * resumes on any of them; the next is tried after a failure.
    */
-  local: { url: string; username?: string; password?: string }
+  local: {
+    url: string
+    username?: string
+    password?: string
+    /**
+     * Publish what comes down on the session itself, not on a connection of its own. Only for a
+     * local broker that is not a uns-bridge gateway (benchmarks between two Mosquittos): its
+     * no-local knows one connection, so it would echo the other's publishes back up. The price:
+     * a `both` link under sustained load each way can stall (see connectLocalSession).
+     */
+    inboundOnSession?: boolean
+  }
   /** Stable per upstream: the gateway keeps this session's queue while the bridge is down. */
   localClientId: string
   upstreamClientId: string

@@ -276,7 +276,8 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     throw err
   })
   sessionLocal = attempt.local
-  if (attempt.inbound) {
+  if (attempt.inbound && endpoint.inboundOnSession) attempt.inbound.attachLocal(attempt.local)
+  else if (attempt.inbound) {
     // What comes down goes out on a connection of its own: the session's socket is paused when
     // the window going out is full, and the local acknowledgements the window coming in waits
     // for must not wait behind it (both windows would wait for each other for good).

@@ -197,7 +197,7 @@ async function runFabric(upstreamPort: number): Promise<void> {
 async function startLink(
   localUrl: string,
   upstreamPort: number,
-  login: { username?: string; password?: string } = {},
+  login: { username?: string; password?: string; inboundOnSession?: boolean } = {},
   direction: Direction = 'out'
 ) {
   const link = createBridgeLink({
@@ -221,7 +221,8 @@ async function startLink(
 }
 
 async function runLink(localUrl: string, upstreamPort: number, direction: Direction) {
-  const link = await startLink(localUrl, upstreamPort, {}, direction)
+  // The local broker here is a Mosquitto: what comes down goes out on the session itself.
+  const link = await startLink(localUrl, upstreamPort, { inboundOnSession: true }, direction)
   process.stdout.write('ready\n')
   // BENCH_BRIDGE_DIAG=1: every second with traffic, the event loop's busy share and how many
   // messages waited in the window (mean, max): is the bridge busy, or waiting?
