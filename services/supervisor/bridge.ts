@@ -72,6 +72,8 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
   const actor = createLinkActor(link, () => resolveStopped())
 
   const stop = async (reason = 'stopped') => {
+    // A lost lease is someone else's link now: stop at once. Otherwise hand over clean.
+    if (reason !== 'lease lost') await drainWindow(link, DRAIN_MS)
     if (actor.getSnapshot().value !== 'Stopped') actor.send({ type: 'bridge.stop', reason })
     await link.closing
     actor.stop()
@@ -107,6 +109,25 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
       const { url, username, password } = options.local
       await discardOnAny(localUrls(url), { clientId: options.localClientId, username, password })
     },
+  }
+}
+
+const DRAIN_MS = 2_000 // at most this long for the upstream's acknowledgements when stopping
+
+/**
+ * A link stopping on purpose (shutdown, a rolling restart, a deactivation) takes no more local
+ * messages and waits, bounded, for the upstream to acknowledge what is in flight, so each is
+ * acknowledged locally too: its successor does not send them again (the duplicates of a restart
+ * were up to one window per link). Only the session's socket is paused; the upstream's
+ * acknowledgements keep coming.
+ */
+async function drainWindow(link: Link, ms: number): Promise<void> {
+  const fw = link.fw
+  if (!fw || fw.waiting === 0) return
+  link.local?.pause()
+  const deadline = Date.now() + ms
+  while (fw.waiting > 0 && link.fw === fw && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5))
   }
 }
 
