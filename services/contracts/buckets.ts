@@ -30,4 +30,6 @@ export const BUCKETS = {
   gatewaySubscriptions: 'gw_subs',
   gatewayOutgoing: 'gw_outgoing',
   gatewayWills: 'gw_wills',
+  /** Operator console sessions by the sha-256 of the cookie (TTL 12 h): every handshake replica's. */
+  consoleSessions: 'console_sessions',
 } as const

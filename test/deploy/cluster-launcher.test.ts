@@ -99,6 +99,29 @@ describe('deploy/cluster.ts: own NATS cluster, two replicas each, MQTT behind th
     }
   })
 
+  it('keeps a console session made on one handshake API good on the other, and ends it on both', async () => {
+    const [one, two] = cluster.of('handshake')
+    const signIn = await fetch(`${one!.httpUrl}/console/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: adminToken }),
+    })
+    expect(signIn.status).toBe(200)
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!
+    const { csrfToken } = (await signIn.json()) as { csrfToken: string }
+    // A load balancer may send the next request to the other replica.
+    const onTwo = () => fetch(`${two!.httpUrl}/api/v1/upstreams`, { headers: { cookie } })
+    expect((await onTwo()).status).toBe(200)
+    const signOut = await fetch(`${two!.httpUrl}/console/session`, {
+      method: 'DELETE',
+      headers: { cookie, 'x-csrf-token': csrfToken },
+    })
+    expect(signOut.status).toBe(204)
+    const onOne = () => fetch(`${one!.httpUrl}/api/v1/upstreams`, { headers: { cookie } })
+    await eventually(async () => (await onOne()).status === 401, 5_000)
+    expect((await onOne()).status).toBe(401)
+  })
+
   it('puts two clients on different gateways and carries a message from one to the other', async () => {
     const publisher = await viaBalancer('launcher-pub')
     const subscriber = await viaBalancer('launcher-sub')

@@ -1,3 +1,5 @@
+import type { Bus } from '../../common/bus/bus.ts'
+import { BUCKETS } from '../../contracts/buckets.ts'
 import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
@@ -53,6 +55,8 @@ export interface ConsoleOptions {
   instanceId: string
   /** Where `ub_console_sessions_total` and `ub_console_sessions` go (the app's /metrics). */
   metrics?: Registry
+  /** The fabric's bus: sessions are kept where every handshake replica finds them. */
+  bus?: Bus
   sessions?: Omit<SessionOptions, 'metrics'>
   assetsDir?: string
   /**
@@ -79,7 +83,7 @@ export interface OperatorConsole {
    * Authorization header or no live session cookie (check the Bearer token as always), `'ok'`
    * for a session (with the CSRF token unless the method is safe), or the 403 to answer.
    */
-  authorize(c: Context): 'none' | 'ok' | Response
+  authorize(c: Context): Promise<'none' | 'ok' | Response>
   sessions: SessionStore
 }
 
@@ -91,6 +95,14 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
   const sessions = createSessionStore({
     ...options.sessions,
     ...(options.metrics ? { metrics: options.metrics } : {}),
+    // Shared by the handshake replicas: a load balancer may send each request to another one.
+    ...(options.bus
+      ? {
+          shared: options.bus.kv(BUCKETS.consoleSessions, {
+            ttlMs: options.sessions?.maxAgeMs ?? DEFAULT_MAX_AGE_MS,
+          }),
+        }
+      : {}),
   })
   // One cookie per instance: two instances on one host (ports do not separate cookies) coexist.
   const cookieName = `ub_console_${options.instanceId.replace(/[^A-Za-z0-9_-]/g, '')}`
@@ -108,7 +120,7 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
   })
   const sourceOf = (c: Context) => limit?.key(c) ?? 'any'
 
-  const sessionOf = (c: Context): ConsoleSession | undefined => {
+  const sessionOf = async (c: Context): Promise<ConsoleSession | undefined> => {
     const id = getCookie(c, cookieName)
     return id ? sessions.touch(id) : undefined
   }
@@ -159,7 +171,7 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
       sessions.refused()
       return errorJson(c, 401, 'unauthorized', 'wrong admin token')
     }
-    const session = sessions.create()
+    const session = await sessions.create()
     setCookie(c, cookieName, session.id, {
       httpOnly: true,
       sameSite: 'Strict',
@@ -169,17 +181,17 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
     })
     return sessionJson(c, session)
   })
-  routes.get('/session', (c) => {
-    const session = sessionOf(c)
+  routes.get('/session', async (c) => {
+    const session = await sessionOf(c)
     if (!session) return errorJson(c, 401, 'unauthorized', 'not signed in')
     return sessionJson(c, session)
   })
-  routes.delete('/session', (c) => {
-    const session = sessionOf(c)
+  routes.delete('/session', async (c) => {
+    const session = await sessionOf(c)
     if (!session) return errorJson(c, 401, 'unauthorized', 'not signed in')
     const refused = csrfRefused(c, session)
     if (refused) return refused
-    sessions.delete(session.id)
+    await sessions.delete(session.id)
     deleteCookie(c, cookieName, { path: '/' })
     return c.body(null, 204)
   })
@@ -188,9 +200,9 @@ export function createConsole(options: ConsoleOptions): OperatorConsole {
   return {
     routes,
     sessions,
-    authorize(c) {
+    async authorize(c) {
       if (c.req.header('authorization') !== undefined) return 'none'
-      const session = sessionOf(c)
+      const session = await sessionOf(c)
       if (!session) return 'none'
       return csrfRefused(c, session) ?? 'ok'
     },

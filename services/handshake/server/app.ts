@@ -91,6 +91,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     adminTokenHash,
     instanceId: options.instanceId,
     metrics,
+    bus: options.bus,
     signInLimit: {
       key: sourceNetwork,
       onLimited: () => guards.signInLimited.inc(),
@@ -108,7 +109,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     // The console's pages and sign-in are public; its session checks itself.
     if (isConsolePath(c.req.path)) return next()
     // No Authorization header but a console session cookie (+ X-CSRF-Token on a change).
-    const viaSession = operatorConsole.authorize(c)
+    const viaSession = await operatorConsole.authorize(c)
     if (viaSession === 'ok') return operatorBody(c, next)
     if (viaSession !== 'none') return viaSession
     return operator(c, async () => {
