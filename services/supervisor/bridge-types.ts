@@ -109,6 +109,8 @@ export interface Link extends FilterState {
   localIn: MqttSession | undefined
   health: LinkHealth | undefined
   canary: LinkCanary | undefined
+  /** Stopping on purpose: the session stays paused whatever the window would like. */
+  draining: boolean
   /** Which of the local gateways the next attempt dials; moves on after a failure there. */
   localTurn: number
   /** Forwarded by the windows of earlier connections. */

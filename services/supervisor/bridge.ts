@@ -58,6 +58,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     fw: undefined,
     inbound: undefined,
     localIn: undefined,
+    draining: false,
     health: options.healthRoot ? linkHealth(options.healthRoot, upstreamId) : undefined,
     canary: options.canary
       ? createLinkCanary({ topic: canaryTopic(upstreamId), ...options.canary })
@@ -124,6 +125,7 @@ const DRAIN_MS = 2_000 // at most this long for the upstream's acknowledgements 
 async function drainWindow(link: Link, ms: number): Promise<void> {
   const fw = link.fw
   if (!fw || fw.waiting === 0) return
+  link.draining = true
   link.local?.pause()
   const deadline = Date.now() + ms
   while (fw.waiting > 0 && link.fw === fw && Date.now() < deadline) {
@@ -255,7 +257,10 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     // `sessionLocal` is set from the first message's session.
     ack: (id) => sessionLocal?.ack(id),
     pause: () => sessionLocal?.pause(),
-    resume: () => sessionLocal?.resume(),
+    // Not while draining: the window would read more as it empties, and never empty.
+    resume: () => {
+      if (!link.draining) sessionLocal?.resume()
+    },
     onError: (err) => fail(link, gen, err),
   })
   attempt.window = win

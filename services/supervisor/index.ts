@@ -8,7 +8,7 @@ import { createRoster } from './balance.ts'
 import type { LinkCounters } from './bridge.ts'
 import { startBacklogWatch } from './backlog-watch.ts'
 import { startCanaryPublisher } from './canary-publisher.ts'
-import { createLinkRunner, type RunningLinks } from './link-runner.ts'
+import { createLinkRunner, type LinkRunner, type RunningLinks } from './link-runner.ts'
 import type { Mesh } from './mesh.ts'
 import { wireMesh } from './mesh-wiring.ts'
 import { registerLinkMetrics } from './metrics.ts'
@@ -138,11 +138,14 @@ export async function startSupervisor(
     isClosed,
     log,
   })
+  // Leases are renewed until the links are stopped, also while closing: a link handing over
+  // cleanly waits for its in-flight messages, and must not lose its lease meanwhile.
+  let leasesReleased = false
   const renewal = startLeaseRenewal({
     leases,
     held: () => running,
     everyMs,
-    isClosed,
+    isClosed: () => leasesReleased,
     onLost: async (id, r) => {
       log.warn({ upstreamId: id, supervisorId }, 'lease lost: stopping the link at once')
       await r.link.stop('lease lost')
@@ -171,20 +174,32 @@ export async function startSupervisor(
     close: () =>
       (closing ??= (async () => {
         closed = true
-        renewal.stop()
         backlog.stop()
         await canary?.publisher.close()
-        await reconciler.stop()
-        await mesh.close()
-        await reconciler.drain()
-        await roster.leave() // counted out before its bridges are free, so the others take them all
-        // Hand every lease back: a successor takes over at once instead of after the TTL.
-        await Promise.all(
-          [...running.keys()].map((id) => runner.stop(id, 'stop', 'supervisor stopped'))
-        )
+        await stopDeciding(reconciler, mesh, roster)
+        await handBack(running, runner)
+        leasesReleased = true
+        renewal.stop()
         metrics.close()
       })()),
   }
+}
+
+/** No more decisions, and out of the roster before its bridges are free, so the others take them all. */
+async function stopDeciding(
+  reconciler: Awaited<ReturnType<typeof startReconciler>>,
+  mesh: Mesh,
+  roster: ReturnType<typeof createRoster>
+): Promise<void> {
+  await reconciler.stop()
+  await mesh.close()
+  await reconciler.drain()
+  await roster.leave()
+}
+
+/** Hand every lease back: a successor takes over at once instead of after the TTL. */
+async function handBack(running: RunningLinks, runner: LinkRunner): Promise<void> {
+  await Promise.all([...running.keys()].map((id) => runner.stop(id, 'stop', 'supervisor stopped')))
 }
 
 /** The links' canary: its interval and connection (connected when the first link starts); none when 0. */

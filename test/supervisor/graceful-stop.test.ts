@@ -30,7 +30,7 @@ it('hands a link over mid-stream on a clean stop without sending anything twice'
     () => store.close()
   )
   store.put({ id: 'G2', brokerPort: remote.port, bindings: [{ source: 'x', target: 'up/x' }] })
-  const first = await startSupervisor(testContext(bus), { localBrokerUrl: local.url })
+  const first = await startSupervisor(testContext(bus), { localBrokerUrl: local.url, window: 8 })
   await waitFor(() => first.links().get('G2')?.state === 'Forwarding', { what: 'Forwarding' })
 
   const pub = await connectAsync(local.url, { protocolVersion: 4 })
