@@ -27,34 +27,39 @@ const CUT_MS = Number(process.env.UB_LINK_CUT_MS ?? 10_000)
 const BINDINGS = [{ source: 'cmd', target: 'down/cmd', direction: 'in' as const }]
 
 /**
- * Each number at least once (asserted). The first arrivals should be in order; under a loaded
- * suite one CI run saw them out of order after the link came back (not reproduced alone, not
- * yet explained), so the order is reported, not asserted, until that is understood.
+ * Every number published, 0 … n−1, arrived, and their first arrivals are in order; the
+ * duplicates are returned. (Loaded suite runs once reported "out of order" here: a jump from
+ * 10,090 to 10,907. It was a loss at the upstream Mosquitto, whose queue for the link's session
+ * holds 10,000 (`max_queued_messages`) while the test published without a pause until the link
+ * was back; the check compared arrivals with themselves and could not see it.)
  */
 function checkSequence(got: Received[], n: number): number {
   const seq = got.filter((m) => m.topic === 'cmd/seq').map((m) => Number(m.payload))
-  expect(new Set(seq).size).toBe(n)
   const seen = new Set<number>()
   const firsts = seq.filter((v) => !seen.has(v) && seen.add(v))
+  const missing = Array.from({ length: n }, (_, i) => i).filter((i) => !seen.has(i))
+  expect(missing.slice(0, 20), `${missing.length} of ${n} never arrived`).toEqual([])
   const wrong = firsts.findIndex((v, i) => v !== i)
-  if (wrong !== -1) {
-    const at = seq.indexOf(firsts[wrong]!)
-    const around = JSON.stringify(seq.slice(Math.max(0, at - 20), at + 20))
-    console.warn(`ORDER: first arrival out of order at ${wrong}: ${around}`)
-  }
+  const at = seq.indexOf(firsts[wrong] ?? -1)
+  expect(
+    wrong,
+    `first arrivals out of order: ${JSON.stringify(seq.slice(Math.max(0, at - 20), at + 20))}`
+  ).toBe(-1)
   return seq.length - n
 }
 
+/** Publishes the next `count` numbers, in order; `published()` says how many so far. */
 async function upstreamPublisher(
   url: string,
   auth: { username?: string; password?: string } = {}
-): Promise<(count: number) => Promise<void>> {
+): Promise<((count: number) => Promise<void>) & { published(): number }> {
   const p: MqttClient = await connectAsync(url, { protocolVersion: 4, ...auth })
   cleanups.push(() => p.endAsync(true))
   let n = 0
-  return async (count) => {
+  const publish = async (count: number) => {
     for (let i = 0; i < count; i++) await p.publishAsync('down/cmd/seq', String(n++), { qos: 1 })
   }
+  return Object.assign(publish, { published: () => n })
 }
 
 describe('a binding coming in', () => {
@@ -106,15 +111,18 @@ describe('a binding coming in', () => {
       expect(sup.links().get('U1')?.state).not.toBe('Forwarding')
     }
     proxy.restore()
-    while (sup.links().get('U1')?.state !== 'Forwarding') await publish(10)
+    // At the same pace until the link is back: the upstream's queue for it is bounded too.
+    while (sup.links().get('U1')?.state !== 'Forwarding') {
+      await publish(10)
+      await new Promise((r) => setTimeout(r, 100))
+    }
     await publish(200)
-    const total = 100 + 200 + Math.floor(CUT_MS / 100) * 10 // at least; counted below
-    await waitFor(() => new Set(sub.got.map((m) => m.payload.toString())).size >= total, {
+    const n = publish.published()
+    await waitFor(() => new Set(sub.got.map((m) => m.payload.toString())).size >= n, {
       timeoutMs: 20_000,
-      what: `${total}+ messages`,
+      what: `${n} messages`,
     })
     await new Promise((r) => setTimeout(r, 300))
-    const n = new Set(sub.got.map((m) => m.payload.toString())).size
     const duplicates = checkSequence(sub.got, n)
     console.log(`in, link cut ${CUT_MS} ms: ${n} delivered, ${duplicates} duplicates`)
   }, 70_000)
