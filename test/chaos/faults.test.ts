@@ -51,7 +51,13 @@ describe('faults under load, every message counted', () => {
   ]) {
     it(`${name}: loses no acknowledged message`, async () => {
       const report = await runFault(fabric, bridgeId, counter, faultNamed(name), SHORT)
-      const context = JSON.stringify(report, null, 1)
+      // A failed fault carries the tail of every process's output, to see which one went wrong.
+      const tails = report.error
+        ? Object.entries(fabric.logs()).map(
+            ([label, text]) => `--- ${label}\n${text.slice(-2_000)}`
+          )
+        : []
+      const context = [JSON.stringify(report, null, 1), ...tails].join('\n')
       expect(report.error, context).toBeUndefined()
       // Most of the traffic went through: not a run where nothing was sent.
       expect(report.sent, context).toBeGreaterThan((SHORT.ratePerSec * SHORT.trafficMs) / 2_000)
