@@ -58,12 +58,20 @@ export const localClientId = (upstreamId: string): string => `${BRIDGE_CLIENT_PR
  * window coming in waits for must never wait behind that pause. The gateway treats what it
  * publishes as the session's own (no-local). Upstream ids are base62: no other id ends so.
  */
-export const localInboundClientId = (upstreamId: string): string =>
-  `${localClientId(upstreamId)}-in`
+export const inboundClientIdOf = (sessionClientId: string): string =>
+  `${sessionClientId}${INBOUND_SUFFIX}`
+const INBOUND_SUFFIX = '-in'
 
-/** Did `originClientId` publish as the bridge session `clientId` (its own, or its inbound side)? */
+/**
+ * Did `originClientId` publish as the bridge session `clientId` (its own, or its inbound side)?
+ * Asked on every delivery to a bridge session: compared in place, no string built.
+ */
 export const isBridgeOwn = (clientId: string, originClientId: string | undefined): boolean =>
-  originClientId === clientId || originClientId === `${clientId}-in`
+  originClientId === clientId ||
+  (originClientId !== undefined &&
+    originClientId.length === clientId.length + INBOUND_SUFFIX.length &&
+    originClientId.startsWith(clientId) &&
+    originClientId.endsWith(INBOUND_SUFFIX))
 
 /**
  * A link's end-to-end canary topic (supervisor/canary.ts). A `$` topic: no wildcard subscription

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { requestJson, serveJson } from '../common/bus/rpc.ts'
+import { requestJson, serveParsedJson } from '../common/bus/rpc.ts'
 import type { Bus, Subscription } from '../common/bus/bus.ts'
 import { UbError } from '../common/errors.ts'
 
@@ -38,19 +38,18 @@ export function serveSessionBacklog(
   { maxConcurrent = 2 }: { maxConcurrent?: number } = {}
 ): Promise<Subscription> {
   let running = 0
-  return serveJson(
+  return serveParsedJson(
     bus,
     SESSION_BACKLOG_SUBJECT,
-    async (input: unknown) => {
-      const parsed = RequestSchema.safeParse(input)
-      if (!parsed.success) throw new UbError('invalid_request', parsed.error.message)
+    RequestSchema,
+    async ({ clientIds }) => {
       // A bound on requests in flight: each one lists KV; past it the caller retries later.
       if (running >= maxConcurrent)
         throw new UbError('busy', 'backlog requests in flight at the bound')
       running++
       try {
         const items: SessionBacklog[] = []
-        for (const id of parsed.data.clientIds) {
+        for (const id of clientIds) {
           const got = await read(id).catch(() => undefined)
           if (got) items.push(got)
         }

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { requestJson, serveJson } from '../common/bus/rpc.ts'
+import { requestJson, serveParsedJson } from '../common/bus/rpc.ts'
 import type { Bus, Subscription } from '../common/bus/bus.ts'
 import { UbError } from '../common/errors.ts'
 
@@ -32,14 +32,13 @@ const RequestSchema = z.object({
 export type TePublisher = (messages: TeWrite[]) => Promise<void>
 
 export function serveTePublish(bus: Bus, publish: TePublisher): Promise<Subscription> {
-  return serveJson(
+  return serveParsedJson(
     bus,
     TE_PUBLISH_SUBJECT,
-    async (input: unknown) => {
-      const parsed = RequestSchema.safeParse(input)
-      if (!parsed.success) throw new UbError('invalid_request', parsed.error.message)
-      await publish(parsed.data.messages)
-      return { published: parsed.data.messages.length }
+    RequestSchema,
+    async ({ messages }) => {
+      await publish(messages)
+      return { published: messages.length }
     },
     { queue: QUEUE_GROUP }
   )

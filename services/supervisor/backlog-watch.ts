@@ -15,13 +15,10 @@ export interface LinkBacklog {
   queued: number
   /** When the oldest unsent message was queued, ms since the epoch; null when none waits. */
   oldestAt: number | null
-  readAt: number
 }
 
 export interface BacklogWatch {
   of(upstreamId: string): LinkBacklog | undefined
-  /** Read now (tests, and the first read after a link starts). */
-  refresh(): Promise<void>
   readonly failures: number
   stop(): void
 }
@@ -50,11 +47,10 @@ export function startBacklogWatch({
     if (ids.length === 0) return
     try {
       const items = await readSessionBacklog(bus, ids.map(localClientId))
-      const readAt = Date.now()
       const byClient = new Map(items.map((i) => [i.clientId, i]))
       for (const id of ids) {
         const got = byClient.get(localClientId(id))
-        if (got) figures.set(id, { queued: got.queued, oldestAt: got.oldestAt, readAt })
+        if (got) figures.set(id, { queued: got.queued, oldestAt: got.oldestAt })
       }
     } catch (err) {
       failures++
@@ -66,7 +62,6 @@ export function startBacklogWatch({
   timer.unref()
   return {
     of: (id) => figures.get(id),
-    refresh,
     get failures() {
       return failures
     },

@@ -127,7 +127,7 @@ export interface Attempt {
   window?: ForwardWindow
   inbound?: Inbound
   local?: MqttSession
-  /** Where what comes down is published locally (contracts/links.ts `localInboundClientId`). */
+  /** Where what comes down is published locally (contracts/links.ts `inboundClientIdOf`). */
   localIn?: MqttSession
   /** The link holds the connections now: closing them is `closeLink`'s job. */
   handedOver: boolean

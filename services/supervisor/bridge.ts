@@ -6,13 +6,19 @@ import {
   type BridgeMachine,
   type BridgeState,
 } from '../../machines/index.ts'
-import { connectMqttSession, discardOnAny, type MqttSession } from './mqtt-session.ts'
+import {
+  connectMqttSession,
+  discardOnAny,
+  type MqttSession,
+  type MqttSessionOptions,
+} from './mqtt-session.ts'
 import { createRemapper } from './remap.ts'
 import { connectUpstream, UpstreamRefusedError } from './upstream-client.ts'
 import { createForwardWindow } from './window.ts'
 import { createFileUrlRewriter } from './file-urls.ts'
 import { createInbound } from './inbound.ts'
-import { canaryTopic } from '../contracts/links.ts'
+import { drainWindow, DRAIN_MS } from './drain.ts'
+import { canaryTopic, inboundClientIdOf } from '../contracts/links.ts'
 import { createLinkCanary } from './canary.ts'
 import { linkHealth } from './link-health.ts'
 import { localUrls, syncFilters, wantedFilters } from './link-filters.ts'
@@ -110,26 +116,6 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
       const { url, username, password } = options.local
       await discardOnAny(localUrls(url), { clientId: options.localClientId, username, password })
     },
-  }
-}
-
-const DRAIN_MS = 2_000 // at most this long for the upstream's acknowledgements when stopping
-
-/**
- * A link stopping on purpose (shutdown, a rolling restart, a deactivation) takes no more local
- * messages and waits, bounded, for the upstream to acknowledge what is in flight, so each is
- * acknowledged locally too: its successor does not send them again (the duplicates of a restart
- * were up to one window per link). Only the session's socket is paused; the upstream's
- * acknowledgements keep coming.
- */
-async function drainWindow(link: Link, ms: number): Promise<void> {
-  const fw = link.fw
-  if (!fw || fw.waiting === 0) return
-  link.draining = true
-  link.local?.pause()
-  const deadline = Date.now() + ms
-  while (fw.waiting > 0 && link.fw === fw && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 5))
   }
 }
 
@@ -264,19 +250,12 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     onError: (err) => fail(link, gen, err),
   })
   attempt.window = win
-  const urls = localUrls(endpoint.url)
-  // A dead gateway must not keep the link: the next attempt dials the next one.
-  const moveOn = () => {
-    if (gen === link.gen) link.localTurn++
-  }
-  attempt.local = await connectMqttSession({
-    url: urls[link.localTurn % urls.length]!,
+  const dial = localDialer(link, gen)
+  attempt.local = await dial({
     clientId: localClientId,
     clean: false,
     bridgeMode: true,
     ...(link.health ? { will: link.health.will } : {}),
-    ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
-    ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
     onMessage: (msg, s) => {
       sessionLocal = s
       if (link.canary && msg.topic === link.canary.topic) {
@@ -293,13 +272,6 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
       const payload = targets.length ? fileUrls.outbound(msg.topic, msg.payload) : msg.payload
       win.push(payload === msg.payload ? msg : { ...msg, payload }, targets)
     },
-    onClose: (err) => {
-      moveOn()
-      fail(link, gen, err)
-    },
-  }).catch((err: unknown) => {
-    moveOn()
-    throw err
   })
   sessionLocal = attempt.local
   if (attempt.inbound && endpoint.inboundOnSession) attempt.inbound.attachLocal(attempt.local)
@@ -307,19 +279,37 @@ async function connectLocalSession(link: Link, attempt: Attempt): Promise<void> 
     // What comes down goes out on a connection of its own: the session's socket is paused when
     // the window going out is full, and the local acknowledgements the window coming in waits
     // for must not wait behind it (both windows would wait for each other for good).
-    attempt.localIn = await connectMqttSession({
-      url: urls[link.localTurn % urls.length]!,
-      clientId: `${localClientId}-in`,
-      clean: true,
+    attempt.localIn = await dial({ clientId: inboundClientIdOf(localClientId), clean: true })
+    attempt.inbound.attachLocal(attempt.localIn)
+  }
+}
+
+/**
+ * Connections of attempt `gen` to the local gateway this attempt's turn names, with the link's
+ * credentials. A dead gateway must not keep the link: after a failure there (to connect, or
+ * later) the next attempt dials the next one.
+ */
+function localDialer(link: Link, gen: number) {
+  const { local: endpoint } = link.options
+  const urls = localUrls(endpoint.url)
+  const url = urls[link.localTurn % urls.length]!
+  const moveOn = () => {
+    if (gen === link.gen) link.localTurn++
+  }
+  return (options: Omit<MqttSessionOptions, 'url' | 'username' | 'password' | 'onClose'>) =>
+    connectMqttSession({
+      url,
+      ...options,
       ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
       ...(endpoint.password === undefined ? {} : { password: endpoint.password }),
       onClose: (err) => {
         moveOn()
         fail(link, gen, err)
       },
+    }).catch((err: unknown) => {
+      moveOn()
+      throw err
     })
-    attempt.inbound.attachLocal(attempt.localIn)
-  }
 }
 
 function handOver(link: Link, attempt: Attempt): void {

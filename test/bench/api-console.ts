@@ -31,6 +31,7 @@ import { ASSETS_DIR } from '../../services/handshake/console/assets.ts'
 import { freePort } from '../../deploy/free-port.ts'
 import { api, apiRequest, startInstance, type Instance } from '../helpers/instance.ts'
 import { launchChromium, openPage, signIn } from '../console/browser.ts'
+import { percentile } from './bridge-measure.ts'
 
 const UPSTREAMS = 1_000
 const CREATE_CONCURRENCY = 4
@@ -60,8 +61,8 @@ export interface Spread {
 const round = (x: number, digits = 1) => Number(x.toFixed(digits))
 
 export function spread(samples: number[]): Spread {
-  const s = [...samples].sort((a, b) => a - b)
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!
+  const s = Float64Array.from(samples).sort()
+  const at = (q: number) => percentile(s, q)
   return { n: s.length, p50Ms: round(at(0.5)), p99Ms: round(at(0.99)), maxMs: round(s.at(-1)!) }
 }
 

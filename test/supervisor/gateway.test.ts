@@ -15,10 +15,10 @@ afterEach(async () => {
 })
 
 /**
- * The real gateway as the local side: the supervisor logs in with the internal credential, and
- * the gateway keeps the bridge's persistent session while the upstream is unreachable.
+ * A real gateway on an in-process bus, an upstream aedes behind a TCP proxy (to cut or stall),
+ * and upstream `id` binding `x` → `up/x` through it in the store the supervisor reads.
  */
-it('through the real gateway: the internal credential, queued QoS 1 kept, QoS 0 dropped, retain kept', async () => {
+async function upstreamBehindProxy(id: string) {
   const bus = createInProcessBus({ prefix: 't' })
   const gw = await startTestGateway({ bus, anonymous: 'always' })
   const remote = await startAedes()
@@ -31,7 +31,16 @@ it('through the real gateway: the internal credential, queued QoS 1 kept, QoS 0 
     () => proxy.close(),
     () => store.close()
   )
-  store.put({ id: 'G1', brokerPort: proxy.port, bindings: [{ source: 'x', target: 'up/x' }] })
+  store.put({ id, brokerPort: proxy.port, bindings: [{ source: 'x', target: 'up/x' }] })
+  return { bus, gw, remote, proxy }
+}
+
+/**
+ * The real gateway as the local side: the supervisor logs in with the internal credential, and
+ * the gateway keeps the bridge's persistent session while the upstream is unreachable.
+ */
+it('through the real gateway: the internal credential, queued QoS 1 kept, QoS 0 dropped, retain kept', async () => {
+  const { bus, gw, remote, proxy } = await upstreamBehindProxy('G1')
   const sup = await startSupervisor(testContext(bus), {
     localBrokerUrl: gw.url,
     backoffBaseMs: 50,
@@ -65,19 +74,7 @@ it('through the real gateway: the internal credential, queued QoS 1 kept, QoS 0 
  * /metrics; both back to nothing once the link drains.
  */
 it('shows the backlog and the oldest unsent age of a link that is down, then drained', async () => {
-  const bus = createInProcessBus({ prefix: 't' })
-  const gw = await startTestGateway({ bus, anonymous: 'always' })
-  const remote = await startAedes()
-  const proxy = await startTcpProxy({ targetPort: remote.port })
-  const store = await startFakeStore(bus)
-  cleanups.push(
-    () => bus.close(),
-    () => gw.close(),
-    () => remote.close(),
-    () => proxy.close(),
-    () => store.close()
-  )
-  store.put({ id: 'B1', brokerPort: proxy.port, bindings: [{ source: 'x', target: 'up/x' }] })
+  const { bus, gw, remote, proxy } = await upstreamBehindProxy('B1')
   const ctx = testContext(bus)
   const sup = await startSupervisor(ctx, {
     localBrokerUrl: gw.url,
@@ -127,19 +124,7 @@ it('shows the backlog and the oldest unsent age of a link that is down, then dra
  * comes back to normal once the path carries again. Ordinary subscribers never see the canary.
  */
 it('flags a connected link that carries nothing as silent (end-to-end canary)', async () => {
-  const bus = createInProcessBus({ prefix: 't' })
-  const gw = await startTestGateway({ bus, anonymous: 'always' })
-  const remote = await startAedes()
-  const proxy = await startTcpProxy({ targetPort: remote.port })
-  const store = await startFakeStore(bus)
-  cleanups.push(
-    () => bus.close(),
-    () => gw.close(),
-    () => remote.close(),
-    () => proxy.close(),
-    () => store.close()
-  )
-  store.put({ id: 'C1', brokerPort: proxy.port, bindings: [{ source: 'x', target: 'up/x' }] })
+  const { bus, gw, remote, proxy } = await upstreamBehindProxy('C1')
   const ctx = testContext(bus)
   const sup = await startSupervisor(ctx, {
     localBrokerUrl: gw.url,

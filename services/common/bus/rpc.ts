@@ -1,3 +1,5 @@
+import type { z } from 'zod'
+import { ValidationError } from '../errors.ts'
 import {
   decodeJson,
   encodeJson,
@@ -26,6 +28,26 @@ export function serveJson<I, O>(
   return bus.serve(
     subject,
     async (msg) => encodeJson(await handler(decodeJson<I>(msg.data))),
+    options
+  )
+}
+
+/** `serveJson` for requests `schema` must accept: anything else is answered `invalid_request`. */
+export function serveParsedJson<S extends z.ZodType, O>(
+  bus: Bus,
+  subject: string,
+  schema: S,
+  handler: (input: z.output<S>) => Promise<O>,
+  options: { queue?: string } = {}
+): Promise<Subscription> {
+  return serveJson(
+    bus,
+    subject,
+    async (input: unknown) => {
+      const parsed = schema.safeParse(input)
+      if (!parsed.success) throw new ValidationError(parsed.error.message)
+      return handler(parsed.data)
+    },
     options
   )
 }

@@ -104,6 +104,18 @@ export function createSessionStore(options: SessionOptions = {}): SessionStore {
       count('expired')
     }
   }
+  /**
+   * Room for one more: the expired first, then the least recently used, each counted; `drop`
+   * says how far an eviction goes (a session made here leaves the bucket too, one read from it
+   * only this replica's map).
+   */
+  const makeRoom = (drop: (key: string) => void) => {
+    if (byHash.size >= max) sweep(now())
+    while (byHash.size >= max) {
+      drop(byHash.keys().next().value as string)
+      count('evicted')
+    }
+  }
   const lookUp = async (key: string): Promise<Held | undefined> => {
     const held = byHash.get(key)
     if (held || !shared) return held
@@ -111,20 +123,15 @@ export function createSessionStore(options: SessionOptions = {}): SessionStore {
     const parsed = entry && SharedSchema.safeParse(decodeJson(entry.value))
     if (!parsed?.success) return undefined
     const found = { ...parsed.data, sharedExpiresAt: parsed.data.expiresAt }
-    if (byHash.size >= max) sweep(now())
-    while (byHash.size >= max) byHash.delete(byHash.keys().next().value as string)
+    makeRoom((evicted) => byHash.delete(evicted))
     byHash.set(key, found)
     return found
   }
 
   return {
     async create() {
+      makeRoom(forget)
       const at = now()
-      if (byHash.size >= max) sweep(at)
-      while (byHash.size >= max) {
-        forget(byHash.keys().next().value as string)
-        count('evicted')
-      }
       const id = randomBytes(ID_BYTES).toString('base64url')
       const held: Held = {
         csrf: randomBytes(ID_BYTES).toString('base64url'),
@@ -136,7 +143,7 @@ export function createSessionStore(options: SessionOptions = {}): SessionStore {
       byHash.set(key, held)
       await share(key, held)
       count('created')
-      return { id, csrf: held.csrf, createdAt: held.createdAt, expiresAt: held.expiresAt }
+      return viewOf(id, held)
     },
     async touch(id) {
       const key = sha256Hex(id)
@@ -153,7 +160,7 @@ export function createSessionStore(options: SessionOptions = {}): SessionStore {
       byHash.set(key, held) // to the end: most recently used
       if (held.expiresAt - held.sharedExpiresAt >= SHARE_EVERY_MS)
         void share(key, held)?.catch(() => {})
-      return { id, csrf: held.csrf, createdAt: held.createdAt, expiresAt: held.expiresAt }
+      return viewOf(id, held)
     },
     async delete(id) {
       const key = sha256Hex(id)
@@ -170,6 +177,13 @@ export function createSessionStore(options: SessionOptions = {}): SessionStore {
     close: async () => shared?.close(),
   }
 }
+
+const viewOf = (id: string, { csrf, createdAt, expiresAt }: Held): ConsoleSession => ({
+  id,
+  csrf,
+  createdAt,
+  expiresAt,
+})
 
 /** The shared bucket, and a watch that drops sessions deleted on another replica. */
 function watchShared(bucket: Promise<KvBucket>, byHash: Map<string, Held>) {

@@ -45,7 +45,8 @@ export function startStatusWatch({
 }): StatusWatch {
   const watching = new Set<string>()
   let closed = false
-  const sleeps = new Map<() => void, string>() // waker → the upstream it sleeps for
+  // One watch per upstream, so at most one sleep each: its waker, by upstream id.
+  const sleeps = new Map<string, () => void>()
   // Watched upstreams whose request was not sent yet when last looked at: they back off (1,000
   // upstreams whose server never answers must not cost 500 store reads a second), and the
   // regular poll that sends the request wakes them (an Accept right after the create is seen).
@@ -54,16 +55,15 @@ export function startStatusWatch({
     new Promise<void>((resolve) => {
       const wake = () => {
         clearTimeout(timer)
-        sleeps.delete(wake)
+        sleeps.delete(id)
         resolve()
       }
       const timer = setTimeout(wake, ms)
       timer.unref?.()
-      sleeps.set(wake, id)
+      sleeps.set(id, wake)
     })
   const wakeUnsent = (id: string) => {
-    if (!unsent.has(id)) return
-    for (const [wake, of] of sleeps) if (of === id) wake()
+    if (unsent.has(id)) sleeps.get(id)?.()
   }
 
   /** One long poll; what to wait before the next one (0: at once), or null to stop watching. */
@@ -125,7 +125,7 @@ export function startStatusWatch({
     close() {
       closed = true
       watching.clear()
-      for (const wake of [...sleeps.keys()]) wake()
+      for (const wake of [...sleeps.values()]) wake()
     },
   }
 }
