@@ -199,6 +199,15 @@ export const gatewayKeys = {
     .describe(
       'ms between re-checks of every connected bridge against the store (a backstop to revocation events); 0 = none'
     ),
+  gatewayDrainMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(2_000)
+    .describe(
+      'on stop, at most this many ms for in-flight PUBLISHes to be acknowledged and in-flight deliveries to be acknowledged by their clients before connections close; 0 = close at once'
+    ),
   queueSweepMs: z.coerce
     .number()
     .int()

@@ -96,6 +96,12 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('bridges disconnected because their request is no longer Accepted'),
+  // Defaulted: a gateway of the previous version, met during a rolling upgrade, does not send it.
+  refusedWhileClosing: z
+    .number()
+    .int()
+    .default(0)
+    .describe('QoS 1/2 PUBLISHes left unacknowledged while the gateway closed'),
 })
 export type GatewayCounters = z.infer<typeof GatewayCountersSchema>
 

@@ -46,7 +46,7 @@ interface InboundPublish {
  * aedes' parser listener (its `enqueue`) is kept for every other packet, and for a PUBLISH that
  * comes before the CONNACK, which aedes queues for after it.
  */
-export function ackAfterStore(client: AckingClient): void {
+export function ackAfterStore(client: AckingClient): { inFlight(): number } {
   const parser = client._parser
   const [aedesEnqueue] = parser.listeners('packet')
   if (!aedesEnqueue) throw new Error('aedes client has no packet listener to wrap')
@@ -56,14 +56,16 @@ export function ackAfterStore(client: AckingClient): void {
     if (packet.cmd !== 'publish' || packet.qos !== 1 || !client.connackSent)
       return aedesEnqueue.call(this, packet)
     client._parsingBatch++ // as aedes' enqueue does: this packet is in flight until `_nextBatch`
-    publishThenAck(client, packet, inOrder(packet.messageId, client._nextBatch))
+    publishThenAck(client, packet, inOrder.ack(packet.messageId, client._nextBatch))
   })
+  return { inFlight: inOrder.inFlight }
 }
 
 /**
  * PUBACKs in the order their PUBLISHes came [MQTT-4.6.0-2], whichever publish ends first: a
  * message with queue writes to make ends after one without, so each ack waits for the ones
- * before it. Returns, for one PUBLISH, what its publish calls when it ended.
+ * before it. `ack` returns, for one PUBLISH, what its publish calls when it ended; `inFlight` counts
+ * the PUBLISHes not yet acknowledged.
  */
 function orderedAcks(client: AckingClient) {
   const line: Array<{ messageId: number | undefined; ended: boolean; done: Done }> = []
@@ -73,7 +75,7 @@ function orderedAcks(client: AckingClient) {
       writePuback(client, messageId, done)
     }
   }
-  return (messageId: number | undefined, done: Done): Done => {
+  const ack = (messageId: number | undefined, done: Done): Done => {
     const entry = { messageId, ended: false, done }
     line.push(entry)
     return (err) => {
@@ -86,6 +88,7 @@ function orderedAcks(client: AckingClient) {
       writeReady()
     }
   }
+  return { ack, inFlight: () => line.length }
 }
 
 function publishThenAck(client: AckingClient, packet: InboundPublish, ended: Done): void {

@@ -5,6 +5,7 @@ import type { Logger } from '../common/log.ts'
 import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
 import { maySubscribe, type Authenticator, type Principal } from './auth.ts'
 import { ackAfterStore, type AckingClient } from './ack-after-store.ts'
+import { createGracefulClose, type ClosingClient } from './graceful-close.ts'
 import { orderOwnEmits, type OrderedBroker } from './emit-order.ts'
 import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
 import { createHooks, type HookContext } from './hooks.ts'
@@ -93,7 +94,8 @@ export interface Broker {
   openSockets(): number
   /** The HTTP entity API's writes, published as a client's (edge/te-bus.ts). */
   tePublish: TeBus['publish']
-  close(): Promise<void>
+  /** Close every connection; first let what is in flight finish, for at most `drainMs` (graceful-close.ts). */
+  close(drainMs?: number): Promise<void>
 }
 
 export async function createBroker({
@@ -299,7 +301,7 @@ function asBroker({
   connackGate,
   outbound,
   expiry,
-  ctx: { principals, overLimit },
+  ctx: { principals, overLimit, counters },
 }: {
   aedes: Aedes
   persistence: BusPersistence
@@ -311,6 +313,12 @@ function asBroker({
 }): Omit<Broker, 'tePublish'> {
   let openSockets = 0 // MQTT connections accepted and not yet closed (limits.maxConnections)
   let closing: Promise<void> | undefined
+  const publishesInFlight = new WeakMap<ClosingClient, () => number>()
+  const graceful = createGracefulClose({
+    publishesInFlight: (client) => publishesInFlight.get(client)?.() ?? 0,
+    deliveriesInFlight: persistence.deliveriesInFlight,
+    onRefused: () => void counters.refusedWhileClosing++,
+  })
   return {
     aedes,
     handle(conn, req) {
@@ -323,8 +331,11 @@ function asBroker({
       // Before the CONNECT is parsed: its client id, will and username are strings too.
       requireWellFormedStrings((client as unknown as ClientInternals)._parser)
       readFairly(client as unknown as ReadingClient, PACKETS_PER_TURN)
-      ackAfterStore(client as unknown as AckingClient)
+      const acks = ackAfterStore(client as unknown as AckingClient)
+      publishesInFlight.set(client as unknown as ClosingClient, acks.inFlight)
       outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
+      // Inside the gate, which puts back what it wrapped once the CONNACK is out.
+      graceful.attach(client as unknown as ClosingClient)
       connackGate.hold(client as unknown as GatedClient)
     },
     principal: (client) => principals.get(client),
@@ -340,11 +351,14 @@ function asBroker({
       }
       return n
     },
-    close() {
+    close(drainMs = 0) {
       expiry.stop()
-      closing ??= new Promise<void>((resolve) => aedes.close(() => resolve())).then(() =>
-        persistence.destroy()
-      )
+      const clients = () =>
+        Object.values((aedes as unknown as AedesInternals).clients) as unknown as ClosingClient[]
+      closing ??= graceful
+        .drain(clients, drainMs)
+        .then(() => new Promise<void>((resolve) => aedes.close(() => resolve())))
+        .then(() => persistence.destroy())
       return closing
     },
   }

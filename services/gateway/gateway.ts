@@ -17,6 +17,7 @@ import { serveTePublish } from '../contracts/te-publish.ts'
 import { COMMAND_ENDED_SUBJECT } from '../contracts/files.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 import { enforceRevocations } from './revocation.ts'
+import { DEFAULT_DRAIN_MS } from './graceful-close.ts'
 
 export interface GatewayOptions {
   bus: Bus
@@ -46,6 +47,8 @@ export interface GatewayOptions {
   proxyHeaderTimeoutMs?: number
   /** ms between re-checks of every connected bridge against the store; 0 = none. */
   bridgeRevalidateMs?: number
+  /** On close, at most this long for in-flight PUBLISHes and deliveries to finish (graceful-close.ts). */
+  drainMs?: number
   /** The sweep of connected sessions' queues for messages whose live copy never came. */
   queueSweep?: Partial<QueueSweepSettings>
   /** thin-edge.io topic root (empty = off) and auto-registration (edge/te-bus.ts). */
@@ -101,6 +104,7 @@ export async function createGateway({
   trustProxy = false,
   proxyHeaderTimeoutMs,
   bridgeRevalidateMs,
+  drainMs = DEFAULT_DRAIN_MS,
   ...forBroker // queueSweep, te: the broker's defaults when absent
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
@@ -180,8 +184,10 @@ export async function createGateway({
   let closing: Promise<void> | undefined
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      // New connections go to another gateway at once; the open ones finish what is in flight.
+      listeners.stopAccepting()
+      await broker.close(drainMs)
       await Promise.allSettled(subs.map((s) => s.unsubscribe()))
-      await broker.close()
       await listeners.close()
     })())
   return {

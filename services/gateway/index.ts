@@ -88,6 +88,7 @@ export async function startGateway(
     trustProxy: config.trustProxy,
     proxyHeaderTimeoutMs: config.proxyHeaderTimeoutMs,
     bridgeRevalidateMs: config.bridgeRevalidateMs,
+    drainMs: config.gatewayDrainMs,
     te: { root: config.teRoot, autoRegister: config.teAutoRegister },
     queueSweep: {
       everyMs: config.queueSweepMs,

@@ -55,7 +55,9 @@ export const DEFAULT_PROXY_HEADER_TIMEOUT_MS = 5_000
 export interface Listeners {
   ports: ListenerPorts
   endpoints: string[]
-  /** Stop accepting; existing connections are the broker's to close. */
+  /** Stop accepting new connections; open ones carry on (a closing gateway drains them). */
+  stopAccepting(): void
+  /** Stop accepting and end connections that never became the broker's clients. */
   close(): Promise<void>
 }
 
@@ -218,7 +220,10 @@ export async function startListeners(opts: ListenersOptions): Promise<Listeners>
           ...servers.map(closeServer),
         ])
       })())
-    return { ports, endpoints, close }
+    const stopAccepting = () => {
+      for (const server of servers) if (server.listening) server.close()
+    }
+    return { ports, endpoints, stopAccepting, close }
   } catch (err) {
     await Promise.all(servers.map(closeServer))
     throw err
@@ -251,8 +256,9 @@ function secureListener(
 
 function closeServer(server: AnyServer): Promise<void> {
   return new Promise((resolve) => {
+    for (const s of open.get(server) ?? []) s.destroy()
+    // Not listening: never started, or stopAccepting closed it already.
     if (!server.listening) return resolve()
     server.close(() => resolve())
-    for (const s of open.get(server) ?? []) s.destroy()
   })
 }

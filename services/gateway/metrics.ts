@@ -205,6 +205,7 @@ export function createCounters(): GatewayCounters {
     connectRateLimited: 0,
     proxyRefused: 0,
     revokedDisconnects: 0,
+    refusedWhileClosing: 0,
   }
 }
 
@@ -243,5 +244,10 @@ function registerFrontDoorMetrics(
     'ub_gateway_revoked_disconnects_total',
     'bridges disconnected because their request was revoked or withdrawn',
     'revokedDisconnects'
+  )
+  counter(
+    'ub_gateway_refused_while_closing_total',
+    'QoS 1/2 PUBLISHes left unacknowledged because the gateway was closing (sent again elsewhere)',
+    'refusedWhileClosing'
   )
 }

@@ -130,6 +130,7 @@ export async function createBusPersistence({
     outgoingStream: outgoing.outgoingStream,
     stranded: outgoing.stranded,
     sessionBacklog: outgoing.backlog,
+    deliveriesInFlight: outgoing.inFlight,
 
     /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
     touchSession: subs.touch,

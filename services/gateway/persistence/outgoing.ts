@@ -97,6 +97,8 @@ export function createOutgoingQueue({
 
   return {
     backlog: (clientId: string) => queueBacklog(reader, clientId),
+    /** Deliveries handed to the connected session here and not yet acknowledged. */
+    inFlight: (clientId: string) => inflight.get(clientId)?.size ?? 0,
     async outgoingEnqueue(sub: { clientId: string }, packet: WirePacket): Promise<void> {
       await enqueue(sub.clientId, packet)
     },
