@@ -64,6 +64,11 @@ export const GatewayCountersSchema = z.object({
     .describe(
       'acknowledged queue entries whose failed erase was not kept for a retry (bound reached)'
     ),
+  queueWriteRetries: z
+    .number()
+    .int()
+    .default(0)
+    .describe('queue writes tried again after the bus failed them'),
   teErrors: z
     .number()
     .int()

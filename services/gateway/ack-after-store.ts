@@ -18,6 +18,8 @@ export interface AckingClient {
     on(event: 'packet', listener: (packet: InboundPublish) => void): unknown
   }
   waitForDrain(done: Done): void
+  _keepaliveInterval: number
+  _keepaliveTimer: { refresh(): unknown } | null
   broker: {
     maxTopicLevels?: number
     authorizePublish(client: AckingClient, packet: InboundPublish, done: Done): void
@@ -56,6 +58,10 @@ export function ackAfterStore(client: AckingClient): { inFlight(): number } {
     if (packet.cmd !== 'publish' || packet.qos !== 1 || !client.connackSent)
       return aedesEnqueue.call(this, packet)
     client._parsingBatch++ // as aedes' enqueue does: this packet is in flight until `_nextBatch`
+    // As aedes' handle() does for every packet it reads: a publisher busy with QoS 1 sends no
+    // PINGREQ (MQTT.js reschedules its ping on every packet it sends), so without this it was
+    // cut for "keep alive timeout" 1.5 × keep-alive after its CONNECT, with its window unacked.
+    if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh()
     publishThenAck(client, packet, inOrder.ack(packet.messageId, client._nextBatch))
   })
   return { inFlight: inOrder.inFlight }

@@ -161,6 +161,11 @@ function registerQueueMetrics(
     'queueEraseDropped'
   )
   counter(
+    'ub_gateway_queue_write_retries_total',
+    'queue writes the bus failed or left unanswered (a NATS node in a fault), tried again before the PUBLISH fails',
+    'queueWriteRetries'
+  )
+  counter(
     'ub_gateway_queue_full_total',
     'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
     'queueFull'
@@ -186,6 +191,7 @@ export function createCounters(): GatewayCounters {
     queueRedelivered: 0,
     queueEraseDeferred: 0,
     queueEraseDropped: 0,
+    queueWriteRetries: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

@@ -37,6 +37,7 @@ export interface BusPersistenceOptions {
     queueDepthsForgotten: number
     queueEraseDeferred: number
     queueEraseDropped: number
+    queueWriteRetries: number
   }
 }
 
@@ -69,6 +70,7 @@ export async function createBusPersistence({
     queueDepthsForgotten: 0,
     queueEraseDeferred: 0,
     queueEraseDropped: 0,
+    queueWriteRetries: 0,
   },
 }: BusPersistenceOptions) {
   const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
@@ -96,6 +98,7 @@ export async function createBusPersistence({
     onDepthForgotten: () => counters.queueDepthsForgotten++,
     onEraseDeferred: () => counters.queueEraseDeferred++,
     onEraseDropped: () => counters.queueEraseDropped++,
+    onQueueWriteRetry: () => counters.queueWriteRetries++,
   })
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })

@@ -96,3 +96,30 @@ export function bySecond(times: readonly number[], start: number): string {
   }
   return [...counts].map(([s, n]) => `+${s}s ×${n}`).join(', ')
 }
+
+/**
+ * The duplicated messages as runs of consecutive numbers per publisher (`p0 1200–1455 ×256`):
+ * a window sent again is one run; resends of single publishes are many short ones.
+ */
+export function duplicateRuns(a: Arrivals, most = 8): string {
+  const bySender = new Map<string, number[]>()
+  for (const [key, n] of a.copies) {
+    if (n < 2) continue
+    const [sender, seq] = key.split(':')
+    bySender.set(sender!, [...(bySender.get(sender!) ?? []), Number(seq)])
+  }
+  const runs: string[] = []
+  for (const [sender, seqs] of bySender) {
+    seqs.sort((x, y) => x - y)
+    let from = seqs[0]!
+    for (let i = 1; i <= seqs.length; i++) {
+      if (i < seqs.length && seqs[i] === seqs[i - 1]! + 1) continue
+      const to = seqs[i - 1]!
+      runs.push(from === to ? `${sender} ${from}` : `${sender} ${from}–${to} ×${to - from + 1}`)
+      from = seqs[i]!
+    }
+  }
+  return runs.length <= most
+    ? runs.join(', ')
+    : `${runs.slice(0, most).join(', ')} … (${runs.length} runs)`
+}

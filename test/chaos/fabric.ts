@@ -98,6 +98,8 @@ export async function startFabric(): Promise<Fabric> {
         UB_HANDSHAKE_RATE_PER_MIN: '600',
         // The lifecycle lanes bridge the fabric to its own handshake API (lifecycle.ts).
         UB_ALLOW_SELF_UPSTREAM: 'true',
+        // CHAOS_LOG_LEVEL=debug: the services' debug lines in the --logs files.
+        ...(process.env.CHAOS_LOG_LEVEL ? { UB_LOG_LEVEL: process.env.CHAOS_LOG_LEVEL } : {}),
       },
       args: ['--bus-replicas', '3', '--lease-ttl-ms', String(LEASE_TTL_MS)],
     }

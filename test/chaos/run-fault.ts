@@ -1,7 +1,7 @@
 import { forwarding, verifyLog } from './bridge.ts'
 import type { Fabric } from './fabric.ts'
 import type { Fault, FaultOutcome } from './faults.ts'
-import { afterHeal, bySecond, maxGap, type CloudCounter } from './cloud-counter.ts'
+import { afterHeal, bySecond, duplicateRuns, maxGap, type CloudCounter } from './cloud-counter.ts'
 import type { LifecycleReport } from './lifecycle.ts'
 import { startPublisher, type Publisher } from './publisher.ts'
 import { sleep, until } from './wait.ts'
@@ -110,6 +110,7 @@ export async function runFault(
     )
     if (arrivals.duplicateTimes.length) {
       note(`duplicates arrived at ${bySecond(arrivals.duplicateTimes, startedAt)}`)
+      note(`duplicated: ${duplicateRuns(arrivals)}`)
     }
     if (unackedUpstream.length) note(`${unackedUpstream.length} unacknowledged arrived upstream`)
     const log = await verifyLog(fabric, bridgeId)

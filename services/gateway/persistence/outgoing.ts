@@ -22,6 +22,7 @@ import {
 } from './queue-read.ts'
 import { createQueueDepth } from './queue-depth.ts'
 import { createEraseLater } from './erase-later.ts'
+import { writeQueueEntry } from './queue-write.ts'
 
 // A listing takes milliseconds, but a NATS KV keys() over keys that are being written and deleted
 // at the same time can fail to end (seen on reconnect, while live messages for the same client
@@ -44,6 +45,8 @@ export interface OutgoingQueueOptions {
   onEraseDeferred?: () => void
   /** ... and was not kept for one: the bound of waiting erases was reached. */
   onEraseDropped?: () => void
+  /** A queue write failed and is tried again (queue-write.ts). */
+  onQueueWriteRetry?: () => void
 }
 
 interface InflightEntry {
@@ -64,6 +67,7 @@ export function createOutgoingQueue({
   onDepthForgotten = () => {},
   onEraseDeferred,
   onEraseDropped,
+  onQueueWriteRetry = () => {},
 }: OutgoingQueueOptions) {
   // clientId → messageId → the queued message it stands for; PUBACKs and PUBCOMPs arrive where
   // the client is connected, which is the gateway that assigned the messageId in `outgoingUpdate`.
@@ -92,7 +96,9 @@ export function createOutgoingQueue({
     if (!(await depth.admit(clientId))) return onQueueFull(clientId)
     const packet: WirePacket = { ...p, cmd: 'publish' }
     delete packet.messageId
-    await kv.put(outKey(clientId, packet), encodePacket(packet, { at: Date.now() }))
+    await writeQueueEntry(kv, outKey(clientId, packet), encodePacket(packet, { at: Date.now() }), {
+      onRetry: onQueueWriteRetry,
+    })
   }
 
   return {
