@@ -7,6 +7,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   unique,
@@ -139,8 +140,15 @@ export const transitions = pgTable(
 export const teEntities = pgTable(
   'te_entities',
   {
+    /**
+     * Whose entity: '' for this instance's own `te/`, else the instance id of the downstream
+     * whose bridge mirrored it into one of its mounts (`te_mounts`).
+     */
+    downstream: text('downstream').notNull().default(''),
     /** The four identifier segments, e.g. `device/child01//`. */
-    topicId: text('topic_id').primaryKey(),
+    topicId: text('topic_id').notNull(),
+    /** A downstream's entity: the full topic it is reached at here (`acme/site1/te/device/c1//`). */
+    topic: text('topic'),
     type: text('type').notNull(),
     parent: text('parent'),
     externalId: text('external_id'),
@@ -163,5 +171,21 @@ export const teEntities = pgTable(
     registeredAt: timestamptz('registered_at').notNull().defaultNow(),
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
   },
-  (t) => [index('te_entities_parent').on(t.parent)]
+  (t) => [
+    primaryKey({ columns: [t.downstream, t.topicId] }),
+    index('te_entities_parent').on(t.downstream, t.parent),
+  ]
 )
+
+/**
+ * Where each downstream mounts its thin-edge.io `te/` tree in this instance's namespace (its
+ * bindings from its teRoot, as its supervisor declares them in the topology exchange), kept only
+ * while its request is Accepted and only inside its grants; at most TE_MAX_MOUNTS each.
+ */
+export const teMounts = pgTable('te_mounts', {
+  instanceId: text('instance_id').primaryKey(),
+  requestId: text('request_id').notNull(),
+  /** `[{target, path}]`: `<target>/<rest>` here is `<teRoot>/<path>/<rest>` there. */
+  mounts: jsonb('mounts').$type<{ target: string; path: string }[]>().notNull(),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+})

@@ -36,6 +36,12 @@ export const WireAdvertSchema = z.strictObject({
 /** What each side of a topology exchange sends: its whole database. */
 export const TopologyExchangeSchema = z.strictObject({
   adverts: z.array(WireAdvertSchema).max(MAX_ADVERTS),
+  /**
+   * A downstream's thin-edge.io mounts, `[{target, path}]` (supervisor/te-mounts.ts): read by
+   * the handshake API's topology route, never relayed. A server that does not know the key
+   * refuses the exchange (400) and the downstream asks again without it.
+   */
+  teMounts: z.array(z.unknown()).max(64).optional(),
 })
 export type TopologyExchange = z.infer<typeof TopologyExchangeSchema>
 

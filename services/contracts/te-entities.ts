@@ -5,6 +5,8 @@
  * alarms and in-flight commands beside them. Spread into STORE_INPUTS / STORE_OUTPUTS.
  */
 import { z } from 'zod'
+import { INSTANCE_ID_PATTERN } from '../common/instance-id.ts'
+import { namespaceProblem } from '../../machines/namespace.ts'
 
 /** At most this many entities are kept; past it `te.entity.upsert` of a new one is refused. */
 export const TE_MAX_ENTITIES = 100_000
@@ -20,6 +22,39 @@ export const TE_LIST_MAX_BYTES = 512 * 1_024
 const MAX_VALUE_BYTES = 16 * 1_024
 
 export const TE_ENTITY_TYPES = ['device', 'child-device', 'service'] as const
+
+/** Mounts one downstream may declare; past it the rest are refused (ub_te_mounts_refused_total). */
+export const TE_MAX_MOUNTS = 16
+/** Downstreams' mounts `te.mount.list` answers at most (one row per Accepted downstream). */
+export const TE_MOUNTS_LIST_MAX = 10_000
+/** Between a cursor's downstream and topic id: `#` is in no topic id, `+`/`#` in no instance id. */
+export const TE_CURSOR_SEPARATOR = '#'
+
+/** Whose entity: '' (or absent) this instance's own, else a downstream's instance id. */
+export const TeDownstream = z
+  .string()
+  .refine((s) => s === '' || INSTANCE_ID_PATTERN.test(s), 'must be an instance id or empty')
+
+/**
+ * Where a downstream mounts (part of) its `te/` tree here: `<target>/<rest>` in this instance's
+ * namespace is `<its teRoot>[/<path>]/<rest>` on the downstream (a binding from its teRoot or a
+ * subtree of it, direction out or both).
+ */
+export const TeMountSchema = z.object({
+  target: z.string().superRefine((t, ctx) => {
+    const problem = namespaceProblem(t)
+    if (problem) ctx.addIssue({ code: 'custom', message: `target ${problem}` })
+    if (/[+#]/.test(t)) ctx.addIssue({ code: 'custom', message: 'target has no wildcards' })
+  }),
+  /** '' for the whole root, else up to 3 identifier segments (`device`, `device/child01`). */
+  path: z
+    .string()
+    .max(1_024)
+    .refine((p) => p === '' || (p.split('/').length <= 3 && !/[+#\u0000]/.test(p)), {
+      message: 'must be empty or up to 3 identifier segments without wildcards',
+    }),
+})
+export type TeMount = z.infer<typeof TeMountSchema>
 
 const noNul = (s: string) => !s.includes('\u0000')
 const Text = (max: number) => z.string().max(max).refine(noNul, 'must not contain NUL characters')
@@ -60,18 +95,21 @@ export const TeAlarmSchema = z.object({
 })
 export type TeAlarm = z.infer<typeof TeAlarmSchema>
 
-/** One observation of an entity, by what the gateway saw. */
+const Who = { downstream: TeDownstream.optional() }
+
+/** One observation of an entity, by what the gateway saw (of a downstream's: `downstream`). */
 export const TeObservationSchema = z.discriminatedUnion('kind', [
   /** `status/health`: its `status`; null clears it. */
-  z.object({ kind: z.literal('health'), topicId: TeTopicId, status: Text(64).nullable() }),
+  z.object({ kind: z.literal('health'), topicId: TeTopicId, status: Text(64).nullable(), ...Who }),
   /** A measurement arrived at `at` (ISO 8601); the later time wins. */
-  z.object({ kind: z.literal('measurement'), topicId: TeTopicId, at: z.iso.datetime() }),
+  z.object({ kind: z.literal('measurement'), topicId: TeTopicId, at: z.iso.datetime(), ...Who }),
   /** `a/<type>`: raised (alarm) or cleared (null). */
   z.object({
     kind: z.literal('alarm'),
     topicId: TeTopicId,
     alarmType: Text(256),
     alarm: TeAlarmSchema.nullable(),
+    ...Who,
   }),
   /** `cmd/<operation>/<id>`: its status; null once cleared. */
   z.object({
@@ -79,9 +117,16 @@ export const TeObservationSchema = z.discriminatedUnion('kind', [
     topicId: TeTopicId,
     command: Text(512),
     status: Text(64).nullable(),
+    ...Who,
   }),
   /** `twin/<fragment>`: its value; null removes it. */
-  z.object({ kind: z.literal('twin'), topicId: TeTopicId, fragment: Text(256), value: JsonValue }),
+  z.object({
+    kind: z.literal('twin'),
+    topicId: TeTopicId,
+    fragment: Text(256),
+    value: JsonValue,
+    ...Who,
+  }),
 ])
 export type TeObservation = z.input<typeof TeObservationSchema>
 
@@ -99,6 +144,8 @@ export const TeEntitySchema = z.object({
     .describe("commands not cleared yet, by '<operation>/<id>': their status"),
   registeredAt: z.string(),
   updatedAt: z.string(),
+  downstream: z.string().optional().describe("a downstream's entity: that instance's id"),
+  topic: z.string().optional().describe("a downstream's entity: the topic it is reached at here"),
 })
 export type TeEntity = z.infer<typeof TeEntitySchema>
 
@@ -111,6 +158,9 @@ export const TE_ENTITY_INPUTS = {
   /** A registration message: creates the entity or replaces its metadata; twin keys merge. */
   'te.entity.upsert': z.object({
     topicId: TeTopicId,
+    ...Who,
+    /** A downstream's entity: its full topic here, under the mount it came through. */
+    topic: Text(2_048).optional(),
     type: z.enum(TE_ENTITY_TYPES),
     parent: TeTopicId.nullable(),
     externalId: Text(1_024).optional(),
@@ -123,7 +173,7 @@ export const TE_ENTITY_INPUTS = {
     }),
   }),
   /** A deregistration: the entity and, transitively, its descendants. */
-  'te.entity.delete': z.object({ topicId: TeTopicId }),
+  'te.entity.delete': z.object({ topicId: TeTopicId, ...Who }),
   'te.entity.observe': TeObservationSchema,
   /** thin-edge's filters: `root` (it and its descendants) or `parent` (its children), `type`. */
   'te.entity.list': z
@@ -131,12 +181,25 @@ export const TE_ENTITY_INPUTS = {
       root: TeTopicId.optional(),
       parent: TeTopicId.optional(),
       type: z.enum(TE_ENTITY_TYPES).optional(),
+      /** Absent: every entity, ours first; '': ours only; an instance id: that downstream's. */
+      downstream: TeDownstream.optional(),
       limit: z.number().int().min(1).max(TE_LIST_MAX).optional(),
-      /** The `next` of the page before: list after this topic id. */
+      /** The `next` of the page before: `[<downstream>#]<topic id>`, list after it. */
       cursor: Text(1_024).optional(),
     })
     .refine((q) => !(q.root && q.parent), 'root and parent can not be used together'),
-  'te.entity.get': z.object({ topicId: TeTopicId }),
+  'te.entity.get': z.object({ topicId: TeTopicId, ...Who }),
+  /**
+   * A downstream's mounts, as its topology exchange declared them: replaces the ones it had.
+   * Kept only while its request is Accepted and each inside its grants; an entity under a mount
+   * that went away leaves the twin.
+   */
+  'te.mount.set': z.object({
+    requestId: z.string().min(1).max(256),
+    mounts: z.array(TeMountSchema).max(TE_MAX_MOUNTS),
+  }),
+  /** Every downstream's mounts (what the gateways recognise mirrored `te/` messages by). */
+  'te.mount.list': z.object({}),
 } satisfies Record<string, z.ZodType>
 
 export const TE_ENTITY_OUTPUTS = {
@@ -145,4 +208,16 @@ export const TE_ENTITY_OUTPUTS = {
   'te.entity.observe': z.object({ found: z.boolean() }),
   'te.entity.list': z.object({ items: z.array(TeEntitySchema), next: z.string().nullable() }),
   'te.entity.get': TeEntityWithTwinSchema,
+  'te.mount.set': z.object({
+    mounts: z.array(TeMountSchema),
+    refused: z.array(z.object({ mount: TeMountSchema, reason: z.string() })),
+    changed: z.boolean(),
+    /** Entities that left the twin with the mounts that went away. */
+    removed: z.number(),
+  }),
+  'te.mount.list': z.object({
+    items: z.array(
+      z.object({ instanceId: z.string(), requestId: z.string(), mounts: z.array(TeMountSchema) })
+    ),
+  }),
 } satisfies Record<keyof typeof TE_ENTITY_INPUTS, z.ZodType>

@@ -17,6 +17,7 @@ import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
 import { attachTeBus, type TeBus } from './edge/te-bus.ts'
 import { createTwinFeed } from './edge/te-twin-feed.ts'
+import { watchDownstreamsTe } from './edge/te-mounted.ts'
 import type { StoreClient } from '../contracts/store-client.ts'
 
 // Packets of one client handled in one batch before the others get a turn (fair-reads.ts). Each
@@ -173,6 +174,15 @@ export async function createBroker({
     ...(twin ? { twin } : {}),
     ...(onCommandEnded ? { onCommandEnded } : {}),
   })
+  // Downstreams' `te/` trees mirrored into their mounts: their bridges are told apart by principal.
+  const bridgeOf = (client: Client) => {
+    const p = ctx.principals.get(client)
+    return p?.kind === 'bridge' ? p.username : undefined
+  }
+  const downstreams =
+    twin &&
+    twinStore &&
+    watchDownstreamsTe({ aedes, bridgeOf, persistence, twin, store: twinStore, log })
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,
@@ -193,7 +203,11 @@ export async function createBroker({
     expiry: timers,
     ctx,
   })
-  return { ...broker, tePublish: teBus.publish }
+  const close = async (drainMs?: number) => {
+    downstreams?.close()
+    await broker.close(drainMs)
+  }
+  return { ...broker, close, tePublish: teBus.publish }
 }
 
 /**

@@ -23,6 +23,7 @@ import { toStoreError } from './db-errors.ts'
 import { ensureInstance, verifyAdminToken } from './instance.ts'
 import * as reads from './reads.ts'
 import * as te from './te-entities.ts'
+import { forgetTeRequest, listTeMounts, setTeMounts } from './te-mounts.ts'
 import { createGroupCommit } from './group-commit.ts'
 import {
   applyMachineEvent,
@@ -110,6 +111,11 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
         throw new ValidationError(`'${EDIT_EVENT}' is sent by upstream.edit only`)
       const record = await applyMachineEvent(ctx, input)
       publish(record)
+      // A downstream no longer Accepted (revoked, withdrawn) leaves the thin-edge.io twin.
+      if (record.machine === 'request' && record.from === 'Accepted' && record.to !== 'Accepted')
+        await forgetTeRequest(db, record.machineId).catch((err: unknown) =>
+          log.warn({ err, requestId: record.machineId }, 'its thin-edge.io entities not removed')
+        )
       return record
     },
     log: async ({ machine, id, after, limit }) =>
@@ -118,10 +124,12 @@ export function createHandlers({ bus, db, log, hooks }: HandlerDeps): Handlers {
     replay: async ({ machine, id, to }) => replayMachine(db, machine, id, to),
     verify: async ({ machine, id }) => verifyMachine(db, machine, id),
     'te.entity.upsert': async (input) => te.upsertTeEntity(db, input),
-    'te.entity.delete': async ({ topicId }) => te.deleteTeEntity(db, topicId),
+    'te.entity.delete': async (input) => te.deleteTeEntity(db, input),
     'te.entity.observe': async (input) => te.observeTeEntity(db, input),
     'te.entity.list': async (input) => te.listTeEntities(db, input),
-    'te.entity.get': async ({ topicId }) => te.getTeEntity(db, topicId),
+    'te.entity.get': async (input) => te.getTeEntity(db, input),
+    'te.mount.set': async (input) => setTeMounts(db, input),
+    'te.mount.list': async () => listTeMounts(db),
   }
 }
 

@@ -5,9 +5,10 @@
  */
 import { and, asc, eq, gt, or, sql, type SQL } from 'drizzle-orm'
 import type { Db } from '../../db/client.ts'
-import { teEntities } from '../../db/schema.ts'
+import { teEntities, teMounts } from '../../db/schema.ts'
 import { NotFoundError, UbError } from '../common/errors.ts'
 import {
+  TE_CURSOR_SEPARATOR,
   TE_ENTITIES_FULL,
   TE_LIST_MAX_BYTES,
   TE_MAX_ALARMS,
@@ -41,11 +42,20 @@ export function toTeEntity(row: Row): TeEntity {
   if (row.parent !== null) entity['@parent'] = row.parent
   if (row.externalId !== null) entity['@id'] = row.externalId
   if (row.healthEndpoint !== null) entity['@health'] = row.healthEndpoint
+  if (row.downstream !== '') entity.downstream = row.downstream
+  if (row.topic !== null) entity.topic = row.topic
   return entity
 }
 
-export async function getTeEntity(db: Db, topicId: string): Promise<TeEntityWithTwin> {
-  const [row] = await db.orm.select().from(teEntities).where(eq(teEntities.topicId, topicId))
+/** One entity by its key: whose ('' ours) and its topic id. */
+const entityIs = (downstream: string, topicId: string) =>
+  and(eq(teEntities.downstream, downstream), eq(teEntities.topicId, topicId))
+
+export async function getTeEntity(
+  db: Db,
+  { topicId, downstream = '' }: StoreInput<'te.entity.get'>
+): Promise<TeEntityWithTwin> {
+  const [row] = await db.orm.select().from(teEntities).where(entityIs(downstream, topicId))
   if (!row) throw new NotFoundError('thin-edge.io entity', topicId)
   return { ...toTeEntity(row), twin: row.twin }
 }
@@ -60,13 +70,17 @@ export async function upsertTeEntity(
     parent: input.parent,
     externalId: input.externalId ?? null,
     healthEndpoint: input.healthEndpoint ?? null,
+    topic: input.topic ?? null,
   }
+  const downstream = input.downstream ?? ''
+  const key = entityIs(downstream, input.topicId)
   const twin = JSON.stringify(input.twin)
   const merged = () => ({ twin: sql`${teEntities.twin} || ${twin}::jsonb`, updatedAt: new Date() })
+  if (downstream !== '') await requireMount(db, downstream)
   const updated = await db.orm
     .update(teEntities)
     .set({ ...meta, ...merged() })
-    .where(eq(teEntities.topicId, input.topicId))
+    .where(key)
     .returning({ topicId: teEntities.topicId })
   if (updated.length > 0) return { created: false }
   return db.orm.transaction(async (tx) => {
@@ -80,7 +94,7 @@ export async function upsertTeEntity(
       const again = await tx
         .update(teEntities)
         .set({ ...meta, ...merged() })
-        .where(eq(teEntities.topicId, input.topicId))
+        .where(key)
         .returning({ topicId: teEntities.topicId })
       if (again.length > 0) return { created: false }
       throw new UbError(
@@ -91,21 +105,38 @@ export async function upsertTeEntity(
     }
     const inserted = await tx
       .insert(teEntities)
-      .values({ topicId: input.topicId, ...meta, twin: input.twin })
-      .onConflictDoUpdate({ target: teEntities.topicId, set: { ...meta, ...merged() } })
+      .values({ downstream, topicId: input.topicId, ...meta, twin: input.twin })
+      .onConflictDoUpdate({
+        target: [teEntities.downstream, teEntities.topicId],
+        set: { ...meta, ...merged() },
+      })
       .returning({ created: sql<boolean>`(xmax = 0)` })
     return { created: inserted[0]?.created ?? false }
   })
 }
 
-/** The entities under `topicId` (it included), cycle-safe (`union` drops repeats). */
-const subtree = (topicId: string) => sql`with recursive tree(topic_id) as (
-    select topic_id from te_entities where topic_id = ${topicId}
-    union select e.topic_id from te_entities e join tree t on e.parent = t.topic_id)`
+/** A downstream's entity comes only while that downstream has a mount (not once revoked). */
+async function requireMount(db: Db, downstream: string): Promise<void> {
+  const [mount] = await db.orm
+    .select({ id: teMounts.instanceId })
+    .from(teMounts)
+    .where(eq(teMounts.instanceId, downstream))
+  if (!mount) throw new NotFoundError('thin-edge.io mount of downstream', downstream)
+}
 
-export async function deleteTeEntity(db: Db, topicId: string): Out<'te.entity.delete'> {
+/** The entities of `downstream` under `topicId` (it included), cycle-safe (`union` drops repeats). */
+const subtree = (downstream: string, topicId: string) => sql`with recursive tree(topic_id) as (
+    select topic_id from te_entities where downstream = ${downstream} and topic_id = ${topicId}
+    union select e.topic_id from te_entities e join tree t
+      on e.downstream = ${downstream} and e.parent = t.topic_id)`
+
+export async function deleteTeEntity(
+  db: Db,
+  { topicId, downstream = '' }: StoreInput<'te.entity.delete'>
+): Out<'te.entity.delete'> {
   const rows = await db.execute<{ topic_id: string }>(
-    sql`${subtree(topicId)} delete from te_entities where topic_id in (select topic_id from tree)
+    sql`${subtree(downstream, topicId)} delete from te_entities
+        where downstream = ${downstream} and topic_id in (select topic_id from tree)
         returning topic_id`
   )
   return { deleted: rows.map((r) => r.topic_id).sort() }
@@ -156,7 +187,7 @@ export async function observeTeEntity(
   const rows = await db.orm
     .update(teEntities)
     .set({ ...observedSet(input), updatedAt: new Date() } as Partial<Row>)
-    .where(eq(teEntities.topicId, input.topicId))
+    .where(entityIs(input.downstream ?? '', input.topicId))
     .returning({ topicId: teEntities.topicId })
   return { found: rows.length > 0 }
 }
@@ -164,29 +195,41 @@ export async function observeTeEntity(
 /** thin-edge's query: `root` (it and its descendants), `parent` (its children), `type`; by topic id. */
 export async function listTeEntities(
   db: Db,
-  { root, parent, type, limit = DEFAULT_LIST_LIMIT, cursor }: StoreInput<'te.entity.list'>
+  {
+    root,
+    parent,
+    type,
+    downstream,
+    limit = DEFAULT_LIST_LIMIT,
+    cursor,
+  }: StoreInput<'te.entity.list'>
 ): Out<'te.entity.list'> {
   const anchor = root ?? parent
+  // An anchored query is within one tree: ours unless a downstream is named.
+  const whose = downstream ?? (anchor === undefined ? undefined : '')
+  const filters: SQL[] = []
+  if (whose !== undefined) filters.push(eq(teEntities.downstream, whose))
   if (anchor !== undefined) {
     // Known, or named as a parent (the main device is there before anyone registers it).
     const [found] = await db.orm
       .select({ topicId: teEntities.topicId })
       .from(teEntities)
-      .where(or(eq(teEntities.topicId, anchor), eq(teEntities.parent, anchor)))
+      .where(and(...filters, or(eq(teEntities.topicId, anchor), eq(teEntities.parent, anchor))))
       .limit(1)
     if (!found) throw new NotFoundError('thin-edge.io entity', anchor)
   }
-  const filters: SQL[] = []
   if (root !== undefined)
-    filters.push(sql`${teEntities.topicId} in (${subtree(root)} select topic_id from tree)`)
+    filters.push(
+      sql`${teEntities.topicId} in (${subtree(whose ?? '', root)} select topic_id from tree)`
+    )
   if (parent !== undefined) filters.push(eq(teEntities.parent, parent))
   if (type !== undefined) filters.push(eq(teEntities.type, type))
-  if (cursor !== undefined) filters.push(gt(teEntities.topicId, cursor))
+  if (cursor !== undefined) filters.push(after(cursor))
   const rows = await db.orm
     .select()
     .from(teEntities)
     .where(and(...filters))
-    .orderBy(asc(teEntities.topicId))
+    .orderBy(asc(teEntities.downstream), asc(teEntities.topicId))
     .limit(limit + 1)
   const items: TeEntity[] = []
   let bytes = 0
@@ -196,6 +239,21 @@ export async function listTeEntities(
     if (bytes > TE_LIST_MAX_BYTES && items.length > 0) break
     items.push(item)
   }
-  const more = items.length < rows.length
-  return { items, next: more ? items[items.length - 1]!['@topic-id'] : null }
+  const last = items[items.length - 1]
+  const more = items.length < rows.length && last !== undefined
+  return { items, next: more ? cursorOf(last.downstream ?? '', last['@topic-id']) : null }
+}
+
+/** Our entities' cursor is the topic id, as before; a downstream's is `<instance id>#<topic id>`. */
+const cursorOf = (downstream: string, topicId: string) =>
+  downstream === '' ? topicId : `${downstream}${TE_CURSOR_SEPARATOR}${topicId}`
+
+function after(cursor: string): SQL {
+  const at = cursor.indexOf(TE_CURSOR_SEPARATOR)
+  const downstream = at < 0 ? '' : cursor.slice(0, at)
+  const topicId = at < 0 ? cursor : cursor.slice(at + 1)
+  return or(
+    gt(teEntities.downstream, downstream),
+    and(eq(teEntities.downstream, downstream), gt(teEntities.topicId, topicId))
+  )!
 }

@@ -23,6 +23,8 @@ export interface RunningLink {
   peer: () => string | null
   /** Off the mesh spanning tree: subscribed to nothing (see mesh-wiring.ts). */
   blocked: boolean
+  /** This instance's thin-edge.io root: bindings from it are mounts upstream (te-mounts.ts). */
+  teRoot?: string
 }
 
 /** The links this replica runs now, by upstream id. */
@@ -97,6 +99,7 @@ export function createLinkRunner(options: LinkRunnerOptions): LinkRunner {
     void link.stopped.then(() => reportRefusal(options, id, link))
     log.info({ upstreamId: id, supervisorId, token: leases.token(id) }, 'bridge owned')
     const r: RunningLink = { upstream, link, status, peer: peer.peer, blocked: false }
+    if (options.teRoot) r.teRoot = options.teRoot
     running.set(id, r)
     return r
   }

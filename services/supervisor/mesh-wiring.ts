@@ -19,7 +19,11 @@ export async function wireMesh({
     links: () =>
       [...running.values()]
         .filter((r) => r.upstream.kind === 'uns')
-        .map((r) => ({ upstream: r.upstream, peer: r.peer() })),
+        .map((r) => ({
+          upstream: r.upstream,
+          peer: r.peer(),
+          ...(r.teRoot ? { teRoot: r.teRoot } : {}),
+        })),
     onChange: () => void apply(),
     log,
   })

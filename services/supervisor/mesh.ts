@@ -28,6 +28,7 @@ import { RemoteError, type RemoteClient } from '../contracts/handshake-client.ts
 import type { StoreClient } from '../contracts/store-client.ts'
 import type { Upstream } from '../contracts/store.ts'
 import type { LinkStatus } from '../contracts/links.ts'
+import { createMountDeclarer } from './te-mounts.ts'
 
 /**
  * The supervisor's part of the mesh spanning tree (ARCHITECTURE.md §9): originate this
@@ -44,6 +45,8 @@ const RECOMPUTE_DEBOUNCE_MS = 20 // a burst of merges costs one tree
 export interface MeshLink {
   upstream: Upstream
   peer: string | null
+  /** This instance's thin-edge.io root: its bindings from it are declared as mounts. */
+  teRoot?: string
 }
 
 export interface Mesh {
@@ -295,7 +298,8 @@ function createTopologyExchange({
 }): (link: MeshLink) => Promise<void> {
   const inFlight = new Set<string>()
   const secrets = new Map<string, string>()
-  return async ({ upstream, peer }) => {
+  const mounts = createMountDeclarer()
+  return async ({ upstream, peer, teRoot }) => {
     const { id, remoteRequestId } = upstream
     if (upstream.kind !== 'uns' || !remoteRequestId || inFlight.has(id)) return
     inFlight.add(id)
@@ -307,13 +311,15 @@ function createTopologyExchange({
       }
       const peerKey = await learnPeerKey(bus, remote, upstream, secret, peer)
       if (!peerKey) return // an older peer that sends no key: nothing it says can be believed
+      const mine = mounts.declare(upstream, teRoot, await db.exchange())
       const theirs = await remote
-        .exchangeTopology(upstream, remoteRequestId, secret, await db.exchange(), {
+        .exchangeTopology(upstream, remoteRequestId, secret, mine, {
           timeoutMs: Math.max(1_000, 2 * intervalMs), // at least 1 s, else two intervals
         })
         .catch((err: unknown) => {
           // A refused secret is read again next time.
           if (err instanceof RemoteError && err.status === 401) secrets.delete(id)
+          if (err instanceof RemoteError && err.status === 400) mounts.refused(id)
           throw err
         })
       const { rejected } = await db.merge(theirs.adverts, {

@@ -186,7 +186,12 @@ function noteCommandEnd(
     onEnded({ topic, tedgeUrl: body.tedgeUrl })
 }
 
-function checkPayload(channel: TeChannel, payload: string, retained: boolean): TeProblem | null {
+/** The payload check of a channel (the registration aside); null when it passes. */
+export function checkPayload(
+  channel: TeChannel,
+  payload: string,
+  retained: boolean
+): TeProblem | null {
   let result: object
   switch (channel.kind) {
     case 'm':

@@ -29,13 +29,19 @@ export interface TwinCounters {
   teTwinRefused: number
 }
 
+/** A downstream's entity (te-mounted.ts): whose, and the full topic it is reached at here. */
+export interface Downstream {
+  downstream: string
+  topic?: string
+}
+
 export interface TwinFeed {
-  register(r: TeRegistration): void
-  deregister(topicId: string): void
+  register(r: TeRegistration, of?: Downstream): void
+  deregister(topicId: string, of?: Downstream): void
   /** A message on a channel of `topicId` that passed validation; '' is a retained clear. */
-  observe(topicId: string, channel: TeChannel, payload: string): void
+  observe(topicId: string, channel: TeChannel, payload: string, of?: Downstream): void
   /** Settles when the calls sent so far for `topicId` have (an HTTP write answers after them). */
-  settled(topicId: string): Promise<void>
+  settled(topicId: string, of?: Downstream): Promise<void>
   /** Settles when every call sent so far has (tests). */
   idle(): Promise<void>
 }
@@ -55,13 +61,13 @@ export function createTwinFeed({
   const lastMeasurement = new Map<string, number>()
   let inFlight = 0
 
-  const send = (topicId: string, call: () => Promise<unknown>) => {
+  const send = (key: string, call: () => Promise<unknown>) => {
     if (inFlight >= MAX_IN_FLIGHT) {
       counters.teTwinDropped++
       return
     }
     inFlight++
-    const before = chains.get(topicId) ?? Promise.resolve()
+    const before = chains.get(key) ?? Promise.resolve()
     const done: Promise<void> = before
       .then(call)
       .then(
@@ -69,47 +75,52 @@ export function createTwinFeed({
         (err: unknown) => {
           if (err instanceof UbError && err.code === TE_ENTITIES_FULL) counters.teTwinRefused++
           else counters.teTwinFailed++
-          log.debug({ err, entity: topicId }, 'digital twin not updated')
+          log.debug({ err, entity: key }, 'digital twin not updated')
         }
       )
       .finally(() => {
         inFlight--
-        if (chains.get(topicId) === done) chains.delete(topicId)
+        if (chains.get(key) === done) chains.delete(key)
       })
-    chains.set(topicId, done)
+    chains.set(key, done)
   }
 
-  const observe = (o: TeObservation) => send(o.topicId, () => store.call('te.entity.observe', o))
+  const observe = (o: TeObservation) =>
+    send(keyOf(o.topicId, o), () => store.call('te.entity.observe', o))
 
   return {
-    register(r) {
+    register(r, of) {
       const input = {
         topicId: r.topicId,
+        ...(of ? { downstream: of.downstream, ...(of.topic ? { topic: of.topic } : {}) } : {}),
         type: r.type,
         parent: r.parent,
         twin: r.twin,
         ...(r.externalId === undefined ? {} : { externalId: r.externalId }),
         ...(r.healthEndpoint === undefined ? {} : { healthEndpoint: r.healthEndpoint }),
       }
-      send(r.topicId, () => store.call('te.entity.upsert', input))
+      send(keyOf(r.topicId, input), () => store.call('te.entity.upsert', input))
     },
-    deregister(topicId) {
-      lastMeasurement.delete(topicId)
-      send(topicId, () => store.call('te.entity.delete', { topicId }))
+    deregister(topicId, of) {
+      const who = of ? { downstream: of.downstream } : {}
+      lastMeasurement.delete(keyOf(topicId, who))
+      send(keyOf(topicId, who), () => store.call('te.entity.delete', { topicId, ...who }))
     },
-    observe(topicId, channel, payload) {
+    observe(topicId, channel, payload, of) {
+      const who = of ? { downstream: of.downstream } : {}
+      const key = keyOf(topicId, who)
       if (channel.kind === 'm' && !channel.meta && payload !== '') {
         const at = now()
-        if (at - (lastMeasurement.get(topicId) ?? -Infinity) < MEASUREMENT_EVERY_MS) return
-        lastMeasurement.delete(topicId) // re-inserted last: the oldest is forgotten first
+        if (at - (lastMeasurement.get(key) ?? -Infinity) < MEASUREMENT_EVERY_MS) return
+        lastMeasurement.delete(key) // re-inserted last: the oldest is forgotten first
         if (lastMeasurement.size >= THROTTLE_MAX) lastMeasurement.delete(firstKey(lastMeasurement))
-        lastMeasurement.set(topicId, at)
-        return observe({ kind: 'measurement', topicId, at: new Date(at).toISOString() })
+        lastMeasurement.set(key, at)
+        return observe({ kind: 'measurement', topicId, at: new Date(at).toISOString(), ...who })
       }
       const o = observation(topicId, channel, payload)
-      if (o) observe(o)
+      if (o) observe({ ...o, ...who })
     },
-    settled: (topicId) => chains.get(topicId) ?? Promise.resolve(),
+    settled: (topicId, of) => chains.get(keyOf(topicId, of ?? {})) ?? Promise.resolve(),
     async idle() {
       while (chains.size > 0) await Promise.allSettled([...chains.values()])
     },
@@ -117,6 +128,10 @@ export function createTwinFeed({
 }
 
 const firstKey = (map: Map<string, unknown>): string => map.keys().next().value ?? ''
+
+/** One chain and one throttle per entity: ours by topic id, a downstream's by both. */
+const keyOf = (topicId: string, { downstream }: { downstream?: string }) =>
+  downstream ? `${downstream}#${topicId}` : topicId
 
 /** What a non-measurement message tells the twin, or null when nothing. */
 export function observation(

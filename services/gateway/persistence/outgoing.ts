@@ -96,9 +96,8 @@ export function createOutgoingQueue({
     if (!(await depth.admit(clientId))) return onQueueFull(clientId)
     const packet: WirePacket = { ...p, cmd: 'publish' }
     delete packet.messageId
-    await writeQueueEntry(kv, outKey(clientId, packet), encodePacket(packet, { at: Date.now() }), {
-      onRetry: onQueueWriteRetry,
-    })
+    const entry = encodePacket(packet, { at: Date.now() })
+    await writeQueueEntry(kv, outKey(clientId, packet), entry, { onRetry: onQueueWriteRetry })
   }
 
   return {

@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import type { Context } from 'hono'
 import {
   normalizeTopicId,
+  TeDownstream,
   TE_ENTITY_TYPES,
   TE_LIST_MAX,
   type TeEntityWithTwin,
@@ -31,8 +32,18 @@ const TopicIdQuery = (name: string, description: string) =>
     .optional()
     .openapi({ param: { name, in: 'query' }, description, example: 'device/child01//' })
 
+/** `?downstream=`: '' ours, an instance id that downstream's (its mounts: te-mounted.ts). */
+const DownstreamQuery = TeDownstream.optional().openapi({
+  param: { name: 'downstream', in: 'query' },
+  description:
+    "a downstream's instance id: its entities (those its bridge mirrors into its mounts here); " +
+    'empty: only our own; absent: all, ours first',
+  example: 'edge-site1',
+})
+
 const ListQuery = z
   .object({
+    downstream: DownstreamQuery,
     root: TopicIdQuery('root', 'the entity and its descendants'),
     parent: TopicIdQuery('parent', "the entity's direct children"),
     type: z
@@ -74,6 +85,15 @@ export const TeEntity = z
       .describe("commands not cleared yet, by '<operation>/<id>': their status"),
     registeredAt: z.string(),
     updatedAt: z.string(),
+    downstream: z
+      .string()
+      .optional()
+      .describe("a downstream's entity only: that downstream's instance id"),
+    topic: z
+      .string()
+      .optional()
+      .describe("a downstream's entity only: its topic here, under the downstream's mount")
+      .openapi({ example: 'acme/site1/te/device/child01//' }),
   })
   .openapi('TeEntity')
 
@@ -83,8 +103,8 @@ const list = createRoute({
   tags,
   security: BEARER,
   summary:
-    "thin-edge.io entities, as thin-edge's entity API lists them (?root=, ?parent=, ?type=), by " +
-    'topic id; paged (?limit=, ?cursor=, X-Next-Cursor)',
+    "thin-edge.io entities, as thin-edge's entity API lists them (?root=, ?parent=, ?type=), " +
+    "ours then each downstream's (?downstream=), by topic id; paged (?limit=, ?cursor=, X-Next-Cursor)",
   request: { query: ListQuery },
   responses: {
     200: { ...json(z.array(TeEntity), 'the entities'), headers: PAGED_HEADERS },
@@ -100,6 +120,7 @@ export const TopicIdParam = z.object({
     example: 'device/child01//',
   }),
 })
+export const DownstreamParam = z.object({ downstream: DownstreamQuery })
 export const KeyParam = TopicIdParam.extend({
   key: z.string().openapi({ param: { name: 'key', in: 'path' }, example: 'hardware' }),
 })
@@ -118,7 +139,7 @@ function describeEntityRoutes(app: ReturnType<typeof createRouter>): void {
       tags,
       security: BEARER,
       summary,
-      request: { params },
+      request: { params, query: DownstreamParam },
       responses: { 200: ok, ...errorResponses(400, 401, 404, 503) },
     })
   doc('/te/v1/entities/{topic-id}', 'One thin-edge.io entity', TopicIdParam, json(TeEntity, 'it'))
@@ -158,8 +179,9 @@ export function parseEntityPath(rest: string): { topicId: string; twin?: string 
 export function teEntityRoutes({ store }: Pick<RouteDeps, 'store'>) {
   const app = createRouter()
   app.openapi(list, async (c) => {
-    const { root, parent, type, limit, cursor } = c.req.valid('query')
+    const { root, parent, type, limit, cursor, downstream } = c.req.valid('query')
     const input = {
+      ...(downstream === undefined ? {} : { downstream }),
       ...(root === undefined ? {} : { root }),
       ...(parent === undefined ? {} : { parent }),
       ...(type === undefined ? {} : { type: type === 'main' ? ('device' as const) : type }),
@@ -172,12 +194,21 @@ export function teEntityRoutes({ store }: Pick<RouteDeps, 'store'>) {
   app.get(`${PREFIX}*`, async (c) => {
     const at = parseEntityPath(c.req.path.slice(PREFIX.length))
     if (!at) throw new ApiError(404, 'not_found', `no route for GET ${c.req.path}`)
-    const entity = await store.call('te.entity.get', { topicId: at.topicId })
+    const downstream = downstreamOf(c)
+    const entity = await store.call('te.entity.get', { topicId: at.topicId, downstream })
     if (at.twin === undefined) return c.json(withoutTwin(entity), 200)
     if (at.twin === null) return c.json(entity.twin, 200)
     return fragment(c, entity, at.twin)
   })
   return app
+}
+
+/** `?downstream=` of a single-entity route: '' (ours) when absent. */
+export function downstreamOf(c: Context): string {
+  const given = c.req.query('downstream') ?? ''
+  if (!TeDownstream.safeParse(given).success)
+    throw new ApiError(400, 'invalid_request', 'downstream must be an instance id')
+  return given
 }
 
 function withoutTwin({ twin: _twin, ...entity }: TeEntityWithTwin) {

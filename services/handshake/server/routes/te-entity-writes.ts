@@ -73,6 +73,7 @@ const create = createRoute({
 export function teEntityWriteRoutes(deps: Deps) {
   const app = createRouter()
   app.openapi(create, async (c) => {
+    refuseDownstream(c)
     const body = c.req.valid('json') as Record<string, unknown>
     const topicId = normalizeTopicId(body['@topic-id'] as string)
     if (topicId === null)
@@ -127,7 +128,23 @@ export function teEntityWriteRoutes(deps: Deps) {
   return app
 }
 
+/**
+ * A downstream's entity (`?downstream=`) is not written from here: its own bus is its truth, and
+ * a write here would only be a retained message under its mount that the downstream may never
+ * take. The operator writes on the downstream's API (or publishes a command under the mount).
+ */
+function refuseDownstream(c: Context): void {
+  if ((c.req.query('downstream') ?? '') === '') return
+  throw new ApiError(
+    409,
+    'downstream_entity',
+    "a downstream's entity is written on that downstream (its /te/v1/entities), not here; " +
+      'operations reach it as commands published under its mount'
+  )
+}
+
 function parsePath(c: Context) {
+  refuseDownstream(c)
   const at = parseEntityPath(c.req.path.slice(PREFIX.length))
   if (!at) throw new ApiError(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`)
   return at

@@ -13,6 +13,7 @@ import { createRouter, type RouteDeps } from '../deps.ts'
 import { ApiError } from '../errors.ts'
 import { RequestIdParam, errorResponses } from '../schemas.ts'
 import { requireRequestSecret } from '../request-secret.ts'
+import { createMountIntake } from './te-mounts.ts'
 
 /**
  * The mesh's link-state exchange, upstream-server side (ARCHITECTURE.md §9): a downstream whose
@@ -45,6 +46,7 @@ export function topologyRoutes(deps: RouteDeps & { metrics?: Registry; meshClock
   const app = createRouter()
   let db: Promise<TopologyDb> | undefined
   let heard: ReturnType<typeof bus.kv> | undefined
+  const declareMounts = createMountIntake({ store, log: deps.log, metrics })
 
   app.openapi(exchange, async (c) => {
     const { requestId } = c.req.valid('param')
@@ -68,6 +70,10 @@ export function topologyRoutes(deps: RouteDeps & { metrics?: Registry; meshClock
     const { rejected } = await topology.merge(c.req.valid('json').adverts, { direct })
     if (Object.keys(rejected).length > 0)
       deps.log.warn({ requestId, rejected }, 'topology adverts refused')
+    // Where the downstream's thin-edge.io tree shows here: its entities join our twin.
+    await declareMounts(requestId, c.req.valid('json').teMounts).catch((err: unknown) =>
+      deps.log.warn({ err, requestId }, 'thin-edge.io mounts not recorded')
+    )
     return c.json(await topology.exchange(), 200)
   })
 
