@@ -17,33 +17,24 @@ interface SocketOptions {
   host: string[]
   port: number[]
   path?: string | false
-  connect_timeout?: number
 }
 
 /**
- * postgres.js's `socket` option: a connected TCP socket to the first host (a URL with several
- * hosts keeps postgres.js's own sockets; see `usesOwnSockets`). With this option postgres.js does
- * not connect the socket itself, so the connect timeout is kept here.
+ * postgres.js's `socket` option: a TCP socket to the first host (a URL with several hosts keeps
+ * postgres.js's own sockets; see `usesOwnSockets`), handed over while it connects. postgres.js
+ * writes its startup message at once (a socket buffers it until connected), applies its own
+ * `connect_timeout`, and learns of a failed connect from the socket's `error` and `close`.
+ * Rejecting instead (as this did) left the pool's connection "connecting" for good: postgres.js
+ * only frees a connection on its socket's `close`, so once a restart of Postgres had refused `max`
+ * connects, every later query waited forever and the store answered nothing (npm run chaos,
+ * postgres-restart; test/store/pg-restart-pool.test.ts).
  */
-export function postgresSocket(options: SocketOptions): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = options.path
-      ? connect(options.path)
-      : connect(options.port[0] ?? 5432, options.host[0] ?? 'localhost')
-    socket.on('error', (err) => socketErrors.add(err))
-    const timeoutMs = (options.connect_timeout ?? 30) * 1_000
-    const timer = setTimeout(() => {
-      socket.destroy()
-      reject(Object.assign(new Error('connect timeout'), { code: 'CONNECT_TIMEOUT' }))
-    }, timeoutMs)
-    socket.once('connect', () => {
-      clearTimeout(timer)
-      socket.removeListener('error', reject)
-      resolve(socket)
-    })
-    socket.once('error', reject)
-    socket.once('error', () => clearTimeout(timer))
-  })
+export function postgresSocket(options: SocketOptions): Socket {
+  const socket = options.path
+    ? connect(options.path)
+    : connect(options.port[0] ?? 5432, options.host[0] ?? 'localhost')
+  socket.on('error', (err) => socketErrors.add(err))
+  return socket
 }
 
 /** One host: our sockets. Several (failover lists): postgres.js's, which walk the list. */

@@ -40,12 +40,14 @@ describe('faults under load, every message counted', () => {
   // gateway-kill once lost 8 acknowledged messages here: a drain's high-water mark refused live
   // copies of messages whose queue writes finished late, and aedes erased their queued copies
   // (test/gateway/drain-dedupe.test.ts). Every fault that can reorder queue writes runs here,
-  // a store's death under lifecycle calls, and both network partitions.
+  // a store's death under lifecycle calls, a Postgres restart (the stores once never used it
+  // again: test/store/pg-restart-pool.test.ts), and both network partitions.
   for (const name of [
     'nats-leader-kill',
     'nats-node-kill',
     'gateway-kill',
     'store-kill',
+    'postgres-restart',
     'cloud-partition',
     'gateway-nats-partition',
   ]) {

@@ -113,7 +113,12 @@ export async function runFault(
       note(`duplicated: ${duplicateRuns(arrivals)}`)
     }
     if (unackedUpstream.length) note(`${unackedUpstream.length} unacknowledged arrived upstream`)
-    const log = await verifyLog(fabric, bridgeId)
+    // A store that cannot answer is this fault's finding, not the end of the whole run.
+    const log = await verifyLog(fabric, bridgeId).catch((err: Error) => ({
+      ok: false,
+      rows: 0,
+      detail: `could not replay: ${err.message}`,
+    }))
     if (log.detail) note(`log: ${log.detail}`)
     const lostNow = () => expected.filter((k) => !arrivals.copies.has(k)).length
     const healed =
