@@ -9,6 +9,8 @@ import type { ListenerPorts, TlsMaterial } from './listeners.ts'
 
 export { createGateway, DEFAULT_HEARTBEAT_MS, DEFAULT_LIMITS } from './gateway.ts'
 export type { Gateway, GatewayOptions } from './gateway.ts'
+// The co-located bridge's connection to this gateway, without a socket (README, Bridges).
+export { inProcessDialer, type InProcessDialer } from './in-process.ts'
 export type { BrokerLimits } from './broker.ts'
 export type { AnonymousPolicy, LocalUser, Principal } from './auth.ts'
 export type { GatewayStats } from './metrics.ts'

@@ -207,8 +207,9 @@ async function startBrokerAndBridges(
   ownsDataDir: boolean
 ): Promise<number | null> {
   let mqttPort: number | null = null
+  let localDialer: import('../supervisor/index.ts').LocalDialer | undefined
   if (wants.has('gateway')) {
-    const { startGateway } = await import('../gateway/index.ts')
+    const { startGateway, inProcessDialer } = await import('../gateway/index.ts')
     // A default port that was taken: the one fallen back to before, while it is free (README).
     const { config, explicit } = ctx
     const remembers = ownsDataDir && !explicit.has('mqttPort')
@@ -217,6 +218,8 @@ async function startBrokerAndBridges(
       remembered === undefined ? ctx : { ...ctx, config: { ...config, mqttPort: remembered } }
     )
     mqttPort = gateway.ports.mqtt
+    // The co-located link: the supervisor below reads this gateway in process (README, Bridges).
+    localDialer = inProcessDialer(gateway.gateway)
     if (remembers) rememberMqttPort(config.dataDir, mqttPort, config.mqttPort)
     started(gateway, () => {
       const { gatewayId, clients, ports } = gateway.gateway.stats()
@@ -226,7 +229,7 @@ async function startBrokerAndBridges(
   if (wants.has('supervisor')) {
     const { startSupervisor } = await import('../supervisor/index.ts')
     const localBrokerUrl = mqttPort === null ? undefined : `mqtt://127.0.0.1:${mqttPort}`
-    const supervisor = await startSupervisor(ctx, { localBrokerUrl, filesUrl })
+    const supervisor = await startSupervisor(ctx, { localBrokerUrl, localDialer, filesUrl })
     started(supervisor, () => ({
       supervisor: { supervisorId: supervisor.supervisorId, bridges: supervisor.bridges() },
     }))

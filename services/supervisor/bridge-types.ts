@@ -5,6 +5,7 @@ import type { CanaryStatus, LinkCanary } from './canary.ts'
 import type { CanaryPublisher } from './canary-publisher.ts'
 import type { DupGuard } from './dup-guard.ts'
 import type { Inbound } from './inbound.ts'
+import type { LocalDialer } from './dial.ts'
 import type { LinkHealth } from './link-health.ts'
 import type { FilterState } from './link-filters.ts'
 import type { MqttSession } from './mqtt-session.ts'
@@ -64,6 +65,11 @@ export interface CreateBridgeLinkOptions {
     url: string
     username?: string
     password?: string
+    /**
+     * The gateway in this process: every local connection of the link is opened with it instead
+     * of dialling `url` (same MQTT, same login, no socket). Absent: TCP to `url`.
+     */
+    dial?: LocalDialer
     /**
      * Publish what comes down on the session itself, not on a connection of its own. Only for a
      * local broker that is not a uns-bridge gateway (benchmarks between two Mosquittos): its

@@ -113,8 +113,9 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     stop,
     async forget() {
       await stop('deleted')
-      const { url, username, password } = options.local
-      await discardOnAny(localUrls(url), { clientId: options.localClientId, username, password })
+      const { url, dial, username, password } = options.local
+      const clientId = options.localClientId
+      await discardOnAny(localUrls(url), { clientId, username, password, ...(dial && { dial }) })
     },
   }
 }
@@ -299,6 +300,7 @@ function localDialer(link: Link, gen: number) {
   return (options: Omit<MqttSessionOptions, 'url' | 'username' | 'password' | 'onClose'>) =>
     connectMqttSession({
       url,
+      ...(endpoint.dial ? { dial: endpoint.dial } : {}),
       ...options,
       ...(endpoint.username === undefined ? {} : { username: endpoint.username }),
       ...(endpoint.password === undefined ? {} : { password: endpoint.password }),

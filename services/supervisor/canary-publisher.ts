@@ -1,5 +1,6 @@
-import mqtt, { type MqttClient } from 'mqtt'
+import mqtt, { MqttClient, type IClientOptions } from 'mqtt'
 import type { Logger } from '../common/log.ts'
+import type { LocalDialer } from './dial.ts'
 import { localUrls } from './link-filters.ts'
 
 /**
@@ -24,10 +25,13 @@ export function startCanaryPublisher({
   username,
   password,
   clientId,
+  dial,
   log,
 }: {
   /** The local gateways, comma-separated; tried in turn. */
   url: string
+  /** The gateway in this process, instead of `url` (dial.ts). */
+  dial?: LocalDialer | undefined
   username: string
   password: string
   clientId: string
@@ -43,8 +47,7 @@ export function startCanaryPublisher({
   return {
     open() {
       if (client || closed) return
-      client = mqtt.connect({
-        servers,
+      const options: IClientOptions = {
         clientId,
         username,
         password,
@@ -53,7 +56,9 @@ export function startCanaryPublisher({
         reconnectPeriod: 1_000,
         connectTimeout: 5_000,
         queueQoSZero: false,
-      })
+      }
+      // MQTT.js calls the builder again on every reconnect: a fresh in-process connection each.
+      client = dial ? new MqttClient(() => dial(), options) : mqtt.connect({ servers, ...options })
       client.on('error', (err) => log.debug({ err }, 'canary connection error'))
     },
     publish(topic, payload, done) {

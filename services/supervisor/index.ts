@@ -8,6 +8,7 @@ import { createRoster } from './balance.ts'
 import type { LinkCounters } from './bridge.ts'
 import { startBacklogWatch } from './backlog-watch.ts'
 import { startCanaryPublisher } from './canary-publisher.ts'
+import type { LocalDialer } from './dial.ts'
 import { createLinkRunner, type LinkRunner, type RunningLinks } from './link-runner.ts'
 import type { Mesh } from './mesh.ts'
 import { wireMesh } from './mesh-wiring.ts'
@@ -16,6 +17,7 @@ import { createLeaseManager, startLeaseRenewal } from './ownership.ts'
 import { startReconciler } from './reconciler.ts'
 
 export type { LinkCounters } from './bridge.ts'
+export type { LocalDialer } from './dial.ts'
 export type { Mesh } from './mesh.ts'
 
 const PEER_TIMEOUT_MS = 3_000 // 3 s: learning the peer delays the link's first connect
@@ -24,6 +26,11 @@ const MIN_TICK_MS = 100 // reconcile and renew no more often than every 100 ms
 export interface SupervisorOptions {
   /** The local gateway; default `mqtt://127.0.0.1:<mqttPort>`. */
   localBrokerUrl?: string
+  /**
+   * The gateway in this process (its `inProcessDialer`): every local connection of every link,
+   * and the canary's, is opened with it instead of over TCP to `localBrokerUrl` (README, Bridges).
+   */
+  localDialer?: LocalDialer
   window?: number
   leaseTtlMs?: number
   backoffMaxMs?: number
@@ -80,6 +87,7 @@ export async function startSupervisor(
   const leases = createLeaseManager({ kv: leasesKv, owner: supervisorId, ttlMs })
   const roster = createRoster({ kv: await bus.kv(ROSTER_BUCKET, { ttlMs }), supervisorId, log })
   const localAuth = { username: INTERNAL_USERNAME, password: await internalCredential(bus) }
+  const dial = options.localDialer
   const running: RunningLinks = new Map()
   const remote = options.remote ?? createRemoteClient({ timeoutMs: PEER_TIMEOUT_MS })
   const { mesh, apply: applyMesh } = await wireMesh({
@@ -99,6 +107,7 @@ export async function startSupervisor(
   const isClosed = () => closed
   const canary = canaryOf(options.canaryMs ?? config.bridgeCanaryMs, {
     url: localUrl,
+    dial,
     ...localAuth,
     clientId: `ub-canary-${supervisorId}`,
     log,
@@ -112,7 +121,7 @@ export async function startSupervisor(
     linksKv,
     instanceId,
     supervisorId,
-    local: { url: localUrl, ...localAuth },
+    local: { url: localUrl, ...localAuth, ...(dial && { dial }) },
     window: windowSize,
     teRoot: config.teRoot,
     filesUrl: () => config.filesUrl ?? options.filesUrl?.(),
@@ -155,7 +164,8 @@ export async function startSupervisor(
   const metrics = registerLinkMetrics(ctx.metrics, running, backlog)
 
   await reconciler.reconcile()
-  log.info({ supervisorId, localUrl, window: windowSize, leaseTtlMs: ttlMs }, 'supervisor started')
+  const local = dial ? 'in-process' : localUrl
+  log.info({ supervisorId, local, window: windowSize, leaseTtlMs: ttlMs }, 'supervisor started')
 
   let closing: Promise<void> | undefined
   return {

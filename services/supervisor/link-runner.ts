@@ -11,6 +11,7 @@ import { createBridgeLink, type BridgeLink, type Credentials } from './bridge.ts
 import { localUrls } from './link-filters.ts'
 import { createDupGuard } from './dup-guard.ts'
 import { createLinkStatusWriter, type LinkStatusWriter } from './link-status.ts'
+import type { LocalDialer } from './dial.ts'
 import { discardOnAny } from './mqtt-session.ts'
 import type { LeaseManager } from './ownership.ts'
 import { createPeerLookup, type PeerLookup } from './peer.ts'
@@ -51,7 +52,7 @@ export interface LinkRunnerOptions {
   instanceId: string
   supervisorId: string
   /** The local gateway and the internal credential the links use on it. */
-  local: { url: string; username: string; password: string }
+  local: { url: string; username: string; password: string; dial?: LocalDialer }
   window: number
   /** thin-edge topic root for each link's health; empty = none (config teRoot). */
   teRoot?: string
@@ -124,8 +125,9 @@ export function createLinkRunner(options: LinkRunnerOptions): LinkRunner {
   async function forgetOrphan(id: string): Promise<void> {
     if (!(await leases.acquire(id))) return // its owner forgets it
     try {
-      const { url, username, password } = local
-      await discardOnAny(localUrls(url), { clientId: localClientId(id), username, password })
+      const { url, dial, username, password } = local
+      const clientId = localClientId(id)
+      await discardOnAny(localUrls(url), { clientId, username, password, ...(dial && { dial }) })
       await linksKv.delete(id)
     } finally {
       await leases.release(id)

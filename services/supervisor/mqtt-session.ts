@@ -1,9 +1,8 @@
-import { connect as netConnect, type Socket } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
+import type { Duplex } from 'node:stream'
 import { generate } from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
-import { nodeTlsOptions } from '../contracts/node-tls.ts'
 import type { TlsOptions } from '../contracts/store.ts'
+import { openSocket, type LocalDialer } from './dial.ts'
 import { createWireReader, createWireWriter, type WireWriter } from './wire.ts'
 
 /**
@@ -45,6 +44,8 @@ export interface MqttSession {
 
 export interface MqttSessionOptions {
   url: string
+  /** A connection without a socket (the gateway in this process); `url` is then not dialled. */
+  dial?: LocalDialer
   clientId: string
   username?: string
   password?: string
@@ -93,8 +94,6 @@ export class ConnackError extends Error {
 // delivery waited on TCP's retransmission back-off (22.7 s after the heal, npm run chaos).
 export const DEFAULT_KEEPALIVE_SEC = 10
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000 // 10 s
-const MQTT_PORT = 1883 // IANA
-const MQTTS_PORT = 8883 // IANA
 const LAST_PACKET_ID = 65_535 // packet ids are 16 bit, 0 is not one [MQTT-2.3.1-1]
 const CLOSE_GRACE_MS = 1_000 // 1 s for the peer to close its side after our DISCONNECT
 
@@ -110,7 +109,7 @@ export function connectMqttSession(options: MqttSessionOptions): Promise<MqttSes
     onMessage = () => {},
     onClose,
   } = options
-  const socket = openSocket(options.url, options.tls)
+  const socket = options.dial ? options.dial() : openSocket(options.url, options.tls)
 
   return new Promise<MqttSession>((resolve, reject) => {
     let connected = false
@@ -139,7 +138,10 @@ export function connectMqttSession(options: MqttSessionOptions): Promise<MqttSes
         else if (!closing) onClose(err)
       },
     })
-    socket.once('connect', () => conn.send(connectPacket({ ...options, keepaliveSec })))
+    const hello = () => conn.send(connectPacket({ ...options, keepaliveSec }))
+    if (options.dial)
+      hello() // in-process: connected already
+    else socket.once('connect', hello)
   })
 }
 
@@ -148,7 +150,7 @@ export function connectMqttSession(options: MqttSessionOptions): Promise<MqttSes
  * [MQTT-3.1.2-6].
  */
 export async function discardSession(
-  options: Pick<MqttSessionOptions, 'url' | 'clientId' | 'username' | 'password'>
+  options: Pick<MqttSessionOptions, 'url' | 'dial' | 'clientId' | 'username' | 'password'>
 ): Promise<void> {
   const session = await connectMqttSession({
     ...options,
@@ -162,8 +164,9 @@ export async function discardSession(
 /** `discardSession` on the first of `urls` that answers: the session is the whole cluster's. */
 export async function discardOnAny(
   urls: readonly string[],
-  options: Pick<MqttSessionOptions, 'clientId' | 'username' | 'password'>
+  options: Pick<MqttSessionOptions, 'dial' | 'clientId' | 'username' | 'password'>
 ): Promise<void> {
+  if (options.dial) return discardSession({ ...options, url: 'in-process' })
   let last: unknown = new Error('no local gateway configured')
   for (const url of urls) {
     try {
@@ -173,23 +176,6 @@ export async function discardOnAny(
     }
   }
   throw last
-}
-
-function openSocket(url: string, tls: TlsOptions | null | undefined): Socket {
-  const u = new URL(url)
-  const secure = u.protocol === 'mqtts:'
-  const port = Number(u.port || (secure ? MQTTS_PORT : MQTT_PORT))
-  const host = u.hostname.replace(/^\[(.*)\]$/, '$1') // IPv6 literals without brackets
-  const socket: Socket = secure
-    ? tlsConnect({
-        host,
-        port,
-        servername: host, // SNI by default; tls.servername, when set, overrides it
-        ...nodeTlsOptions(tls ?? {}),
-      })
-    : netConnect({ host, port })
-  socket.setNoDelay(true)
-  return socket
 }
 
 function connectPacket({
@@ -272,7 +258,7 @@ function openConnection({
   onConnack,
   onEnd,
 }: {
-  socket: Socket
+  socket: Duplex
   peerName: string
   onMessage: (msg: MqttMessage, session: MqttSession) => void
   onConnack: (sessionPresent: boolean, returnCode: number) => void
@@ -382,7 +368,7 @@ function openConnection({
 
 /** DISCONNECT, then end our side; `done` once the socket closed. */
 function disconnect(
-  socket: Socket,
+  socket: Duplex,
   out: WireWriter,
   send: (packet: Packet) => void,
   done: () => void

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 
 /**
  * The bridge's hot path on the wire, MQTT 3.1.1 [MQTT-2, MQTT-3]: a reader for the packets a
@@ -180,7 +180,7 @@ export interface WireWriter {
   flush(): void
 }
 
-export function createWireWriter(socket: Socket): WireWriter {
+export function createWireWriter(socket: Duplex): WireWriter {
   let slab = Buffer.allocUnsafe(SLAB)
   let start = 0
   let pos = 0

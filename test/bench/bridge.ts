@@ -11,7 +11,10 @@
  * Beside them, clearly apart, our full path as the issue states it: a publisher on our own gateway
  * (aedes-based, in-process bus, in the same process as the bridge link, as `uns-bridge start` runs
  * them) → our bridge → an upstream Mosquitto. It has no Mosquitto counterpart of its own; the
- * `fullPath` figures sit next to the bridge-only ones in each run.
+ * `fullPath` figures sit next to the bridge-only ones in each run. It runs twice, each in a process
+ * of its own: `fullPath` with the link on loopback TCP to the gateway (the MQTT path a supervisor
+ * in a separate process keeps), `fullPathColocated` with the co-located link reading the gateway
+ * in process (gateway/in-process.ts), as the embedded default runs it.
  *
  * For each QoS and payload size: after a warm-up of every path, BENCH_BRIDGE_REPEATS (default 3)
  * rounds of flat-out runs (publisher 1,000 in flight), the paths alternating within each round
@@ -29,7 +32,7 @@ import { join } from 'node:path'
 import { loadavg, tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { silentLogger } from '../../services/common/log.ts'
-import { createBridgeLink } from '../../services/supervisor/bridge.ts'
+import { createBridgeLink, type CreateBridgeLinkOptions } from '../../services/supervisor/bridge.ts'
 import type { Direction } from '../../machines/index.ts'
 import { startMosquitto } from '../helpers/mosquitto.ts'
 import {
@@ -98,6 +101,10 @@ interface Run {
    * publisher on the downstream gateway), against Mosquitto's bridge between two Mosquittos.
    */
   fullPathRatio: number
+  /** The same full path with the co-located link (in process to the gateway, no socket). */
+  fullPathColocated: Figures & { rounds: number[] }
+  /** Median of the per-round ratios fullPathColocated / mosquitto. */
+  fullPathColocatedRatio: number
 }
 
 /** One configuration on every path: warm-up, then alternating rounds; medians. */
@@ -163,8 +170,11 @@ export async function startOurBridge(
   return { child, line }
 }
 
-/** Full path: our gateway (in-process bus, anonymous) and a bridge link to it, in one process. */
-async function runFabric(upstreamPort: number): Promise<void> {
+/**
+ * Full path: our gateway (in-process bus, anonymous) and a bridge link to it, in one process;
+ * the link over loopback TCP, or `colocated` in process.
+ */
+async function runFabric(upstreamPort: number, colocated: boolean): Promise<void> {
   const { createInProcessBus } = await import('../../services/common/bus/in-process.ts')
   const { startTestGateway } = await import('../helpers/gateway.ts')
   // As `uns-bridge start` runs it: KV buckets kept on disk in the data folder.
@@ -177,11 +187,21 @@ async function runFabric(upstreamPort: number): Promise<void> {
   // The fabric's own login, as the supervisor uses: `ub-bridge-…` client ids are the fabric's only.
   const { INTERNAL_USERNAME, internalCredential } =
     await import('../../services/common/internal-credential.ts')
+  const { inProcessDialer } = await import('../../services/gateway/index.ts')
   const link = await startLink(gw.url, upstreamPort, {
     username: INTERNAL_USERNAME,
     password: await internalCredential(bus),
+    ...(colocated ? { dial: inProcessDialer(gw) } : {}),
   })
   process.stdout.write(`ready ${gw.url}\n`)
+  // A link cut as a slow consumer reconnects and drains its queue: a low round, explained.
+  let cuts = 0
+  setInterval(() => {
+    const now = gw.stats().slowConsumers
+    if (now > cuts)
+      console.error(`[fabric${colocated ? ', co-located' : ''}] link cut as a slow consumer`)
+    cuts = now
+  }, 1_000).unref()
   process.on(
     'SIGTERM',
     () =>
@@ -197,7 +217,7 @@ async function runFabric(upstreamPort: number): Promise<void> {
 async function startLink(
   localUrl: string,
   upstreamPort: number,
-  login: { username?: string; password?: string; inboundOnSession?: boolean } = {},
+  login: Omit<CreateBridgeLinkOptions['local'], 'url'> = {},
   direction: Direction = 'out'
 ) {
   const link = createBridgeLink({
@@ -299,11 +319,14 @@ async function runOut(): Promise<Run[]> {
   const downMosq = await startMosquitto({ config: anchorConfig(upMosq.port, 'out') })
   const upFull = await startMosquitto({ config: BROKER_CONFIG })
   const ours = await startOurBridge(['link', downOurs.url, String(upOurs.port)])
+  const upColocated = await startMosquitto({ config: BROKER_CONFIG })
   const fabric = await startOurBridge(['fabric', String(upFull.port)])
+  const colocated = await startOurBridge(['fabric', String(upColocated.port), 'colocated'])
   const paths: Path[] = [
     { name: 'ours', downUrl: downOurs.url, upUrl: upOurs.url },
     { name: 'mosquitto', downUrl: downMosq.url, upUrl: upMosq.url },
     { name: 'fullPath', downUrl: fabric.line, upUrl: upFull.url },
+    { name: 'fullPathColocated', downUrl: colocated.line, upUrl: upColocated.url },
   ]
   try {
     await new Promise((r) => setTimeout(r, 1_000)) // Mosquitto's bridge connects on its own timer
@@ -315,9 +338,10 @@ async function runOut(): Promise<Run[]> {
             .map((l) => round(l))
             .join(' ')}`
         )
-        const [o, m, f] = await benchAll(paths, qos, payloadBytes)
+        const [o, m, f, c] = await benchAll(paths, qos, payloadBytes)
         const ratios = o!.rounds.map((x, i) => x / m!.rounds[i]!)
         const fullRatios = f!.rounds.map((x, i) => x / m!.rounds[i]!)
+        const colocatedRatios = c!.rounds.map((x, i) => x / m!.rounds[i]!)
         const run: Run = {
           qos,
           payloadBytes,
@@ -327,6 +351,8 @@ async function runOut(): Promise<Run[]> {
           ratio: round(median(ratios)),
           fullPath: f!,
           fullPathRatio: round(median(fullRatios)),
+          fullPathColocated: c!,
+          fullPathColocatedRatio: round(median(colocatedRatios)),
         }
         runs.push(run)
         console.error(
@@ -335,13 +361,16 @@ async function runOut(): Promise<Run[]> {
             `  bridge only: mosquitto ${fmt(m!)}\n` +
             `  bridge only: ratio ${run.ratio} (per round ${ratios.map((r) => round(r)).join(', ')})\n` +
             `  full path (our gateway → our bridge → mosquitto): ${fmt(f!)}\n` +
-            `  full path / mosquitto's bridge: ${run.fullPathRatio} (per round ${fullRatios.map((r) => round(r)).join(', ')})`
+            `  full path / mosquitto's bridge: ${run.fullPathRatio} (per round ${fullRatios.map((r) => round(r)).join(', ')})\n` +
+            `  full path, co-located link (in process): ${fmt(c!)}\n` +
+            `  co-located full path / mosquitto's bridge: ${run.fullPathColocatedRatio} (per round ${colocatedRatios.map((r) => round(r)).join(', ')})`
         )
       }
     }
   } finally {
-    await stopChildren([ours.child, fabric.child])
-    await Promise.all([upOurs, downOurs, upMosq, downMosq, upFull].map((m) => m.stop()))
+    await stopChildren([ours.child, fabric.child, colocated.child])
+    const brokers = [upOurs, downOurs, upMosq, downMosq, upFull, upColocated]
+    await Promise.all(brokers.map((m) => m.stop()))
   }
   return runs
 }
@@ -354,7 +383,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       (process.argv[5] ?? 'out') as Direction
     )
   } else if (process.argv[2] === 'fabric') {
-    await runFabric(Number(process.argv[3]))
+    await runFabric(Number(process.argv[3]), process.argv[4] === 'colocated')
   } else {
     await runBridgeBench()
     process.exit(0)

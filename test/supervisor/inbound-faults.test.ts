@@ -8,6 +8,7 @@ import { startMosquitto } from '../helpers/mosquitto.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
 import { collect, startAedes, waitFor, type Received } from './aedes.ts'
 import { startFakeStore, testContext } from './fake-store.ts'
+import { LOCAL_TRANSPORTS, localBroker } from './local-transports.ts'
 import { spawnSupervisor } from './process.ts'
 
 /**
@@ -63,69 +64,71 @@ async function upstreamPublisher(
 }
 
 describe('a binding coming in', () => {
-  it('delivers every QoS 1 message published upstream while the link was cut for 30 s', async () => {
-    const bus = createInProcessBus({ prefix: 't' })
-    const local = await startTestGateway({ bus, anonymous: 'always' })
-    // The upstream is Mosquitto, which keeps a persistent session's queue in order and honours
-    // the bridge flag as no-local; plain aedes lets live messages overtake a resumed session's
-    // queue, which breaks the order before the link sees it.
-    // Its queue per session holds 1,000 by default: an operator sizes it for the outages to ride.
-    const remote = await startMosquitto({
-      users: { plant: 's3cret' },
-      config: 'max_queued_messages 10000',
-    })
-    const proxy = await startTcpProxy({ targetPort: remote.port })
-    const store = await startFakeStore(bus, {
-      credentials: { username: 'plant', password: 's3cret' },
-    })
-    cleanups.push(
-      () => bus.close(),
-      () => local.close(),
-      () => remote.stop(),
-      () => proxy.close(),
-      () => store.close()
-    )
-    store.put({ id: 'U1', brokerPort: proxy.port, bindings: BINDINGS })
-    const sup = await startSupervisor(testContext(bus), {
-      localBrokerUrl: local.url,
-      backoffBaseMs: 100,
-      backoffMaxMs: 2_000,
-    })
-    cleanups.push(() => sup.close())
-    const sub = await collect(local.url, 'cmd/#')
-    cleanups.push(() => sub.close())
-    await waitFor(() => sup.links().get('U1')?.state === 'Forwarding', {
-      what: 'Forwarding',
-    }).catch((err) => {
-      throw new Error(`${err.message}: ${JSON.stringify(sup.links().get('U1'))}`)
-    })
+  describe.each(LOCAL_TRANSPORTS)('%s local link', (transport) => {
+    it('delivers every QoS 1 message published upstream while the link was cut for 30 s', async () => {
+      const bus = createInProcessBus({ prefix: 't' })
+      const local = await startTestGateway({ bus, anonymous: 'always' })
+      // The upstream is Mosquitto, which keeps a persistent session's queue in order and honours
+      // the bridge flag as no-local; plain aedes lets live messages overtake a resumed session's
+      // queue, which breaks the order before the link sees it.
+      // Its queue per session holds 1,000 by default: an operator sizes it for the outages to ride.
+      const remote = await startMosquitto({
+        users: { plant: 's3cret' },
+        config: 'max_queued_messages 10000',
+      })
+      const proxy = await startTcpProxy({ targetPort: remote.port })
+      const store = await startFakeStore(bus, {
+        credentials: { username: 'plant', password: 's3cret' },
+      })
+      cleanups.push(
+        () => bus.close(),
+        () => local.close(),
+        () => remote.stop(),
+        () => proxy.close(),
+        () => store.close()
+      )
+      store.put({ id: 'U1', brokerPort: proxy.port, bindings: BINDINGS })
+      const sup = await startSupervisor(testContext(bus), {
+        ...localBroker(transport, local),
+        backoffBaseMs: 100,
+        backoffMaxMs: 2_000,
+      })
+      cleanups.push(() => sup.close())
+      const sub = await collect(local.url, 'cmd/#')
+      cleanups.push(() => sub.close())
+      await waitFor(() => sup.links().get('U1')?.state === 'Forwarding', {
+        what: 'Forwarding',
+      }).catch((err) => {
+        throw new Error(`${err.message}: ${JSON.stringify(sup.links().get('U1'))}`)
+      })
 
-    const publish = await upstreamPublisher(remote.url, { username: 'plant', password: 's3cret' })
-    await publish(100)
-    proxy.cut()
-    await waitFor(() => sup.links().get('U1')?.state === 'Backoff', { what: 'Backoff' })
-    const cutAt = Date.now()
-    while (Date.now() - cutAt < CUT_MS) {
-      await publish(10)
-      await new Promise((r) => setTimeout(r, 100))
-      expect(sup.links().get('U1')?.state).not.toBe('Forwarding')
-    }
-    proxy.restore()
-    // At the same pace until the link is back: the upstream's queue for it is bounded too.
-    while (sup.links().get('U1')?.state !== 'Forwarding') {
-      await publish(10)
-      await new Promise((r) => setTimeout(r, 100))
-    }
-    await publish(200)
-    const n = publish.published()
-    await waitFor(() => new Set(sub.got.map((m) => m.payload.toString())).size >= n, {
-      timeoutMs: 20_000,
-      what: `${n} messages`,
-    })
-    await new Promise((r) => setTimeout(r, 300))
-    const duplicates = checkSequence(sub.got, n)
-    console.log(`in, link cut ${CUT_MS} ms: ${n} delivered, ${duplicates} duplicates`)
-  }, 70_000)
+      const publish = await upstreamPublisher(remote.url, { username: 'plant', password: 's3cret' })
+      await publish(100)
+      proxy.cut()
+      await waitFor(() => sup.links().get('U1')?.state === 'Backoff', { what: 'Backoff' })
+      const cutAt = Date.now()
+      while (Date.now() - cutAt < CUT_MS) {
+        await publish(10)
+        await new Promise((r) => setTimeout(r, 100))
+        expect(sup.links().get('U1')?.state).not.toBe('Forwarding')
+      }
+      proxy.restore()
+      // At the same pace until the link is back: the upstream's queue for it is bounded too.
+      while (sup.links().get('U1')?.state !== 'Forwarding') {
+        await publish(10)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      await publish(200)
+      const n = publish.published()
+      await waitFor(() => new Set(sub.got.map((m) => m.payload.toString())).size >= n, {
+        timeoutMs: 20_000,
+        what: `${n} messages`,
+      })
+      await new Promise((r) => setTimeout(r, 300))
+      const duplicates = checkSequence(sub.got, n)
+      console.log(`in, link cut ${CUT_MS} ms: ${n} delivered, ${duplicates} duplicates`)
+    }, 70_000)
+  })
 
   it('loses nothing when the supervisor running the link is SIGKILLed and another takes over', async () => {
     const prefix = uniquePrefix('inb')
