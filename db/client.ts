@@ -38,6 +38,9 @@ export interface CreateDbOptions {
 const DEFAULT_MAX_CONNECTIONS = 10
 const CONNECT_TIMEOUT_SEC = 10
 
+/** Where PGlite keeps the database inside the data folder. */
+export const pgliteDir = (dataDir: string) => join(dataDir, 'pg')
+
 export function rowsOf<T>(result: unknown): T[] {
   if (Array.isArray(result)) return result as T[]
   return ((result as { rows?: T[] }).rows ?? []) as T[]
@@ -65,7 +68,7 @@ export function createDb({
     end = () => client.end({ timeout: 5 })
     kind = 'postgres'
   } else {
-    const dir = join(dataDir, 'pg')
+    const dir = pgliteDir(dataDir)
     mkdirSync(dir, { recursive: true })
     const client = new PGlite(dir)
     orm = drizzlePglite(client, { schema }) as unknown as Orm

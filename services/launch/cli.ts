@@ -27,6 +27,7 @@ Commands:
   migrate   apply database migrations and exit
   hash-password
             read a password on stdin, print its hash for the "users" config key
+  prepare   make what speeds up a start (npm install runs it): a PGlite database to copy from
   version   print the version
   help      print this text
 
@@ -77,6 +78,8 @@ async function main(argv: string[]): Promise<number> {
       return migrate(rest)
     case 'hash-password':
       return hashPasswordFromStdin()
+    case 'prepare':
+      return prepare()
     default:
       if ((OPERATOR_COMMANDS as readonly string[]).includes(command)) return operator(argv)
       console.error(`unknown command '${command}'\n\n${HELP}`)
@@ -160,6 +163,17 @@ async function hashPasswordFromStdin(): Promise<number> {
   return 0
 }
 
+/**
+ * The migrated PGlite database a first start copies (db/pglite-template.ts); bin.mjs has made the
+ * CLI's bundle before this runs. Never fails an install: a start makes what is missing.
+ */
+async function prepare(): Promise<number> {
+  const { ensurePgliteTemplate, pgliteTemplateDir } = await import('../../db/pglite-template.ts')
+  const made = await ensurePgliteTemplate()
+  console.log(made ? `PGlite template: ${pgliteTemplateDir()}` : 'PGlite template: not made')
+  return 0
+}
+
 /** Bring the schema up to date; on Postgres, create the database first when it is missing. */
 async function migrate(argv: string[]): Promise<number> {
   const { config } = loadConfig({ argv })
@@ -174,6 +188,10 @@ async function migrate(argv: string[]): Promise<number> {
       throw postgresFailure(err, url, 'create the database on')
     })
     if (created) log.info({ database }, 'created the database')
+  }
+  if (!url) {
+    const { seedPgliteDir } = await import('../../db/pglite-template.ts')
+    await seedPgliteDir(config.dataDir) // a new folder starts as a copy of a migrated template
   }
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   try {

@@ -190,6 +190,10 @@ async function startStoreHere(
       throw postgresFailure(err, url)
     })
   }
+  if (!config.databaseUrl) {
+    const { seedPgliteDir } = await import('../../db/pglite-template.ts')
+    await seedPgliteDir(config.dataDir) // a new folder starts as a copy of a migrated template
+  }
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir })
   stops.add(() => db.close())
   await migrateDb(db)

@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   isolation: async () => (await import('./isolation.ts')).runIsolationBench(),
   scale: async () => (await import('./scale.ts')).runScaleBench(),
   files: async () => (await import('./files.ts')).runFilesBench(),
+  start: async () => (await import('./start.ts')).runStartBench(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))

@@ -101,7 +101,7 @@ async function expectAllGone(
   send: (npm: ChildProcess) => void
 ) {
   const { npm, dataDir, tree } = started
-  const node = tree.find((pid) => commandLine(pid).includes('services/launch/cli.ts start'))
+  const node = tree.find((pid) => commandLine(pid).includes('services/launch/bin.mjs start'))
   expect(node, tree.map(commandLine).join('\n')).toBeDefined()
   expect(existsSync(join(dataDir, 'uns-bridge.pid'))).toBe(true)
   send(npm)
