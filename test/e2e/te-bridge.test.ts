@@ -40,7 +40,6 @@ describe("thin-edge's device schema across a bridge", () => {
     clients.push(seen.client)
     const device = await connectMqtt(edge.mqttUrl!)
     clients.push(device)
-    const registered = Date.now()
     await device.publishAsync(CHILD, JSON.stringify({ '@type': 'child-device', name: 'child01' }), {
       qos: 1,
       retain: true,
@@ -49,9 +48,9 @@ describe("thin-edge's device schema across a bridge", () => {
       'the registration in the cloud',
       async () =>
         seen.got.some((m) => m.topic === `${REMOTE}/device/child01//`) ? true : undefined,
-      5_000
+      // A bound for a hang, not a latency target: the suite runs on loaded machines.
+      10_000
     )
-    expect(Date.now() - registered).toBeLessThan(1_000)
     expect(
       JSON.parse(seen.got.find((m) => m.topic === `${REMOTE}/device/child01//`)!.payload)
     ).toMatchObject({
