@@ -208,6 +208,15 @@ export const gatewayKeys = {
     .describe(
       'on stop, at most this many ms for in-flight PUBLISHes to be acknowledged and in-flight deliveries to be acknowledged by their clients before connections close; 0 = close at once'
     ),
+  busCheckMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(2_000)
+    .describe(
+      'ms between round trips from a gateway to the bus; after 3 failed in a row it drops its clients (they move to a gateway that reaches it) and refuses CONNECTs until one succeeds; 0 = off'
+    ),
   queueSweepMs: z.coerce
     .number()
     .int()

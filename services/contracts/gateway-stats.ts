@@ -107,6 +107,11 @@ export const GatewayCountersSchema = z.object({
     .int()
     .default(0)
     .describe('QoS 1/2 PUBLISHes left unacknowledged while the gateway closed'),
+  busLossDisconnects: z
+    .number()
+    .int()
+    .default(0)
+    .describe('clients dropped because the gateway stopped reaching the bus'),
 })
 export type GatewayCounters = z.infer<typeof GatewayCountersSchema>
 

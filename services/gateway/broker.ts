@@ -59,6 +59,8 @@ export interface BrokerOptions {
   heartbeatMs: number
   /** Split horizon: true when delivering to `clientId` would send a message back to its origin. */
   isEcho?: (clientId: string, originClientId: string | undefined) => boolean
+  /** True while the gateway does not reach the bus: CONNECTs get CONNACK 3 (bus-loss.ts). */
+  busLost?: () => boolean
   /** Connected sessions' queues swept for messages whose live copy never came (queue-sweep.ts). */
   queueSweep?: Partial<QueueSweepSettings>
   /** thin-edge.io bus (edge/te-bus.ts): topic root (empty = off) and auto-registration. */
@@ -109,6 +111,7 @@ export async function createBroker({
   log,
   heartbeatMs,
   isEcho = () => false,
+  busLost = () => false,
   queueSweep = {},
   te = { root: 'te', autoRegister: true },
   twinStore,
@@ -120,6 +123,7 @@ export async function createBroker({
     limits,
     log,
     isEcho,
+    busLost,
     principals: new WeakMap(),
     overLimit: new WeakSet(),
     refusals: new WeakMap(),

@@ -8,7 +8,12 @@ import type { AnonymousPolicy, LocalUser } from './auth.ts'
 import { createAuthenticator, type AuthLimits } from './authenticator.ts'
 import { createBroker, type Broker, type BrokerLimits, type QueueSweepSettings } from './broker.ts'
 import { startListeners, type ListenerPorts, type TlsMaterial } from './listeners.ts'
-import { createCounters, registerGatewayMetrics, type GatewayStats } from './metrics.ts'
+import {
+  createCounters,
+  registerGatewayMetrics,
+  type GatewayCounters,
+  type GatewayStats,
+} from './metrics.ts'
 import { createBusMq } from './mq.ts'
 import { createBusPersistence, type BusPersistence, type StoreLimits } from './persistence.ts'
 import { serveStats } from '../contracts/gateway-stats.ts'
@@ -18,6 +23,7 @@ import { COMMAND_ENDED_SUBJECT } from '../contracts/files.ts'
 import { isBridgeEcho, watchPeers } from './split-horizon.ts'
 import { enforceRevocations } from './revocation.ts'
 import { DEFAULT_DRAIN_MS } from './graceful-close.ts'
+import { DEFAULT_BUS_CHECK_MS, watchBusLoss } from './bus-loss.ts'
 
 export interface GatewayOptions {
   bus: Bus
@@ -49,6 +55,8 @@ export interface GatewayOptions {
   bridgeRevalidateMs?: number
   /** On close, at most this long for in-flight PUBLISHes and deliveries to finish (graceful-close.ts). */
   drainMs?: number
+  /** ms between round trips to the bus; 3 failed in a row drop every client (bus-loss.ts); 0 = off. */
+  busCheckMs?: number
   /** The sweep of connected sessions' queues for messages whose live copy never came. */
   queueSweep?: Partial<QueueSweepSettings>
   /** thin-edge.io topic root (empty = off) and auto-registration (edge/te-bus.ts). */
@@ -105,6 +113,7 @@ export async function createGateway({
   proxyHeaderTimeoutMs,
   bridgeRevalidateMs,
   drainMs = DEFAULT_DRAIN_MS,
+  busCheckMs = DEFAULT_BUS_CHECK_MS,
   ...forBroker // queueSweep, te: the broker's defaults when absent
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
@@ -120,6 +129,11 @@ export async function createGateway({
   const peers = await watchPeers(bus)
   const mq = createBusMq({ bus, brokerId: () => brokerId, log })
   const limitsInForce: BrokerLimits = { ...DEFAULT_LIMITS, ...limits }
+  let dropAll = () => 0 // the broker's, once it exists
+  const busWatch = watchBusLoss({
+    ...{ bus, log, everyMs: busCheckMs },
+    onLost: () => void (counters.busLossDisconnects += dropAll()),
+  })
   const broker = await createBroker({
     id: brokerId,
     mq,
@@ -132,8 +146,10 @@ export async function createGateway({
     ...{ ...forBroker, twinStore: store },
     onCommandEnded: (ended) => bus.publish(COMMAND_ENDED_SUBJECT, encodeJson(ended)),
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),
+    busLost: busWatch.lost,
   })
-  const subs: Subscription[] = [{ unsubscribe: () => peers.close() }]
+  dropAll = () => broker.disconnect(() => true)
+  const subs: Subscription[] = [{ unsubscribe: async () => (busWatch.stop(), peers.close()) }]
   let listeners: Awaited<ReturnType<typeof startListeners>> | undefined
   try {
     subs.push(
@@ -163,19 +179,10 @@ export async function createGateway({
     throw err
   }
   const { ports, endpoints } = listeners
-  const read = () => ({
-    clients: (broker.aedes as unknown as { connectedClients: number }).connectedClients,
-    retained: persistence.retainedCount,
-    mqQueued: mq.queued,
-  })
-  const stats = (): GatewayStats => ({
+  const { read, stats } = statsOf({ broker, persistence, mq, counters, ports, started })(
     gatewayId,
-    brokerId,
-    ...read(),
-    ...counters,
-    ports: { ...ports },
-    uptimeMs: Date.now() - started,
-  })
+    brokerId
+  )
   subs.push(...(await serveReads(bus, gatewayId, stats, persistence)))
   subs.push(await serveTePublish(bus, broker.tePublish))
   if (metrics) registerGatewayMetrics({ registry: metrics, gatewayId, counters, read })
@@ -200,6 +207,34 @@ export async function createGateway({
     broker,
     close,
     [Symbol.asyncDispose]: close,
+  }
+}
+
+/** The gateway's figures: `read` for the metrics at scrape time, `stats` for the bus. */
+function statsOf(parts: {
+  broker: Broker
+  persistence: BusPersistence
+  mq: { queued: number }
+  counters: GatewayCounters
+  ports: ListenerPorts
+  started: number
+}) {
+  return (gatewayId: string, brokerId: string) => {
+    const { broker, persistence, mq, counters, ports, started } = parts
+    const read = () => ({
+      clients: (broker.aedes as unknown as { connectedClients: number }).connectedClients,
+      retained: persistence.retainedCount,
+      mqQueued: mq.queued,
+    })
+    const stats = (): GatewayStats => ({
+      gatewayId,
+      brokerId,
+      ...read(),
+      ...counters,
+      ports: { ...ports },
+      uptimeMs: Date.now() - started,
+    })
+    return { read, stats }
   }
 }
 

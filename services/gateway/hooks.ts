@@ -36,6 +36,8 @@ export interface HookContext {
   log: Logger
   /** Split horizon: true when delivering to `clientId` would send a message back to its origin. */
   isEcho: (clientId: string, originClientId: string | undefined) => boolean
+  /** The gateway does not reach the bus now (bus-loss.ts): nothing could be queued or routed. */
+  busLost: () => boolean
   /** Who each authenticated client is. */
   principals: WeakMap<Client, Principal>
   /** Sockets accepted while the gateway was past `limits.maxConnections`. */
@@ -103,6 +105,7 @@ function authenticate({
   overLimit,
   refusals,
   madeUpIds,
+  busLost,
 }: HookContext): Hooks['authenticate'] {
   return (client, username, password, done) => {
     const internals = client as unknown as ClientInternals
@@ -114,6 +117,7 @@ function authenticate({
       if (overLimit.has(internals.conn)) {
         throw new ConnackError(3, 'server unavailable: connection limit reached')
       }
+      if (busLost()) throw new ConnackError(3, 'server unavailable: this gateway lost the bus')
       const principal = await authenticator.authenticate({
         username,
         password,
@@ -172,6 +176,12 @@ function authorizePublish({
     if (client) {
       counters.messagesIn++
       counters.bytesIn += packet.payload.length
+      // Who published it, on the packet now: aedes 1.2 queues the copies for persistent sessions
+      // before it records the sender (enqueueOffline runs ahead of emitPacket), so a queued copy
+      // had none, and no-local and split horizon (authorizeForward) could not recognise it. A
+      // `both` link whose session reconnected with a backlog got what had come down back from
+      // its queue, and sent it up again (test/supervisor/inbound-upstream-restart.test.ts).
+      ;(packet as { clientId?: string }).clientId = client.id
     }
     callback(null)
   }

@@ -91,6 +91,7 @@ export async function startGateway(
     proxyHeaderTimeoutMs: config.proxyHeaderTimeoutMs,
     bridgeRevalidateMs: config.bridgeRevalidateMs,
     drainMs: config.gatewayDrainMs,
+    busCheckMs: config.busCheckMs,
     te: { root: config.teRoot, autoRegister: config.teAutoRegister },
     queueSweep: {
       everyMs: config.queueSweepMs,

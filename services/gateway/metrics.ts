@@ -212,6 +212,7 @@ export function createCounters(): GatewayCounters {
     proxyRefused: 0,
     revokedDisconnects: 0,
     refusedWhileClosing: 0,
+    busLossDisconnects: 0,
   }
 }
 
@@ -255,5 +256,10 @@ function registerFrontDoorMetrics(
     'ub_gateway_refused_while_closing_total',
     'QoS 1/2 PUBLISHes left unacknowledged because the gateway was closing (sent again elsewhere)',
     'refusedWhileClosing'
+  )
+  counter(
+    'ub_gateway_bus_loss_disconnects_total',
+    'clients dropped because this gateway stopped reaching the bus (they move to one that does)',
+    'busLossDisconnects'
   )
 }

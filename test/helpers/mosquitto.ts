@@ -26,6 +26,12 @@ export interface MosquittoOptions {
   users?: Record<string, string>
   /** A fixed port (a restart on the same port); a free one when absent. */
   port?: number
+  /**
+   * A folder of the caller's that keeps `mosquitto.db` (written at a clean stop, SIGTERM), so a
+   * broker started again with the same folder resumes its persistent sessions and their queues;
+   * `stop()` leaves it. Persistence is off when absent.
+   */
+  persistDir?: string
 }
 
 /**
@@ -36,12 +42,15 @@ export async function startMosquitto({
   config = '',
   users,
   port,
+  persistDir,
 }: MosquittoOptions = {}): Promise<Mosquitto> {
   const p = port ?? (await freePort())
   const dir = await mkdtemp(join(tmpdir(), 'ub-mosq-'))
   const lines = [
     `listener ${p} 127.0.0.1`,
-    'persistence false',
+    ...(persistDir
+      ? ['persistence true', `persistence_location ${persistDir}/`]
+      : ['persistence false']),
     'log_dest stderr',
     'log_type error',
     'log_type warning',

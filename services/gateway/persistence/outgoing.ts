@@ -58,6 +58,29 @@ interface InflightEntry {
 const outKey = (clientId: string, p: { brokerId?: string; brokerCounter?: number }): string =>
   `${keyToken(clientId)}.${keyToken(p.brokerId ?? '')}.${p.brokerCounter ?? 0}`
 
+/** Queue one message for one session: within its bound, the write tried again (queue-write.ts). */
+function enqueuer(parts: {
+  kv: KvBucket
+  depth: { admit(clientId: string): Promise<boolean> }
+  eraser: { erase(key: string): Promise<void> }
+  onQueueFull: (clientId: string) => void
+  onQueueWriteRetry: () => void
+}) {
+  const { kv, depth, eraser, onQueueFull, onQueueWriteRetry } = parts
+  return async (clientId: string, p: WirePacket): Promise<void> => {
+    if (!(await depth.admit(clientId))) return onQueueFull(clientId)
+    const packet: WirePacket = { ...p, cmd: 'publish' }
+    delete packet.messageId
+    const key = outKey(clientId, packet)
+    const entry = encodePacket(packet, { at: Date.now() })
+    // A write given up on may still land (the NATS client sends what it buffered once it is
+    // back); the publisher resends the message anyway, so the entry is erased when the bus answers.
+    await writeQueueEntry(kv, key, entry, { onRetry: onQueueWriteRetry }).catch((err: unknown) =>
+      eraser.erase(key).then(() => Promise.reject(err))
+    )
+  }
+}
+
 export function createOutgoingQueue({
   kv,
   log,
@@ -92,13 +115,7 @@ export function createOutgoingQueue({
     onForgotten: onDepthForgotten,
   })
 
-  async function enqueue(clientId: string, p: WirePacket): Promise<void> {
-    if (!(await depth.admit(clientId))) return onQueueFull(clientId)
-    const packet: WirePacket = { ...p, cmd: 'publish' }
-    delete packet.messageId
-    const entry = encodePacket(packet, { at: Date.now() })
-    await writeQueueEntry(kv, outKey(clientId, packet), entry, { onRetry: onQueueWriteRetry })
-  }
+  const enqueue = enqueuer({ kv, depth, eraser, onQueueFull, onQueueWriteRetry })
 
   return {
     backlog: (clientId: string) => queueBacklog(reader, clientId),
