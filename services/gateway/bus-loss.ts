@@ -24,7 +24,7 @@ export function watchBusLoss({
   onLost,
   onBack = () => {},
 }: {
-  bus: Pick<Bus, 'flush'>
+  bus: Pick<Bus, 'flush' | 'reconnect'>
   log: Logger
   /** ms between round trips; 0 = no watch. */
   everyMs: number
@@ -53,6 +53,8 @@ export function watchBusLoss({
           lost = true
           log.warn({ failures: failed }, 'the bus does not answer: dropping clients, refusing new')
           onLost()
+          // Dial again: a silent connection would wait out TCP's back-off after the heal (~24 s).
+          bus.reconnect?.().catch((err: unknown) => log.warn({ err }, 'bus reconnect failed'))
         } else if (lost && ok) {
           lost = false
           log.info('the bus answers again: accepting clients')

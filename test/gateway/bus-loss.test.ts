@@ -71,4 +71,15 @@ it('drops its clients when it stops reaching the bus, so a session moves to a ga
   const missing = acked.filter((n) => !received.has(n))
   expect(missing.length, `${missing.length} of ${acked.length} acknowledged never arrived`).toBe(0)
   expect(a.stats().busLossDisconnects).toBeGreaterThan(0)
-}, 60_000)
+
+  // Once the bus answers again, the gateway takes clients again.
+  path.unstall()
+  let back = false
+  for (const deadline = Date.now() + 30_000; !back && Date.now() < deadline; await sleep(250)) {
+    back = await connectMqtt(a.url, { clientId: 'busloss-back', connectTimeout: 2_000 }).then(
+      (c) => (c.end(true), true),
+      () => false
+    )
+  }
+  expect(back, 'gateway A accepts clients again after the heal').toBe(true)
+}, 90_000)

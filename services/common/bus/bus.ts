@@ -139,6 +139,11 @@ export interface Bus {
   blobs(bucket: string, options?: BlobBucketOptions): Promise<BlobBucket>
   /** Round trip to the server: everything published before has been received by it. */
   flush(): Promise<void>
+  /**
+   * Drop the connection to the server and dial again (NATS): a connection gone silent (a
+   * partition) is otherwise noticed only after minutes of missed pings. In process: nothing.
+   */
+  reconnect?(): Promise<void>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }

@@ -168,6 +168,9 @@ export async function connectNatsBus({
       checkOpen(closing !== undefined)
       await nc.flush()
     },
+    async reconnect() {
+      if (closing === undefined && !nc.isClosed()) await nc.reconnect()
+    },
     close() {
       // drain(): finish delivering what has arrived, then close; a second call gets the same promise.
       closing ??= nc.isClosed()
@@ -199,7 +202,13 @@ async function openConnection(
 ): Promise<NatsConnection> {
   let nc: NatsConnection
   try {
-    nc = await connect({ servers: serverList(servers), ...(name === undefined ? {} : { name }) })
+    nc = await connect({
+      servers: serverList(servers),
+      ...(name === undefined ? {} : { name }),
+      // NATS.js gives up after 10 attempts 2 s apart: an outage of all servers longer than ~20 s
+      // (a cluster restart, a partition) left the process with a closed bus for good.
+      maxReconnectAttempts: -1,
+    })
   } catch (err) {
     throw new UbError('bus_unavailable', `cannot connect to NATS at ${String(servers)}`, {
       cause: err,
