@@ -55,7 +55,8 @@ async function pacedPublisher(url: string, topic: string) {
         continue
       }
       const client = c
-      const closed = new Promise<false>((r) => client.once('close', () => r(false)))
+      let onClose = () => {}
+      const closed = new Promise<false>((r) => client.once('close', (onClose = () => r(false))))
       for (let i = 0; i < BATCH && c; i++) {
         const sent = client.publishAsync(topic, `${acked}.${attempt}`, { qos: 1 })
         if (
@@ -70,6 +71,7 @@ async function pacedPublisher(url: string, topic: string) {
           acked++
         else (client.end(true), (c = undefined), attempt++)
       }
+      client.removeListener('close', onClose) // one per batch: they would pile up on the client
       await sleep(PACE_MS)
     }
   })()
