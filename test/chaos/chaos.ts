@@ -34,6 +34,13 @@ export async function runChaos({
   onClose?: (fabric: Fabric) => void | Promise<void>
 }): Promise<FaultReport[]> {
   const fabric = await startFabric()
+  // Stopped from outside (Ctrl-C, a CI timeout's SIGTERM): take the fabric down, not leave its
+  // processes, NATS nodes and private Postgres running.
+  const stopped = (signal: NodeJS.Signals) => {
+    console.error(`chaos: ${signal}, stopping the fabric`)
+    void fabric.close().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', stopped).once('SIGTERM', stopped)
   try {
     onFabric(fabric)
     const counter = await startCloudCounter(fabric.cloud.url)
@@ -54,6 +61,7 @@ export async function runChaos({
       await counter.close()
     }
   } finally {
+    process.off('SIGINT', stopped).off('SIGTERM', stopped)
     await onClose(fabric)
     await fabric.close()
   }
