@@ -112,6 +112,11 @@ export const GatewayCountersSchema = z.object({
     .int()
     .default(0)
     .describe('clients dropped because the gateway stopped reaching the bus'),
+  teRetainedForgotten: z
+    .number()
+    .int()
+    .default(0)
+    .describe("retained topics under a downstream's future mount forgotten past the bound"),
 })
 export type GatewayCounters = z.infer<typeof GatewayCountersSchema>
 

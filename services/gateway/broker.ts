@@ -186,7 +186,10 @@ export async function createBroker({
   const downstreams =
     twin &&
     twinStore &&
-    watchDownstreamsTe({ aedes, bridgeOf, persistence, twin, store: twinStore, log })
+    watchDownstreamsTe({
+      ...{ aedes, bridgeOf, persistence, twin, store: twinStore, log },
+      onForgotten: () => void counters.teRetainedForgotten++,
+    })
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,

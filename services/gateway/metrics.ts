@@ -213,6 +213,7 @@ export function createCounters(): GatewayCounters {
     revokedDisconnects: 0,
     refusedWhileClosing: 0,
     busLossDisconnects: 0,
+    teRetainedForgotten: 0,
   }
 }
 
@@ -261,5 +262,10 @@ function registerFrontDoorMetrics(
     'ub_gateway_bus_loss_disconnects_total',
     'clients dropped because this gateway stopped reaching the bus (they move to one that does)',
     'busLossDisconnects'
+  )
+  counter(
+    'ub_gateway_te_retained_forgotten_total',
+    "retained topics a downstream's bridge published before its thin-edge.io mount was known, forgotten past 10,000 (not read into the twin when the mount comes)",
+    'teRetainedForgotten'
   )
 }

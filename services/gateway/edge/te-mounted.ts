@@ -36,12 +36,12 @@ export interface MountedTeOptions {
   bridgeOf: (client: Client) => string | undefined
   persistence: { createRetainedStream(filter: string): Readable }
   log: Logger
+  /** A retained topic was forgotten past RETAINED_SEEN_MAX: a later backfill will not read it. */
+  onForgotten?: () => void
 }
 
 export interface MountedTe {
   detach(): void
-  /** Retained topics forgotten past RETAINED_SEEN_MAX: not read by a later backfill. */
-  forgotten(): number
   /**
    * Feed the retained messages under a mount that appeared after they came (its downstream's
    * bridge replayed them before the mount was declared), those this gateway saw that bridge
@@ -105,13 +105,12 @@ export function attachMountedTe(o: MountedTeOptions): MountedTe {
   // backfill reads only these, so what anyone else published under a mount is never taken as
   // the downstream's. Bounded: the oldest is forgotten first (counted).
   const retainedBy = new Map<string, string>()
-  let forgotten = 0
   const remember = (topic: string, instanceId: string, cleared: boolean) => {
     retainedBy.delete(topic)
     if (cleared) return
     if (retainedBy.size >= RETAINED_SEEN_MAX) {
       retainedBy.delete(retainedBy.keys().next().value!)
-      forgotten++
+      o.onForgotten?.()
     }
     retainedBy.set(topic, instanceId)
   }
@@ -131,7 +130,6 @@ export function attachMountedTe(o: MountedTeOptions): MountedTe {
   o.aedes.on('publish', onPublish)
   return {
     detach: () => (link.detach(), void o.aedes.removeListener('publish', onPublish)),
-    forgotten: () => forgotten,
     async backfill(instanceId, mount) {
       let fed = 0
       for (const registrations of [true, false]) {
