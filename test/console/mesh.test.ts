@@ -1,7 +1,7 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { bridge, until } from '../helpers/bridging.ts'
-import { api, startInstance, type Instance } from '../helpers/instance.ts'
+import { bridge, untilForwarding } from '../helpers/bridging.ts'
+import { startInstance, type Instance } from '../helpers/instance.ts'
 import { openTopologyDb } from '../../services/common/topology-db.ts'
 import { startNode, type Node } from '../handshake/fixture.ts'
 import { launchChromium, openPage, screenshot, signIn, textOf } from './browser.ts'
@@ -33,14 +33,7 @@ beforeAll(async () => {
     startNode(),
   ])
   upstreamId = await bridge(a, b, [{ source: 'plant1', target: 'acme/site1' }])
-  await until(
-    'the link forwarding',
-    async () =>
-      (await api(a, 'GET', `/api/v1/upstreams/${upstreamId}`)).link?.state === 'Forwarding'
-        ? true
-        : undefined,
-    20_000
-  )
+  await untilForwarding(a, upstreamId, 20_000)
   p = await openPage(browser)
 }, 60_000)
 afterAll(async () => {

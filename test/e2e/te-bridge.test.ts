@@ -1,8 +1,8 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt, sleep } from '../helpers/gateway.ts'
-import { bridge, listen, until } from '../helpers/bridging.ts'
-import { api, startInstance, type Instance } from '../helpers/instance.ts'
+import { bridge, listen, until, untilForwarding } from '../helpers/bridging.ts'
+import { startInstance, type Instance } from '../helpers/instance.ts'
 
 /**
  * thin-edge's bus across a bridge (issue 11): the edge binds its `te` root to `acme/site1/te`
@@ -20,14 +20,7 @@ describe("thin-edge's device schema across a bridge", () => {
   beforeAll(async () => {
     ;[edge, cloud] = await Promise.all([startInstance(), startInstance()])
     upstreamId = await bridge(edge, cloud, [{ source: 'te', target: REMOTE, direction: 'both' }])
-    await until(
-      'the link forwarding',
-      async () =>
-        (await api(edge, 'GET', `/api/v1/upstreams/${upstreamId}`)).link?.state === 'Forwarding'
-          ? true
-          : undefined,
-      30_000
-    )
+    await untilForwarding(edge, upstreamId)
   }, 120_000)
 
   afterAll(async () => {

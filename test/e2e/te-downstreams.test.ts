@@ -1,7 +1,7 @@
 import type { MqttClient } from 'mqtt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { connectMqtt } from '../helpers/gateway.ts'
-import { bridge, until } from '../helpers/bridging.ts'
+import { bridge, until, untilForwarding } from '../helpers/bridging.ts'
 import { api, apiRequest, startInstance, type Instance } from '../helpers/instance.ts'
 
 /**
@@ -36,14 +36,7 @@ describe("the cloud's twin lists a downstream's thin-edge.io entities", () => {
       undefined,
       { grants: ['acme/site1'] }
     )
-    await until(
-      'the link forwarding',
-      async () =>
-        (await api(edge, 'GET', `/api/v1/upstreams/${upstreamId}`)).link?.state === 'Forwarding'
-          ? true
-          : undefined,
-      30_000
-    )
+    await untilForwarding(edge, upstreamId)
   }, 120_000)
 
   afterAll(async () => {

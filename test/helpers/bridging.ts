@@ -17,6 +17,18 @@ export async function until<T>(
   }
 }
 
+/** Wait until `inst` reports its link to upstream `upstreamId` Forwarding. */
+export function untilForwarding(inst: Instance, upstreamId: string, timeoutMs = 30_000) {
+  return until(
+    'the link forwarding',
+    async () =>
+      (await api(inst, 'GET', `/api/v1/upstreams/${upstreamId}`)).link?.state === 'Forwarding'
+        ? true
+        : undefined,
+    timeoutMs
+  )
+}
+
 export interface BridgeTransport {
   /** `mqtt://127.0.0.1` or `mqtts://localhost` */
   host: string
