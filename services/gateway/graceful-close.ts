@@ -88,12 +88,5 @@ export function createGracefulClose(work: ClientWork) {
     }
   }
 
-  return {
-    attach,
-    drain,
-    get draining() {
-      return draining
-    },
-  }
+  return { attach, drain }
 }
-export type GracefulClose = ReturnType<typeof createGracefulClose>
