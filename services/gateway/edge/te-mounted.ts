@@ -24,11 +24,11 @@ const BACKFILL_BATCH = 32
  * `up` while the downstream's bridge is connected to this gateway, `down` once it is not. (The
  * link's own `ub-bridge-<id>` health never comes up: the link does not receive what it publishes.)
  */
-export const LINK_SERVICE = 'device/main/service/ub-link'
+const LINK_SERVICE = 'device/main/service/ub-link'
 /** Retained topics remembered as published by a bridge under no mount yet (see attachMountedTe). */
-export const RETAINED_SEEN_MAX = 10_000
+const RETAINED_SEEN_MAX = 10_000
 
-export interface MountedTeOptions {
+interface MountedTeOptions {
   aedes: Aedes
   mounts: MountTable
   twin: TwinFeed
@@ -40,7 +40,7 @@ export interface MountedTeOptions {
   onForgotten?: () => void
 }
 
-export interface MountedTe {
+interface MountedTe {
   detach(): void
   /**
    * Feed the retained messages under a mount that appeared after they came (its downstream's
@@ -57,7 +57,7 @@ interface Located {
 }
 
 /** Which of `mounts` `topic` lies under, and what it is on the downstream. */
-export function locate(mounts: readonly TeMount[], topic: string): Located | null {
+function locate(mounts: readonly TeMount[], topic: string): Located | null {
   for (const mount of mounts) {
     if (!topic.startsWith(mount.target) || topic[mount.target.length] !== '/') continue
     const rest = topic.slice(mount.target.length + 1)
@@ -67,12 +67,12 @@ export function locate(mounts: readonly TeMount[], topic: string): Located | nul
 }
 
 /** Where a downstream's entity is reached here: its topic id under the mount's target. */
-export function mountedTopic(mount: TeMount, topicId: string): string {
+function mountedTopic(mount: TeMount, topicId: string): string {
   return `${mount.target}/${mount.path ? topicId.slice(mount.path.length + 1) : topicId}`
 }
 
 /** Feed one message of downstream `instanceId` found under `at`; false when it fed nothing. */
-export function feedMounted(
+function feedMounted(
   twin: TwinFeed,
   instanceId: string,
   at: Located,
@@ -100,7 +100,7 @@ export function feedMounted(
   return true
 }
 
-export function attachMountedTe(o: MountedTeOptions): MountedTe {
+function attachMountedTe(o: MountedTeOptions): MountedTe {
   // Retained topics a bridge published under no mount it had yet, by topic: its instance id. A
   // backfill reads only these, so what anyone else published under a mount is never taken as
   // the downstream's. Bounded: the oldest is forgotten first (counted).
@@ -197,7 +197,7 @@ function watchLinks(o: MountedTeOptions) {
 /** The mount table and the feed together, as the broker runs them; `close` stops both. */
 export function watchDownstreamsTe(
   o: Omit<MountedTeOptions, 'mounts'> & { store: StoreClient; refreshMs?: number }
-): { mounts: MountTable; close(): void } {
+): { close(): void } {
   const mounts = watchTeMounts({
     store: o.store,
     ...(o.refreshMs === undefined ? {} : { everyMs: o.refreshMs }),
@@ -208,5 +208,5 @@ export function watchDownstreamsTe(
     log: o.log,
   })
   const mounted = attachMountedTe({ ...o, mounts })
-  return { mounts, close: () => (mounts.close(), mounted.detach()) }
+  return { close: () => (mounts.close(), mounted.detach()) }
 }

@@ -9,13 +9,11 @@ import type { Logger } from '../../common/log.ts'
 import type { StoreClient } from '../../contracts/store-client.ts'
 import type { TeMount } from '../../contracts/te-entities.ts'
 
-export const TE_MOUNTS_REFRESH_MS = 2_000
+const TE_MOUNTS_REFRESH_MS = 2_000
 
 export interface MountTable {
   /** The mounts of the downstream with this instance id (none: empty). */
   of(instanceId: string): readonly TeMount[]
-  /** Read the store now (tests; it also runs every refresh). */
-  refresh(): Promise<void>
   close(): void
 }
 
@@ -59,7 +57,6 @@ export function watchTeMounts({
   void refresh()
   return {
     of: (instanceId) => table.get(instanceId) ?? EMPTY,
-    refresh,
     close: () => clearInterval(timer),
   }
 }
