@@ -32,7 +32,7 @@ export const gatewayKeys = {
     .int()
     .min(1)
     .default(10_000)
-    .describe('MQTT clients per gateway; more get CONNACK 3'),
+    .describe('MQTT clients per gateway; more are closed without a CONNACK (clients retry)'),
   maxPendingMessages: z.coerce
     .number()
     .int()
@@ -156,14 +156,14 @@ export const gatewayKeys = {
     .min(0)
     .default(64)
     .describe(
-      'credential checks waiting per kind (scrypt, store) beyond those running; more get CONNACK 3 (counted)'
+      'credential checks waiting per kind (scrypt, store) beyond those running; more are closed without a CONNACK (clients retry) (counted)'
     ),
   connectRatePerSec: z.coerce
     .number()
     .min(0.01)
     .default(10)
     .describe(
-      'failed MQTT CONNECTs per second per source (IPv4 address, IPv6 /64), token bucket; a good login gives its token back; more get CONNACK 3'
+      'failed MQTT CONNECTs per second per source (IPv4 address, IPv6 /64), token bucket; a good login gives its token back; more are closed without a CONNACK (clients retry)'
     ),
   connectRateBurst: z.coerce
     .number()
@@ -176,7 +176,9 @@ export const gatewayKeys = {
     .int()
     .min(1)
     .default(8)
-    .describe('MQTT CONNECTs of one source being authenticated at once; more get CONNACK 3'),
+    .describe(
+      'MQTT CONNECTs of one source being authenticated at once; more are closed without a CONNACK (clients retry)'
+    ),
   connectRateSources: z.coerce
     .number()
     .int()

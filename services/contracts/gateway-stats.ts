@@ -89,13 +89,16 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('cached answers dropped because the cache was full'),
-  authBusy: z.number().int().describe('CONNECTs refused (CONNACK 3): the check queue was full'),
+  authBusy: z
+    .number()
+    .int()
+    .describe('CONNECTs closed without a CONNACK: the check queue was full'),
   scryptChecks: z.number().int().describe('local-user password verifications run'),
   storeAuthChecks: z.number().int().describe('bridge credential checks sent to the store'),
   connectRateLimited: z
     .number()
     .int()
-    .describe('CONNECTs refused (CONNACK 3) by the per-source budget'),
+    .describe('CONNECTs closed without a CONNACK by the per-source budget'),
   proxyRefused: z.number().int().describe('connections closed for a bad or late PROXY header'),
   revokedDisconnects: z
     .number()

@@ -4,7 +4,7 @@
  * CONNECTs that fail authentication.
  */
 
-/** Thrown when a limiter's queue is full; the caller refuses with CONNACK 3. */
+/** Thrown when a limiter's queue is full; the caller closes the connection without a CONNACK. */
 export class Busy extends Error {
   constructor(what: string) {
     super(`server unavailable: too many ${what} in progress`)

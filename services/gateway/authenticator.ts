@@ -26,12 +26,12 @@ export interface AuthLimits {
   scryptConcurrency: number
   /** Bridge checks against the store at once. */
   storeConcurrency: number
-  /** Checks waiting for a slot, per kind; past it CONNACK 3. */
+  /** Checks waiting for a slot, per kind; past it closed without a CONNACK. */
   queueMax: number
   /** Failed CONNECTs a source may make per second, and at once (a good login gives its token back). */
   connectRatePerSec: number
   connectRateBurst: number
-  /** CONNECTs of one source being authenticated at once; more get CONNACK 3. */
+  /** CONNECTs of one source being authenticated at once; more are closed without a CONNACK. */
   connectPendingPerSource: number
   /** Sources whose budget is remembered; past it the least recently seen is forgotten. */
   connectRateSources: number
@@ -50,7 +50,7 @@ export const DEFAULT_AUTH_LIMITS: AuthLimits = {
 }
 
 // A grant that keeps changing while its check is on the way is asked again this often, then
-// refused with CONNACK 3 (the client retries later).
+// closed without a CONNACK (the client retries later).
 const EPOCH_RETRIES = 3
 
 export interface AuthenticatorOptions {

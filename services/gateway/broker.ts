@@ -30,7 +30,7 @@ import type { BusPersistence } from './persistence.ts'
 export interface BrokerLimits {
   /** Bytes; a larger packet closes its connection (3.1.1 has no way to say why). */
   maxPacketSize: number
-  /** Clients per gateway; the next CONNECT gets CONNACK 3. */
+  /** Clients per gateway; the next CONNECT is closed without a CONNACK. */
   maxConnections: number
   /** Seconds; a smaller non-zero keep-alive is raised to it (safe: the client pings more often). */
   keepAliveMin: number
@@ -59,7 +59,7 @@ export interface BrokerOptions {
   heartbeatMs: number
   /** Split horizon: true when delivering to `clientId` would send a message back to its origin. */
   isEcho?: (clientId: string, originClientId: string | undefined) => boolean
-  /** True while the gateway does not reach the bus: CONNECTs get CONNACK 3 (bus-loss.ts). */
+  /** True while the gateway does not reach the bus: CONNECTs are closed without a CONNACK (bus-loss.ts). */
   busLost?: () => boolean
   /** Connected sessions' queues swept for messages whose live copy never came (queue-sweep.ts). */
   queueSweep?: Partial<QueueSweepSettings>

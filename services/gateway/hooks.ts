@@ -143,6 +143,12 @@ function authenticate({
       log.info({ clientId: client.id, username, reason: err.message }, 'refused a CONNECT')
       const e = err as AuthenticateError
       if (!(err instanceof ConnackError)) e.returnCode = 3
+      // "Not now" (3: a limit, overload, the bus lost) closes the connection without a CONNACK,
+      // as Mosquitto does at max_connections: a client retries a connection that failed, but
+      // MQTT.js (Node-RED, most Node clients) never retries one refused by CONNACK, whatever
+      // the code, so a bus outage or a full gateway left them offline for good. aedes sends
+      // nothing to a client closed before its check answers.
+      if (e.returnCode === 3) client.close()
       done(e, false)
     })()
   }

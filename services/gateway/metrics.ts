@@ -229,7 +229,7 @@ function registerFrontDoorMetrics(
   )
   counter(
     'ub_gateway_auth_busy_total',
-    'CONNECTs refused with CONNACK 3 because authQueueMax checks were already waiting',
+    'CONNECTs closed without a CONNACK because authQueueMax checks were already waiting',
     'authBusy'
   )
   counter('ub_gateway_scrypt_checks_total', 'local-user password verifications run', 'scryptChecks')
@@ -240,7 +240,7 @@ function registerFrontDoorMetrics(
   )
   counter(
     'ub_gateway_connect_rate_limited_total',
-    'CONNECTs refused with CONNACK 3 by the per-source (IPv4 address, IPv6 /64) budget',
+    'CONNECTs closed without a CONNACK by the per-source (IPv4 address, IPv6 /64) budget',
     'connectRateLimited'
   )
   counter(

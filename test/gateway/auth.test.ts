@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { MqttClient } from 'mqtt'
+import mqtt, { type MqttClient } from 'mqtt'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { internalCredential, INTERNAL_USERNAME } from '../../services/common/internal-credential.ts'
@@ -187,7 +187,7 @@ describe('gateway limits', () => {
     expect(await silent.next('connack')).toMatchObject({ returnCode: 0 })
     const c2 = await connectMqtt(gw.url)
     await eventually(() => gw.stats().clients === 2)
-    await expect(connectMqtt(gw.url)).rejects.toMatchObject({ code: 3 })
+    await expect(refusedFor(gw.url)).resolves.toBe('closed without a CONNACK')
     await new Promise((r) => setTimeout(r, 2_500))
     expect(silent.socket.destroyed).toBe(false)
     silent.end()
@@ -202,7 +202,34 @@ describe('gateway limits', () => {
     const admitted = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []))
     const refused = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : []))
     expect(admitted).toHaveLength(2)
-    expect(refused.map((r: { code?: number }) => r.code)).toEqual([3, 3, 3, 3])
+    expect(refused.map((r: { code?: number }) => r.code ?? 'closed')).toEqual(
+      Array(4).fill('closed')
+    )
     for (const c of admitted) c.end(true)
   })
+
+  it('closes a CONNECT past the limit without a CONNACK, so that an MQTT.js client retries and gets in', async () => {
+    // MQTT.js stops reconnecting for good after any CONNACK refusal (reconnectOnConnackError
+    // is off by default): refused with CONNACK 3, this client never came back.
+    await eventually(() => gw.broker.openSockets() === 0)
+    const holders = [await connectMqtt(gw.url), await connectMqtt(gw.url)]
+    const retrying = mqtt.connect(gw.url, { protocolVersion: 4, reconnectPeriod: 100 })
+    retrying.on('error', () => {})
+    let attempts = 0
+    retrying.on('reconnect', () => attempts++)
+    await eventually(() => attempts >= 2) // refused, and trying again
+    for (const c of holders) c.end(true)
+    await eventually(() => retrying.connected)
+    retrying.end(true)
+  })
 })
+
+/** How a gateway turns an MQTT.js CONNECT away: its CONNACK code, or a close without one. */
+function refusedFor(url: string): Promise<string> {
+  const c = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0 })
+  return new Promise((resolve) => {
+    c.once('connect', () => resolve('admitted'))
+    c.once('error', (err: Error & { code?: unknown }) => resolve(`CONNACK ${String(err.code)}`))
+    c.once('close', () => resolve('closed without a CONNACK'))
+  }).finally(() => c.end(true)) as Promise<string>
+}

@@ -33,7 +33,8 @@ export function proxyV2(src: number[] | 'local', tlvs: Buffer = Buffer.alloc(0))
 }
 
 /** A CONNACK's return code, or 'closed': the server closed, or sent nothing in time. */
-export type Outcome = number | 'closed'
+/** A CONNACK's return code, the connection closed without one, or no answer in time. */
+export type Outcome = number | 'closed' | 'timeout'
 
 /**
  * Open a connection, write `header` (if any) and then a CONNECT with `fields`; resolves with
@@ -64,7 +65,7 @@ export async function connackAfter(
   }
   return new Promise<Outcome>((resolve) => {
     const parser = mqttPacket.parser({ protocolVersion: 4 })
-    const timer = setTimeout(() => finish('closed'), timeoutMs)
+    const timer = setTimeout(() => finish('timeout'), timeoutMs)
     const finish = (o: Outcome) => {
       clearTimeout(timer)
       socket.destroy()

@@ -110,8 +110,12 @@ describe('the real client address behind a proxy (trustProxy)', () => {
     expect(await connackAfter(direct.ports.mqtt, undefined)).toBe(0)
     // 'P' reads as a PUBREC before CONNECT; aedes closes it, or waits for its bytes: no CONNACK.
     const quick = { timeoutMs: 1_000 }
-    expect(await connackAfter(direct.ports.mqtt, proxyV1('127.0.0.1'), {}, quick)).toBe('closed')
-    expect(await connackAfter(direct.ports.mqtt, proxyV2([127, 0, 0, 1]), {}, quick)).toBe('closed')
+    expect(['closed', 'timeout']).toContain(
+      await connackAfter(direct.ports.mqtt, proxyV1('127.0.0.1'), {}, quick)
+    )
+    expect(['closed', 'timeout']).toContain(
+      await connackAfter(direct.ports.mqtt, proxyV2([127, 0, 0, 1]), {}, quick)
+    )
     expect(await connackAfter(direct.ports.tls!, undefined, {}, { tls: true })).toBe(0)
     await ws(direct, '203.0.113.9') // the socket's peer is 127.0.0.1
   })
