@@ -58,7 +58,10 @@ interface InflightEntry {
 const outKey = (clientId: string, p: { brokerId?: string; brokerCounter?: number }): string =>
   `${keyToken(clientId)}.${keyToken(p.brokerId ?? '')}.${p.brokerCounter ?? 0}`
 
-/** Queue one message for one session: within its bound, the write tried again (queue-write.ts). */
+/**
+ * Queue one message for some sessions: within each one's bound, the write tried again
+ * (queue-write.ts). The entry is the same bytes for every session, so it is encoded once.
+ */
 function enqueuer(parts: {
   kv: KvBucket
   depth: { admit(clientId: string): Promise<boolean> }
@@ -67,17 +70,21 @@ function enqueuer(parts: {
   onQueueWriteRetry: () => void
 }) {
   const { kv, depth, eraser, onQueueFull, onQueueWriteRetry } = parts
-  return async (clientId: string, p: WirePacket): Promise<void> => {
-    if (!(await depth.admit(clientId))) return onQueueFull(clientId)
+  return async (clientIds: readonly string[], p: WirePacket): Promise<void> => {
     const packet: WirePacket = { ...p, cmd: 'publish' }
     delete packet.messageId
-    const key = outKey(clientId, packet)
     const entry = encodePacket(packet, { at: Date.now() })
-    // A write given up on may still land (the NATS client sends what it buffered once it is
-    // back); the publisher resends the message anyway, so the entry is erased when the bus answers.
-    await writeQueueEntry(kv, key, entry, { onRetry: onQueueWriteRetry }).catch((err: unknown) =>
-      eraser.erase(key).then(() => Promise.reject(err))
-    )
+    const one = async (clientId: string): Promise<void> => {
+      if (!(await depth.admit(clientId))) return onQueueFull(clientId)
+      const key = outKey(clientId, packet)
+      // A write given up on may still land (the NATS client sends what it buffered once it is
+      // back); the publisher resends the message anyway, so the entry is erased when the bus
+      // answers.
+      await writeQueueEntry(kv, key, entry, { onRetry: onQueueWriteRetry }).catch((err: unknown) =>
+        eraser.erase(key).then(() => Promise.reject(err))
+      )
+    }
+    await (clientIds.length === 1 ? one(clientIds[0]!) : Promise.all(clientIds.map(one)))
   }
 }
 
@@ -122,10 +129,10 @@ export function createOutgoingQueue({
     /** Deliveries handed to the connected session here and not yet acknowledged. */
     inFlight: (clientId: string) => inflight.get(clientId)?.size ?? 0,
     async outgoingEnqueue(sub: { clientId: string }, packet: WirePacket): Promise<void> {
-      await enqueue(sub.clientId, packet)
+      await enqueue([sub.clientId], packet)
     },
     async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: WirePacket) {
-      await Promise.all(subs.map((s) => enqueue(s.clientId, packet)))
+      if (subs.length > 0) await enqueue(subs.map((s) => s.clientId), packet)
     },
     async outgoingUpdate(client: Client, packet: WirePacket | PubrelPacket): Promise<void> {
       if (packet.messageId === undefined) return
@@ -139,7 +146,9 @@ export function createOutgoingQueue({
       // A PUBLISH (or a PUBREL replayed from the queue, which carries its entry's brokerId and
       // counter): no write. A queued PUBLISH keeps no messageId, and a redelivery after a
       // reconnect gets a fresh one. Only remember where to clear it when the PUBACK/PUBCOMP comes.
-      ids.set(packet.messageId, { key: outKey(client.id, packet), ...originOf(packet) })
+      const entry: InflightEntry = originOf(packet) as InflightEntry
+      entry.key = outKey(client.id, packet)
+      ids.set(packet.messageId, entry)
     },
     async outgoingClearMessageId(
       client: Client,

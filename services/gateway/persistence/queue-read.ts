@@ -19,11 +19,20 @@ export interface PubrelPacket {
   brokerCounter?: number
 }
 
-/** A message's origin (broker id and counter), without absent fields. */
-export const originOf = (p: { brokerId?: string; brokerCounter?: number }) => ({
-  ...(p.brokerId === undefined ? {} : { brokerId: p.brokerId }),
-  ...(p.brokerCounter === undefined ? {} : { brokerCounter: p.brokerCounter }),
-})
+/**
+ * A message's origin (broker id and counter), without absent fields. Assigned, not spread: it
+ * runs per message and persistent subscriber, and conditional spreads cost ~3 % of a gateway's
+ * CPU with three of them (--cpu-prof).
+ */
+export function originOf(p: { brokerId?: string; brokerCounter?: number }): {
+  brokerId?: string
+  brokerCounter?: number
+} {
+  const origin: { brokerId?: string; brokerCounter?: number } = {}
+  if (p.brokerId !== undefined) origin.brokerId = p.brokerId
+  if (p.brokerCounter !== undefined) origin.brokerCounter = p.brokerCounter
+  return origin
+}
 
 export const pubrelOf = (p: WirePacket): PubrelPacket => ({
   cmd: 'pubrel',
