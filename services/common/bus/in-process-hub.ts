@@ -1,6 +1,5 @@
 import { BusTimeoutError, NoRespondersError } from '../errors.ts'
 import {
-  subjectMatches,
   throwIfErrorReply,
   validateSubject,
   type BusMessage,
@@ -8,6 +7,7 @@ import {
   type Subscription,
 } from './bus.ts'
 import type { InProcessKvStore } from './in-process-kv.ts'
+import { createSubjectIndex, type SubjectIndex } from './subject-index.ts'
 
 export type ReplyFn = (reply: BusMessage) => void
 
@@ -17,19 +17,30 @@ export interface InProcessSub {
   tokens: string[]
   queue: string | undefined
   active: boolean
+  /** Order of subscribing: matches are handed out in it, as the scan they replace did. */
+  seq: number
   deliver(msg: BusMessage, reply: ReplyFn | undefined): void
 }
 
 /** What buses built on one hub share, as buses on one NATS server do. */
 export interface InProcessHub {
   subs: Set<InProcessSub>
+  /** The same subscriptions by subject (subject-index.ts). */
+  index: SubjectIndex<InProcessSub>
+  nextSeq: number
   /** Round-robin position per queue group (`pattern \0 queue`). */
   cursors: Map<string, number>
   buckets: Map<string, InProcessKvStore>
 }
 
 export function createInProcessHub(): InProcessHub {
-  return { subs: new Set(), cursors: new Map(), buckets: new Map() }
+  return {
+    subs: new Set(),
+    index: createSubjectIndex(),
+    nextSeq: 0,
+    cursors: new Map(),
+    buckets: new Map(),
+  }
 }
 
 /** Hand a message to every plain subscriber and one member of each queue group; returns how many. */
@@ -44,8 +55,9 @@ export function route(
   const tokens = `${prefix}.${subject}`.split('.')
   const groups = new Map<string, InProcessSub[]>()
   const targets: InProcessSub[] = []
-  for (const sub of hub.subs) {
-    if (!subjectMatches(sub.tokens, tokens)) continue
+  const matched = hub.index.match(tokens)
+  if (matched.length > 1) matched.sort((a, b) => a.seq - b.seq)
+  for (const sub of matched) {
     if (sub.queue === undefined) targets.push(sub)
     else {
       const key = `${sub.pattern}\0${sub.queue}`
@@ -85,14 +97,17 @@ export function addSubscription(
     tokens: pattern.split('.'),
     queue,
     active: true,
+    seq: hub.nextSeq++,
     deliver,
   }
   hub.subs.add(sub)
+  hub.index.add(sub.tokens, sub)
   mine.add(sub)
   return {
     async unsubscribe() {
       sub.active = false
       hub.subs.delete(sub)
+      hub.index.remove(sub.tokens, sub)
       mine.delete(sub)
     },
   }
@@ -103,6 +118,7 @@ export function removeSubscriptions(hub: InProcessHub, mine: Set<InProcessSub>):
   for (const sub of mine) {
     sub.active = false
     hub.subs.delete(sub)
+    hub.index.remove(sub.tokens, sub)
   }
   mine.clear()
 }
