@@ -186,12 +186,13 @@ async function readCredentials(
  * where the operator looks; the handshake poll decides whether the upstream is Revoked.
  */
 function reportRefusal(
-  { running, store, isClosed, log }: LinkRunnerOptions,
+  { running, store, leases, isClosed, log }: LinkRunnerOptions,
   id: string,
   link: BridgeLink
 ): void {
   const why = link.status().lastError
-  if (!why || running.get(id)?.link !== link || isClosed()) return
+  // A link fenced for its lease is still the running one until the next pass: not a refusal.
+  if (!why || running.get(id)?.link !== link || isClosed() || !leases.holds(id)) return
   // Refused because the upstream server revoked us: the upstream's status says so (the poll
   // sees it within a second); a stale "bad user name or password" beside it would mislead.
   void store
