@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   scale: async () => (await import('./scale.ts')).runScaleBench(),
   files: async () => (await import('./files.ts')).runFilesBench(),
   start: async () => (await import('./start.ts')).runStartBench(),
+  supervisor: async () => (await import('./supervisor-scale.ts')).runSupervisorScaleBench(),
 }
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))

@@ -52,7 +52,7 @@ const GATEWAY_MESSAGES = QUICK ? 10_000 : 20_000 // per run
 const BRIDGE_MESSAGES = QUICK ? 10_000 : 20_000
 const ROUNDS = QUICK ? 1 : 3
 // As bench/bridge.ts: queues deep enough that no QoS 1 message is dropped, Nagle off.
-const BROKER_CONFIG = [
+export const BROKER_CONFIG = [
   'max_queued_messages 1000000',
   'max_queued_bytes 0',
   'set_tcp_nodelay true',
@@ -258,8 +258,8 @@ async function bridgeRow(
 }
 
 /** Mosquitto's own bridge: one `connection` per namespace, as ours has one link per upstream. */
-function mosquittoBridgeConfig(cloudPort: number): string {
-  const blocks = Array.from({ length: UPSTREAMS }, (_, k) =>
+export function mosquittoBridgeConfig(cloudPort: number, count = UPSTREAMS): string {
+  const blocks = Array.from({ length: count }, (_, k) =>
     [
       `connection anchor${k}`,
       `address 127.0.0.1:${cloudPort}`,

@@ -132,7 +132,11 @@ export function createOutgoingQueue({
       await enqueue([sub.clientId], packet)
     },
     async outgoingEnqueueCombi(subs: Array<{ clientId: string }>, packet: WirePacket) {
-      if (subs.length > 0) await enqueue(subs.map((s) => s.clientId), packet)
+      if (subs.length > 0)
+        await enqueue(
+          subs.map((s) => s.clientId),
+          packet
+        )
     },
     async outgoingUpdate(client: Client, packet: WirePacket | PubrelPacket): Promise<void> {
       if (packet.messageId === undefined) return
