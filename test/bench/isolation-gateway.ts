@@ -20,6 +20,7 @@ const gateway = await createGateway({
   log: silentLogger(),
   host: '127.0.0.1',
   mqttPort: 0,
+  storeLimits: { sessionMaxQueued: Number(process.env.BENCH_ISO_MAX_QUEUED ?? 10_000) },
 })
 process.stdout.write(JSON.stringify({ port: gateway.ports.mqtt }) + '\n')
 if (process.env.BENCH_ISO_TRACE) traceLoop()

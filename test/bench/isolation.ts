@@ -4,18 +4,18 @@
  * A healthy subscriber takes a paced stream (RATE msg/s, QoS 1, 64 B) and its p99 delivery
  * latency is measured twice on each broker: quiet (nothing else connected), and stalled: while
  * 10 persistent sessions, subscribed to the same stream and to a bulk topic, resume backlogs of
- * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte. Anchor: Mosquitto
- * with `max_queued_messages 1000` (its default), in the same run. Ours is one gateway in its own
- * process, as `uns-bridge start` runs it. After one unrecorded warm-up round, each figure is the
- * median over ROUNDS rounds, quiet and stalled alternating, each quiet one after the broker had
- * SETTLE_MS to finish what the previous round left. Target: our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
+ * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte. The 10 sessions run in
+ * a process of their own (isolation-sessions.ts), and both brokers queue at most MAX_QUEUED
+ * messages per session. Anchor: Mosquitto with `max_queued_messages` MAX_QUEUED, in the same run.
+ * Ours is one gateway in its own process, as `uns-bridge start` runs it. After one unrecorded
+ * warm-up round, each figure is the median over ROUNDS rounds, quiet and stalled alternating,
+ * each quiet one after the broker had SETTLE_MS to finish what the previous round left. Target:
+ * our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
  * Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { connect as netConnect, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
-import * as mqttPacket from 'mqtt-packet'
 import { startMosquitto } from '../helpers/mosquitto.ts'
 
 const RATE = Number(process.env.BENCH_ISO_RATE ?? 2_000) // msg/s on the measured stream
@@ -24,6 +24,9 @@ const BACKLOG = Number(process.env.BENCH_ISO_BACKLOG ?? 5_000) // per session
 const SESSIONS = 10
 const NEVER_READ = 2
 const ROUNDS = Number(process.env.BENCH_ISO_ROUNDS ?? 3)
+// Both brokers queue at most this many messages per session (Mosquitto's default
+// max_queued_messages; ours is sessionMaxQueued, 10,000 by default): the same bound, the same work.
+const MAX_QUEUED = Number(process.env.BENCH_ISO_MAX_QUEUED ?? 1_000)
 // Before each quiet figure: a stalled round leaves work behind (queues purged by the clean
 // reconnects, the journal's rewrite, GC); measured at once, "quiet" was 8-16 ms instead of ~1.5.
 const SETTLE_MS = Number(process.env.BENCH_ISO_SETTLE_MS ?? 5_000)
@@ -43,28 +46,6 @@ function connect(url: string, opts: mqtt.IClientOptions = {}): Promise<MqttClien
   return new Promise((resolve, reject) => {
     c.once('connect', () => resolve(c))
     c.once('error', reject)
-  })
-}
-
-/** A persistent session that sends CONNECT and then never reads its socket. */
-function neverReads(port: number, clientId: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect(port, '127.0.0.1', () => {
-      s.pause()
-      s.write(
-        mqttPacket.generate({
-          cmd: 'connect',
-          protocolId: 'MQTT',
-          protocolVersion: 4,
-          clean: false,
-          clientId,
-          keepalive: 0,
-        })
-      )
-      resolve(s)
-    })
-    s.on('error', () => {}) // cut as a slow consumer: expected
-    s.once('error', reject)
   })
 }
 
@@ -112,21 +93,25 @@ export async function measureP99(url: string, tag: string): Promise<number> {
   return latencies[Math.floor(0.99 * (latencies.length - 1))]!
 }
 
-/** One stalled measurement: sessions resume their backlogs, two never read. */
+/** One stalled measurement: sessions resume their backlogs (isolation-sessions.ts), two never read. */
 export async function stalledRound(url: string, port: number, tag: string): Promise<number> {
   await prepareBacklogs(url, tag)
-  const readers: MqttClient[] = []
-  const silent: Socket[] = []
-  for (let i = 0; i < SESSIONS; i++) {
-    if (i < NEVER_READ) silent.push(await neverReads(port, `${tag}-s${i}`))
-    else readers.push(await connect(url, { clientId: `${tag}-s${i}`, clean: false }))
-  }
+  const script = fileURLToPath(new URL('./isolation-sessions.ts', import.meta.url))
+  const args = [url, String(port), tag, String(SESSIONS), String(NEVER_READ)]
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve())
+      child.once('exit', (code) => reject(new Error(`stalled sessions exited ${code}`)))
+    })
     return await measureP99(url, tag)
   } finally {
-    for (const s of silent) s.destroy()
+    child.kill('SIGTERM')
+    await exited
     // Clean the sessions up, so the next round starts from the same state.
-    await Promise.all(readers.map((r) => r.endAsync()))
     for (let i = 0; i < SESSIONS; i++)
       (await connect(url, { clientId: `${tag}-s${i}`, clean: true })).end(true)
   }
@@ -161,6 +146,7 @@ export async function startOurs(): Promise<{ port: number; child: ChildProcess }
   const extra = (process.env.BENCH_ISO_NODE_ARGS ?? '').split(' ').filter(Boolean)
   const child = spawn(process.execPath, [...extra, '--import', 'tsx', script], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, BENCH_ISO_MAX_QUEUED: String(MAX_QUEUED) },
   })
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
@@ -176,7 +162,7 @@ export async function startOurs(): Promise<{ port: number; child: ChildProcess }
 
 export async function runIsolationBench(): Promise<unknown> {
   console.error(
-    `isolation: ${RATE} msg/s × ${SECONDS} s to a healthy subscriber; stalled = ${SESSIONS} sessions resuming ${BACKLOG} × 1 KiB, ${NEVER_READ} never reading; ${ROUNDS} rounds`
+    `isolation: ${RATE} msg/s × ${SECONDS} s to a healthy subscriber; stalled = ${SESSIONS} sessions resuming ${BACKLOG} × 1 KiB, ${NEVER_READ} never reading; at most ${MAX_QUEUED} queued per session on both brokers; ${ROUNDS} rounds`
   )
   const ours = await startOurs()
   let oursFigures: Figures
@@ -185,7 +171,9 @@ export async function runIsolationBench(): Promise<unknown> {
   } finally {
     ours.child.kill('SIGTERM')
   }
-  const mosq = await startMosquitto({ config: 'max_queued_messages 1000\nset_tcp_nodelay true' })
+  const mosq = await startMosquitto({
+    config: `max_queued_messages ${MAX_QUEUED}\nset_tcp_nodelay true`,
+  })
   let mosqFigures: Figures
   try {
     mosqFigures = await runBroker(mosq.url, mosq.port, 'mosquitto')
