@@ -2,6 +2,7 @@
  * What the bridge benchmark (bridge.ts, bridge-directions.ts) measures with: a publisher on one
  * broker, a subscriber on another, COUNT messages flat out or paced, alternating rounds.
  */
+import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { connectAsync, type MqttClient } from 'mqtt'
 
@@ -13,11 +14,23 @@ export const PUBLISH_WINDOW = 1_000 // publisher's own in-flight limit
 export const IDLE_MS = 2_000 // a run ends when nothing arrived for 2 s (QoS 0 may drop)
 
 export interface Figures {
+  /** CPU time of the path's processes (user + system) per message received, in µs. */
+  cpuUsPerMsg?: number
   msgsPerSec: number
   p50Ms: number
   p99Ms: number
   received: number
   sent: number
+}
+
+/** User + system CPU seconds of these processes so far (/proc/<pid>/stat, in clock ticks). */
+export function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0
+  for (const pid of pids) {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+    ticks += Number(fields[11]) + Number(fields[12]) // utime, stime
+  }
+  return ticks / 100 // USER_HZ is 100 on Linux
 }
 
 export const median = (xs: number[]): number => {
@@ -92,6 +105,8 @@ export async function measure(
 
 export interface Path {
   name: string
+  /** The processes that carry this path (brokers, bridge), measuring clients excluded. */
+  pids?: number[]
   downUrl: string
   upUrl: string
   /** `in`: the publisher on the upstream broker (`dst/…`), the subscriber on the downstream one. */

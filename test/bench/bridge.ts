@@ -38,6 +38,7 @@ import { startMosquitto } from '../helpers/mosquitto.ts'
 import {
   alternate,
   COUNT,
+  cpuSeconds,
   load1,
   measure,
   median,
@@ -81,7 +82,8 @@ export const anchorConfig = (upPort: number, direction: Direction) =>
 
 export const fmt = (x: Figures & { rounds: number[] }) =>
   `${x.msgsPerSec} msg/s [${x.rounds.join(', ')}] (p50 ${x.p50Ms} ms, p99 ${x.p99Ms} ms, ` +
-  `${x.received}/${x.sent})`
+  `${x.received}/${x.sent}` +
+  (x.cpuUsPerMsg === undefined ? ')' : `; CPU ${x.cpuUsPerMsg} µs/msg)`)
 
 interface Run {
   qos: 0 | 1
@@ -105,6 +107,8 @@ interface Run {
   fullPathColocated: Figures & { rounds: number[] }
   /** Median of the per-round ratios fullPathColocated / mosquitto. */
   fullPathColocatedRatio: number
+  /** CPU per message of the full path (TCP link) / of Mosquitto's bridge path: why the ratio. */
+  fullPathCpuRatio: number
 }
 
 /** One configuration on every path: warm-up, then alternating rounds; medians. */
@@ -113,18 +117,28 @@ export async function benchAll(
   qos: 0 | 1,
   payloadBytes: number
 ): Promise<Array<Figures & { rounds: number[] }>> {
-  const clients = await Promise.all(paths.map((p) => openClients(p, qos)))
+  const clients = await Promise.all(
+    paths.map(async (p) => ({ ...(await openClients(p, qos)), pids: p.pids ?? [] }))
+  )
   try {
-    const { flat, paced } = await alternate(clients, (c, mode) =>
-      measure(c.pub, c.sub, {
+    const { flat, paced } = await alternate(clients, async (c, mode) => {
+      const cpuBefore = cpuSeconds(c.pids)
+      const f = await measure(c.pub, c.sub, {
         qos,
         payloadBytes,
         topic: c.topic,
         count: mode === 'flat' ? COUNT : mode === 'paced' ? PACED_COUNT : Math.min(5_000, COUNT),
         ...(mode === 'paced' ? { rate: PACED_RATE } : {}),
       })
-    )
+      // The measure waits 2 s of silence at the end: idle then, so the CPU is the messages'.
+      const cpu = cpuSeconds(c.pids) - cpuBefore
+      if (c.pids.length > 0) f.cpuUsPerMsg = round((cpu * 1e6) / Math.max(1, f.received), 1)
+      return f
+    })
     return paths.map((_, i) => ({
+      ...(paths[i]!.pids?.length
+        ? { cpuUsPerMsg: round(median(flat[i]!.map((f) => f.cpuUsPerMsg ?? 0)), 1) }
+        : {}),
       msgsPerSec: Math.round(median(flat[i]!.map((f) => f.msgsPerSec))),
       p50Ms: round(median(paced[i]!.map((f) => f.p50Ms))),
       p99Ms: round(median(paced[i]!.map((f) => f.p99Ms))),
@@ -323,10 +337,30 @@ async function runOut(): Promise<Run[]> {
   const fabric = await startOurBridge(['fabric', String(upFull.port)])
   const colocated = await startOurBridge(['fabric', String(upColocated.port), 'colocated'])
   const paths: Path[] = [
-    { name: 'ours', downUrl: downOurs.url, upUrl: upOurs.url },
-    { name: 'mosquitto', downUrl: downMosq.url, upUrl: upMosq.url },
-    { name: 'fullPath', downUrl: fabric.line, upUrl: upFull.url },
-    { name: 'fullPathColocated', downUrl: colocated.line, upUrl: upColocated.url },
+    {
+      name: 'ours',
+      downUrl: downOurs.url,
+      upUrl: upOurs.url,
+      pids: [downOurs.pid, ours.child.pid!, upOurs.pid],
+    },
+    {
+      name: 'mosquitto',
+      downUrl: downMosq.url,
+      upUrl: upMosq.url,
+      pids: [downMosq.pid, upMosq.pid],
+    },
+    {
+      name: 'fullPath',
+      downUrl: fabric.line,
+      upUrl: upFull.url,
+      pids: [fabric.child.pid!, upFull.pid],
+    },
+    {
+      name: 'fullPathColocated',
+      downUrl: colocated.line,
+      upUrl: upColocated.url,
+      pids: [colocated.child.pid!, upColocated.pid],
+    },
   ]
   try {
     await new Promise((r) => setTimeout(r, 1_000)) // Mosquitto's bridge connects on its own timer
@@ -353,6 +387,7 @@ async function runOut(): Promise<Run[]> {
           fullPathRatio: round(median(fullRatios)),
           fullPathColocated: c!,
           fullPathColocatedRatio: round(median(colocatedRatios)),
+          fullPathCpuRatio: round((f!.cpuUsPerMsg ?? 0) / Math.max(0.1, m!.cpuUsPerMsg ?? 0)),
         }
         runs.push(run)
         console.error(
@@ -363,7 +398,8 @@ async function runOut(): Promise<Run[]> {
             `  full path (our gateway → our bridge → mosquitto): ${fmt(f!)}\n` +
             `  full path / mosquitto's bridge: ${run.fullPathRatio} (per round ${fullRatios.map((r) => round(r)).join(', ')})\n` +
             `  full path, co-located link (in process): ${fmt(c!)}\n` +
-            `  co-located full path / mosquitto's bridge: ${run.fullPathColocatedRatio} (per round ${colocatedRatios.map((r) => round(r)).join(', ')})`
+            `  co-located full path / mosquitto's bridge: ${run.fullPathColocatedRatio} (per round ${colocatedRatios.map((r) => round(r)).join(', ')})\n` +
+            `  CPU per message, full path / mosquitto's bridge path: ${f!.cpuUsPerMsg} / ${m!.cpuUsPerMsg} µs = ${run.fullPathCpuRatio}`
         )
       }
     }

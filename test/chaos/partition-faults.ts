@@ -93,6 +93,7 @@ export async function startCloudInNetns(
   }
   return {
     port: p,
+    pid: child.pid!,
     url: `mqtt://${ns.controlNsAddress}:${p}`,
     fabricUrl: `mqtt://${ns.nsAddress}:${p}`,
     configPath,

@@ -9,6 +9,7 @@ const MOSQUITTO_BIN = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto'
 
 export interface Mosquitto {
   port: number
+  pid: number
   /** `mqtt://127.0.0.1:<port>` */
   url: string
   /** The config file it runs with, and its folder (for password files and the like). */
@@ -79,6 +80,7 @@ export async function startMosquitto({
   const stop = server.stop
   return {
     port: p,
+    pid: server.pid,
     url: `mqtt://127.0.0.1:${p}`,
     configPath,
     dir,

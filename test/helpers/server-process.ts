@@ -15,6 +15,8 @@ function accepts(port: number, host: string): Promise<boolean> {
 }
 
 export interface ServerProcess {
+  /** Its process id (benchmarks read its CPU time from /proc). */
+  pid: number
   /** SIGTERM by default; SIGKILL models a crash. Resolves once it exited and `dir` is gone. */
   stop(signal?: NodeJS.Signals): Promise<void>
 }
@@ -54,6 +56,7 @@ export async function spawnServer({
   }
   let stopping: Promise<void> | undefined
   return {
+    pid: child.pid!,
     stop: (signal = 'SIGTERM') =>
       (stopping ??= (async () => {
         if (child.exitCode === null && child.signalCode === null) child.kill(signal)
