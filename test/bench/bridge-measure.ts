@@ -9,11 +9,16 @@ import { connectAsync, type MqttClient } from 'mqtt'
 export const COUNT = Number(process.env.BENCH_BRIDGE_COUNT ?? 100_000)
 export const PACED_RATE = 10_000 // msg/s for the latency run (the target: p99 < 20 ms at this rate)
 export const PACED_COUNT = Math.min(COUNT, 30_000) // 3 s per paced run
+export const SLOW_RATE = 2_000 // msg/s: the second latency run, a steady plant's rate
+export const SLOW_COUNT = Math.min(COUNT, 10_000) // 5 s per slow run
 export const REPEATS = Number(process.env.BENCH_BRIDGE_REPEATS ?? 3)
 export const PUBLISH_WINDOW = 1_000 // publisher's own in-flight limit
 export const IDLE_MS = 2_000 // a run ends when nothing arrived for 2 s (QoS 0 may drop)
 
 export interface Figures {
+  /** p50 and p99 when paced at SLOW_RATE (bridge.ts), beside p50Ms/p99Ms at PACED_RATE. */
+  slowP50Ms?: number
+  slowP99Ms?: number
   /** CPU time of the path's processes (user + system) per message received, in µs. */
   cpuUsPerMsg?: number
   msgsPerSec: number
@@ -136,26 +141,31 @@ export async function openClients(path: Path, qos: 0 | 1): Promise<Clients> {
 
 /**
  * A warm-up of every client set (JIT and connections, not measured), then REPEATS flat-out rounds
- * and REPEATS paced ones, the sets alternating within each round (the order reversed every other).
+ * and REPEATS paced ones (and, with `slow`, REPEATS paced at SLOW_RATE), the sets alternating
+ * within each round (the order reversed every other).
  */
 export async function alternate<C, F>(
   clients: C[],
-  run: (c: C, mode: 'warm-up' | 'flat' | 'paced') => Promise<F>
-): Promise<{ flat: F[][]; paced: F[][] }> {
+  run: (c: C, mode: 'warm-up' | 'flat' | 'paced' | 'slow') => Promise<F>,
+  { slow = false }: { slow?: boolean } = {}
+): Promise<{ flat: F[][]; paced: F[][]; slow: F[][] }> {
   for (const c of clients) await run(c, 'warm-up')
   const flat: F[][] = clients.map(() => [])
   const paced: F[][] = clients.map(() => [])
+  const slowRuns: F[][] = clients.map(() => [])
   const order = (round: number) => {
     const idx = clients.map((_, i) => i)
     return round % 2 ? idx.reverse() : idx
   }
-  for (const [mode, out] of [
+  const modes = [
     ['flat', flat],
     ['paced', paced],
-  ] as const) {
+    ...(slow ? [['slow', slowRuns] as const] : []),
+  ] as const
+  for (const [mode, out] of modes) {
     for (let r = 0; r < REPEATS; r++) {
       for (const i of order(r)) out[i]!.push(await run(clients[i]!, mode))
     }
   }
-  return { flat, paced }
+  return { flat, paced, slow: slowRuns }
 }

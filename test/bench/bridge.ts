@@ -19,9 +19,10 @@
  * For each QoS and payload size: after a warm-up of every path, BENCH_BRIDGE_REPEATS (default 3)
  * rounds of flat-out runs (publisher 1,000 in flight), the paths alternating within each round
  * (and the order reversed every other round) so all see the same background load; then as many
- * rounds paced at 10,000 msg/s for p50/p99. Figures are medians over the rounds; the ratio is the
- * median of the per-round ratios. The 1-minute load average is printed before each configuration
- * (a 2-core box shared with other benchmarks moves single runs by 2×).
+ * rounds paced at 10,000 msg/s and as many at 2,000 msg/s for p50/p99. Figures are medians over
+ * the rounds; the ratio is the median of the per-round ratios. The 1-minute load average is
+ * printed before each configuration (a 2-core box shared with other benchmarks moves single runs
+ * by 2×).
  * `BENCH_BRIDGE_COUNT` shrinks the count (default 100,000), `BENCH_BRIDGE_QOS=1` runs QoS 1 only.
  * Bindings coming in (`in`, `both`) are measured in bridge-directions.ts; `BENCH_BRIDGE_DIRECTIONS`
  * picks which (default `out,in,both`; `out` is this file's runs). Prints one JSON line last.
@@ -46,6 +47,8 @@ import {
   PACED_COUNT,
   PACED_RATE,
   REPEATS,
+  SLOW_COUNT,
+  SLOW_RATE,
   round,
   type Figures,
   type Path,
@@ -82,6 +85,9 @@ export const anchorConfig = (upPort: number, direction: Direction) =>
 
 export const fmt = (x: Figures & { rounds: number[] }) =>
   `${x.msgsPerSec} msg/s [${x.rounds.join(', ')}] (p50 ${x.p50Ms} ms, p99 ${x.p99Ms} ms, ` +
+  (x.slowP50Ms === undefined
+    ? ''
+    : `at ${SLOW_RATE} msg/s p50 ${x.slowP50Ms} ms, p99 ${x.slowP99Ms} ms, `) +
   `${x.received}/${x.sent}` +
   (x.cpuUsPerMsg === undefined ? ')' : `; CPU ${x.cpuUsPerMsg} µs/msg)`)
 
@@ -121,20 +127,27 @@ export async function benchAll(
     paths.map(async (p) => ({ ...(await openClients(p, qos)), pids: p.pids ?? [] }))
   )
   try {
-    const { flat, paced } = await alternate(clients, async (c, mode) => {
-      const cpuBefore = cpuSeconds(c.pids)
-      const f = await measure(c.pub, c.sub, {
-        qos,
-        payloadBytes,
-        topic: c.topic,
-        count: mode === 'flat' ? COUNT : mode === 'paced' ? PACED_COUNT : Math.min(5_000, COUNT),
-        ...(mode === 'paced' ? { rate: PACED_RATE } : {}),
-      })
-      // The measure waits 2 s of silence at the end: idle then, so the CPU is the messages'.
-      const cpu = cpuSeconds(c.pids) - cpuBefore
-      if (c.pids.length > 0) f.cpuUsPerMsg = round((cpu * 1e6) / Math.max(1, f.received), 1)
-      return f
-    })
+    const counts = { flat: COUNT, paced: PACED_COUNT, slow: SLOW_COUNT, 'warm-up': 5_000 }
+    const rates = { paced: PACED_RATE, slow: SLOW_RATE } as Record<string, number | undefined>
+    const { flat, paced, slow } = await alternate(
+      clients,
+      async (c, mode) => {
+        const cpuBefore = cpuSeconds(c.pids)
+        const rate = rates[mode]
+        const f = await measure(c.pub, c.sub, {
+          qos,
+          payloadBytes,
+          topic: c.topic,
+          count: Math.min(counts[mode], COUNT),
+          ...(rate ? { rate } : {}),
+        })
+        // The measure waits 2 s of silence at the end: idle then, so the CPU is the messages'.
+        const cpu = cpuSeconds(c.pids) - cpuBefore
+        if (c.pids.length > 0) f.cpuUsPerMsg = round((cpu * 1e6) / Math.max(1, f.received), 1)
+        return f
+      },
+      { slow: true }
+    )
     return paths.map((_, i) => ({
       ...(paths[i]!.pids?.length
         ? { cpuUsPerMsg: round(median(flat[i]!.map((f) => f.cpuUsPerMsg ?? 0)), 1) }
@@ -142,6 +155,8 @@ export async function benchAll(
       msgsPerSec: Math.round(median(flat[i]!.map((f) => f.msgsPerSec))),
       p50Ms: round(median(paced[i]!.map((f) => f.p50Ms))),
       p99Ms: round(median(paced[i]!.map((f) => f.p99Ms))),
+      slowP50Ms: round(median(slow[i]!.map((f) => f.p50Ms))),
+      slowP99Ms: round(median(slow[i]!.map((f) => f.p99Ms))),
       received: Math.min(...flat[i]!.map((f) => f.received)),
       sent: COUNT,
       rounds: flat[i]!.map((f) => f.msgsPerSec),
@@ -314,6 +329,8 @@ export async function runBridgeBench(): Promise<object> {
     count: COUNT,
     pacedRate: PACED_RATE,
     pacedCount: PACED_COUNT,
+    slowRate: SLOW_RATE,
+    slowCount: SLOW_COUNT,
     repeats: REPEATS,
     window: BRIDGE_WINDOW,
     loadAverage: loadavg().map((l) => round(l)),
