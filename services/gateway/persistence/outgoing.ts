@@ -84,7 +84,7 @@ function enqueuer(parts: {
         eraser.erase(key).then(() => Promise.reject(err))
       )
     }
-    await (clientIds.length === 1 ? one(clientIds[0]!) : Promise.all(clientIds.map(one)))
+    await Promise.all(clientIds.map(one))
   }
 }
 
