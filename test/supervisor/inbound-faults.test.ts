@@ -6,7 +6,8 @@ import { startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, natsUrl, uniquePrefix } from '../helpers/nats.ts'
 import { startMosquitto } from '../helpers/mosquitto.ts'
 import { startTcpProxy } from '../helpers/tcp-proxy.ts'
-import { collect, startAedes, waitFor, type Received } from './aedes.ts'
+import { collect, waitFor, type Received } from './aedes.ts'
+import { startRig } from './rig.ts'
 import { startFakeStore, testContext } from './fake-store.ts'
 import { LOCAL_TRANSPORTS, localBroker } from './local-transports.ts'
 import { spawnSupervisor } from './process.ts'
@@ -133,15 +134,7 @@ describe('a binding coming in', () => {
   it('loses nothing when the supervisor running the link is SIGKILLed and another takes over', async () => {
     const prefix = uniquePrefix('inb')
     const bus = await createTestNatsBus({ prefix })
-    const local = await startAedes()
-    const remote = await startAedes()
-    const store = await startFakeStore(bus)
-    cleanups.push(
-      () => bus.close(),
-      () => local.close(),
-      () => remote.close(),
-      () => store.close()
-    )
+    const { local, remote, store } = await startRig(bus, cleanups)
     store.put({ id: 'U1', brokerPort: remote.port, bindings: BINDINGS })
     const spawnOne = (supervisorId: string) => {
       const p = spawnSupervisor({ natsUrl: natsUrl(), prefix, localUrl: local.url, supervisorId })

@@ -3,8 +3,9 @@ import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { startSupervisor } from '../../services/supervisor/index.ts'
-import { startAedes, waitFor } from './aedes.ts'
-import { startFakeStore, testContext } from './fake-store.ts'
+import { waitFor } from './aedes.ts'
+import { startRig } from './rig.ts'
+import { testContext } from './fake-store.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -22,15 +23,7 @@ const BRIDGES = 250
 describe('a supervisor claiming many leases at once', () => {
   it('keeps every lease it claimed: no link stops for a lost lease', async () => {
     const bus = createInProcessBus({ prefix: 'ml' })
-    const local = await startAedes()
-    const remote = await startAedes()
-    const store = await startFakeStore(bus)
-    cleanups.push(
-      () => bus.close(),
-      () => local.close(),
-      () => remote.close(),
-      () => store.close()
-    )
+    const { local, remote, store } = await startRig(bus, cleanups)
     for (let i = 0; i < BRIDGES; i++)
       store.put({
         id: `M${i}`,

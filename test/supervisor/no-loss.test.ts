@@ -3,8 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { decodeJson, type Bus } from '../../services/common/bus/bus.ts'
 import { LINKS_BUCKET, type LinkStatus } from '../../services/contracts/links.ts'
 import { createTestNatsBus, natsUrl, uniquePrefix } from '../helpers/nats.ts'
-import { startAedes, waitFor, type TestBroker } from './aedes.ts'
-import { startFakeStore } from './fake-store.ts'
+import { waitFor, type TestBroker } from './aedes.ts'
+import { startRig } from './rig.ts'
 import { spawnSupervisor, type SupervisorProcess } from './process.ts'
 
 /**
@@ -21,15 +21,7 @@ const N = 1_500
 async function setup() {
   const prefix = uniquePrefix('sup')
   const bus: Bus = await createTestNatsBus({ prefix })
-  const local = await startAedes()
-  const remote = await startAedes()
-  const store = await startFakeStore(bus)
-  cleanups.push(
-    () => bus.close(),
-    () => local.close(),
-    () => remote.close(),
-    () => store.close()
-  )
+  const { local, remote, store } = await startRig(bus, cleanups)
   store.put({ id: 'U1', brokerPort: remote.port, bindings: [{ source: 'x', target: 'up/x' }] })
   const spawnOne = (supervisorId: string) => {
     const p = spawnSupervisor({ natsUrl: natsUrl(), prefix, localUrl: local.url, supervisorId })

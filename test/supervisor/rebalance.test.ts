@@ -4,8 +4,8 @@ import type { Bus } from '../../services/common/bus/bus.ts'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { excessOf, fairShare, REBALANCE_BATCH } from '../../services/supervisor/balance.ts'
 import { startSupervisor, type Supervisor } from '../../services/supervisor/index.ts'
-import { collect, startAedes, waitFor } from './aedes.ts'
-import { startFakeStore } from './fake-store.ts'
+import { collect, waitFor } from './aedes.ts'
+import { startRig } from './rig.ts'
 import { testContext } from './fake-store.ts'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -23,15 +23,7 @@ const BRIDGES = 12
 describe('supervisor replicas share the bridges', () => {
   it('moves bridges to a replica that joins, and back when it leaves, each bridge on one', async () => {
     const bus: Bus = createInProcessBus({ prefix: 'rb' })
-    const local = await startAedes()
-    const remote = await startAedes()
-    const store = await startFakeStore(bus)
-    cleanups.push(
-      () => bus.close(),
-      () => local.close(),
-      () => remote.close(),
-      () => store.close()
-    )
+    const { local, remote, store } = await startRig(bus, cleanups)
     for (let i = 0; i < BRIDGES; i++)
       store.put({
         id: `R${i}`,
