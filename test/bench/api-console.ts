@@ -23,7 +23,7 @@
  */
 import { createServer, type Server } from 'node:http'
 import { readFile } from 'node:fs/promises'
-import { readFileSync } from 'node:fs'
+import { cpuSeconds } from './proc.ts'
 import { basename, extname, join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import type { Browser, Page } from 'playwright-core'
@@ -81,12 +81,6 @@ async function retried<T>(fn: () => Promise<T>, tries = 3): Promise<T> {
       console.error(`retrying after ${String((err as { cause?: unknown }).cause ?? err)}`)
     }
   }
-}
-
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 async function createUpstreams(inst: Instance): Promise<number> {

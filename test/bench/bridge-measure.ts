@@ -2,8 +2,8 @@
  * What the bridge benchmark (bridge.ts, bridge-directions.ts) measures with: a publisher on one
  * broker, a subscriber on another, COUNT messages flat out or paced, alternating rounds.
  */
-import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
+export { cpuSeconds } from './proc.ts'
 import { connectAsync, type MqttClient } from 'mqtt'
 
 export const COUNT = Number(process.env.BENCH_BRIDGE_COUNT ?? 100_000)
@@ -26,16 +26,6 @@ export interface Figures {
   p99Ms: number
   received: number
   sent: number
-}
-
-/** User + system CPU seconds of these processes so far (/proc/<pid>/stat, in clock ticks). */
-export function cpuSeconds(pids: readonly number[]): number {
-  let ticks = 0
-  for (const pid of pids) {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-    ticks += Number(fields[11]) + Number(fields[12]) // utime, stime
-  }
-  return ticks / 100 // USER_HZ is 100 on Linux
 }
 
 export const median = (xs: number[]): number => {

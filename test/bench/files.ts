@@ -8,7 +8,8 @@
  * copy (best of three), over loopback here.
  */
 import { randomBytes } from 'node:crypto'
-import { createReadStream, createWriteStream, readFileSync, statSync } from 'node:fs'
+import { createReadStream, createWriteStream, statSync } from 'node:fs'
+import { rssBytes } from './proc.ts'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -22,9 +23,6 @@ const MiB = 1_048_576
 const SIZE_MB = Number(process.env.UB_BENCH_FILE_MB ?? 100)
 const ROUNDS = 3
 const round = (x: number, digits = 1) => Number(x.toFixed(digits))
-
-const rssOf = (pid: number): number =>
-  Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1_024
 
 /** Seconds for one request with `body` (a file path, streamed) to answer and be read to the end. */
 function timed(url: string, method: string, bodyFile?: string): Promise<number> {
@@ -67,8 +65,8 @@ export async function runFilesBench(): Promise<unknown> {
 
   const inst = await startInstance({ args: ['--files-max-file-bytes', String(2 * SIZE_MB * MiB)] })
   const pid = inst.process.child.pid!
-  let peak = rssOf(pid)
-  const sampler = setInterval(() => (peak = Math.max(peak, rssOf(pid))), 50)
+  let peak = rssBytes(pid)
+  const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50)
   try {
     const url = `${inst.httpUrl}/te/v1/files/bench/payload.bin`
     const put = await bestOf(ROUNDS, () => timed(url, 'PUT', file))

@@ -13,6 +13,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { cpuSeconds } from './proc.ts'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -27,8 +28,6 @@ const MOSQUITTO = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto'
 const DEADLINE_MS = 120_000
 /** Settings a start must not inherit from the shell (CI sets NATS_URL and DATABASE_URL). */
 const INHERITED = /^(UB_.*|NATS_URL|DATABASE_URL)$/
-/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
-const TICKS_PER_SEC = 100
 
 interface Start {
   /** Spawn to `/readyz` 200 (ours) or to the CONNACK (Mosquitto). */
@@ -87,12 +86,6 @@ async function until(check: () => Promise<boolean>, t0: number, child: ChildProc
   return performance.now() - t0
 }
 
-function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SEC
-}
-
 /** Its own process group, so a stop reaches npm's child too. */
 function launch(argv: string[], env: NodeJS.ProcessEnv): ChildProcess {
   let stderr = ''
@@ -139,7 +132,7 @@ async function startOurs(argv: string[], dataDir: string): Promise<Start> {
       until(() => readyz(httpPort), t0, child),
       until(() => connack(mqttPort), t0, child),
     ])
-    const cpuMs = argv === THROUGH_NPM ? null : cpuMsOf(child.pid!)
+    const cpuMs = argv === THROUGH_NPM ? null : 1_000 * cpuSeconds(child.pid!)
     return { readyMs, mqttMs, cpuMs }
   } finally {
     await stop(child)
@@ -154,7 +147,7 @@ async function startMosquitto(dir: string): Promise<Start> {
   const child = launch([MOSQUITTO, '-c', conf], process.env)
   try {
     const readyMs = await until(() => connack(port), t0, child)
-    return { readyMs, mqttMs: readyMs, cpuMs: cpuMsOf(child.pid!) }
+    return { readyMs, mqttMs: readyMs, cpuMs: 1_000 * cpuSeconds(child.pid!) }
   } finally {
     await stop(child)
   }

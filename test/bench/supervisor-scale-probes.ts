@@ -1,53 +1,25 @@
 /**
- * What `npm run bench -- supervisor` reads off the processes it measures: RSS and CPU from /proc,
- * the V8 heap from an instance's /metrics after a full collection (asked for over the inspector
- * the instance runs with), how many clients a Mosquitto has connected, and when a probe through
- * every link reached the cloud.
+ * What `npm run bench -- supervisor` reads off the processes it measures: CPU over a window
+ * (proc.ts), the V8 heap from an instance's /metrics after a full collection (asked for over the
+ * inspector the instance runs with), how many clients a Mosquitto has connected, and when a probe
+ * through every link reached the cloud.
  */
-import { execFileSync } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import { retry, sleep } from '../chaos/wait.ts'
 import type { Instance } from '../helpers/instance.ts'
+import { cpuSeconds } from './proc.ts'
 import { connect } from './scale-load.ts'
 
-const TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 const CPU_WINDOW_MS = 10_000
 /** For the child's environment: an inspector on a free port, announced on its stderr. */
 export const INSPECTOR_ENV = { NODE_OPTIONS: '--inspect=127.0.0.1:0' }
-
-export function rssBytes(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  if (!m) throw new Error(`no VmRSS for ${pid}`)
-  return Number(m[1]) * 1024
-}
-
-/** utime + stime of a process, seconds (/proc/<pid>/stat fields 14 and 15). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields[0] is field 3
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_S
-}
 
 /** CPU of `pid` over `ms`, percent of one core. */
 export async function cpuPercent(pid: number, ms = CPU_WINDOW_MS): Promise<number> {
   const [c0, t0] = [cpuSeconds(pid), performance.now()]
   await sleep(ms)
   return Math.round((1_000 * (cpuSeconds(pid) - c0)) / ((performance.now() - t0) / 1_000)) / 10
-}
-
-/** The process whose command line names `configPath` (a Mosquitto of ours: the helper hides its pid). */
-export function pidRunning(configPath: string): number {
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(configPath)) return +d
-    } catch {
-      // gone meanwhile
-    }
-  }
-  throw new Error(`no process runs ${configPath}`)
 }
 
 /** A full garbage collection in the instance, over its inspector (Chrome DevTools Protocol). */

@@ -41,10 +41,9 @@ import {
   logCount,
   logTime,
   INSPECTOR_ENV,
-  pidRunning,
   probeWatch,
-  rssBytes,
 } from './supervisor-scale-probes.ts'
+import { rssBytes } from './proc.ts'
 import { createUpstreams, sourceOf, switchAll, targetOf, type Api } from './scale-upstreams.ts'
 
 const UPSTREAMS = Number(process.env.BENCH_SUP_UPSTREAMS ?? 1_000)
@@ -246,10 +245,10 @@ async function mosquittoIdle(bridge: Mosquitto, bare: Mosquitto, anchorCloudUrl:
     ...{ timeoutMs: LINKS_TIMEOUT_MS, everyMs: POLL_MS, what: `${UPSTREAMS} Mosquitto bridges` },
   }).finally(() => clients.close())
   await sleep(SETTLE_MS)
-  const pid = pidRunning(bridge.configPath)
+  const pid = bridge.pid
   const cpu = await cpuPercent(pid)
   const rss = rssBytes(pid)
-  const bareRss = rssBytes(pidRunning(bare.configPath))
+  const bareRss = rssBytes(bare.pid)
   return {
     rssMiB: round(rss / MiB),
     bareRssMiB: round(bareRss / MiB),
