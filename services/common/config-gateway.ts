@@ -219,6 +219,15 @@ export const gatewayKeys = {
     .describe(
       'ms between round trips from a gateway to the bus; after 3 failed in a row it drops its clients (they move to a gateway that reaches it) and refuses CONNECTs until one succeeds; 0 = off'
     ),
+  holdWritesMs: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(1_000)
+    .optional()
+    .describe(
+      "ms a QoS 1 message's queue write for a persistent subscriber connected to the same gateway and acknowledging within half of it waits for that PUBACK (then nothing is written); the publisher's PUBACK waits as long; 0 = write at once; default 20 on a NATS bus, 0 on the in-process bus (measured: it pays where a write is a round trip)"
+    ),
   queueSweepMs: z.coerce
     .number()
     .int()

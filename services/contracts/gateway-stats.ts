@@ -69,6 +69,21 @@ export const GatewayCountersSchema = z.object({
     .int()
     .default(0)
     .describe('queue writes tried again after the bus failed them'),
+  queueWritesHeld: z
+    .number()
+    .int()
+    .default(0)
+    .describe('queue writes held for a PUBACK from a subscriber online and keeping up'),
+  queueWritesSaved: z
+    .number()
+    .int()
+    .default(0)
+    .describe('held queue writes never made: the subscriber acknowledged first'),
+  queueWritesHeldWritten: z
+    .number()
+    .int()
+    .default(0)
+    .describe('held queue writes made after all (no PUBACK in time, connection closed)'),
   teErrors: z
     .number()
     .int()

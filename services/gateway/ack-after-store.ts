@@ -21,6 +21,9 @@ export interface AckingClient {
   _keepaliveInterval: number
   _keepaliveTimer: { refresh(): unknown } | null
   broker: {
+    id: string
+    /** aedes-packet numbers each message `++counter`, synchronously in `publish`. */
+    counter: number
     maxTopicLevels?: number
     authorizePublish(client: AckingClient, packet: InboundPublish, done: Done): void
     publish(packet: InboundPublish, client: AckingClient, done: Done): void
@@ -48,7 +51,10 @@ interface InboundPublish {
  * aedes' parser listener (its `enqueue`) is kept for every other packet, and for a PUBLISH that
  * comes before the CONNACK, which aedes queues for after it.
  */
-export function ackAfterStore(client: AckingClient): { inFlight(): number } {
+export function ackAfterStore(
+  client: AckingClient,
+  expectWrites?: ExpectWrites
+): { inFlight(): number } {
   const parser = client._parser
   const [aedesEnqueue] = parser.listeners('packet')
   if (!aedesEnqueue) throw new Error('aedes client has no packet listener to wrap')
@@ -62,7 +68,7 @@ export function ackAfterStore(client: AckingClient): { inFlight(): number } {
     // PINGREQ (MQTT.js reschedules its ping on every packet it sends), so without this it was
     // cut for "keep alive timeout" 1.5 × keep-alive after its CONNECT, with its window unacked.
     if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh()
-    publishThenAck(client, packet, inOrder.ack(packet.messageId, client._nextBatch))
+    publishThenAck(client, packet, inOrder.ack(packet.messageId, client._nextBatch), expectWrites)
   })
   return { inFlight: inOrder.inFlight }
 }
@@ -97,12 +103,36 @@ function orderedAcks(client: AckingClient) {
   return { ack, inFlight: () => line.length }
 }
 
-function publishThenAck(client: AckingClient, packet: InboundPublish, ended: Done): void {
+/**
+ * Queue writes the persistence may hold for this message until its subscribers acknowledge
+ * (persistence/held-writes.ts), named by origin: `<broker id>.<counter>`.
+ */
+export type ExpectWrites = (origin: string) => {
+  settled(): Promise<void> | undefined
+  forget(): void
+}
+
+function publishThenAck(
+  client: AckingClient,
+  packet: InboundPublish,
+  ended: Done,
+  expectWrites: ExpectWrites | undefined
+): void {
   const refused = invalidTopic(packet.topic, client.broker.maxTopicLevels)
   if (refused) return ended(new Error(refused))
-  client.broker.authorizePublish(client, packet, (err) => {
+  const broker = client.broker
+  broker.authorizePublish(client, packet, (err) => {
     if (err) return ended(err)
-    client.broker.publish(packet, client, ended)
+    if (!expectWrites) return broker.publish(packet, client, ended)
+    const counter = broker.counter + 1
+    const writes = expectWrites(`${broker.id}.${counter}`)
+    broker.publish(packet, client, (err) => {
+      if (err) return (writes.forget(), ended(err))
+      const settled = writes.settled()
+      if (settled) settled.then(() => ended(), ended)
+      else ended()
+    })
+    if (broker.counter !== counter) writes.forget() // no message numbered: nothing held for it
   })
 }
 

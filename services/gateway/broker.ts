@@ -13,6 +13,7 @@ import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
 import { startSessionExpiry } from './persistence/expiry.ts'
 import { startQueueSweep } from './queue-sweep.ts'
+import { holdWritesForLiveSessions } from './hold-writes.ts'
 import { requireWellFormedStrings } from './strict-strings.ts'
 import { readFairly, type ReadingClient } from './fair-reads.ts'
 import { attachTeBus, type TeBus } from './edge/te-bus.ts'
@@ -190,6 +191,7 @@ export async function createBroker({
       ...{ aedes, bridgeOf, persistence, twin, store: twinStore, log },
       onForgotten: () => void counters.teRetainedForgotten++,
     })
+  holdWritesForLiveSessions(aedes, persistence, connackGate)
   const expiry = expireSessions(aedes, persistence, limits, counters, log)
   const sweep = startQueueSweep({
     ...DEFAULT_QUEUE_SWEEP,
@@ -352,7 +354,9 @@ function asBroker({
       // Before the CONNECT is parsed: its client id, will and username are strings too.
       requireWellFormedStrings((client as unknown as ClientInternals)._parser)
       readFairly(client as unknown as ReadingClient, PACKETS_PER_TURN)
-      const acks = ackAfterStore(client as unknown as AckingClient)
+      const acks = ackAfterStore(client as unknown as AckingClient, persistence.expectWrites)
+      // What was held for its PUBACKs is written now (persistence/held-writes.ts).
+      conn.once('close', () => client.id && persistence.connectionClosed(client.id))
       publishesInFlight.set(client as unknown as ClosingClient, acks.inFlight)
       outbound.attach(client as unknown as GatedClient) // counted first: the gate wraps this
       // Inside the gate, which puts back what it wrapped once the CONNACK is out.

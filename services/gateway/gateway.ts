@@ -59,6 +59,8 @@ export interface GatewayOptions {
   busCheckMs?: number
   /** The sweep of connected sessions' queues for messages whose live copy never came. */
   queueSweep?: Partial<QueueSweepSettings>
+  /** ms a queue write for a subscriber online here and keeping up waits for its PUBACK; 0 = none. */
+  holdWritesMs?: number
   /** thin-edge.io topic root (empty = off) and auto-registration (edge/te-bus.ts). */
   te?: { root: string; autoRegister: boolean }
 }
@@ -114,6 +116,7 @@ export async function createGateway({
   bridgeRevalidateMs,
   drainMs = DEFAULT_DRAIN_MS,
   busCheckMs = DEFAULT_BUS_CHECK_MS,
+  holdWritesMs,
   ...forBroker // queueSweep, te: the broker's defaults when absent
 }: GatewayOptions): Promise<Gateway> {
   const started = Date.now()
@@ -124,7 +127,9 @@ export async function createGateway({
     ...{ anonymous, users, store, log, internalSecret, counters },
     limits: auth,
   })
-  const persistence = await createBusPersistence({ bus, log, limits: storeLimits, counters })
+  const persistence = await createBusPersistence({
+    ...{ bus, log, limits: storeLimits, counters, holdWritesMs },
+  })
   // Peer instance ids of this fabric's bridge links, written by the supervisor (split horizon).
   const peers = await watchPeers(bus)
   const mq = createBusMq({ bus, brokerId: () => brokerId, log })
@@ -135,14 +140,8 @@ export async function createGateway({
     onLost: () => void (counters.busLossDisconnects += dropAll()),
   })
   const broker = await createBroker({
-    id: brokerId,
-    mq,
-    persistence,
-    authenticator,
-    counters,
+    ...{ id: brokerId, mq, persistence, authenticator, counters, log, heartbeatMs },
     limits: limitsInForce,
-    log,
-    heartbeatMs,
     ...{ ...forBroker, twinStore: store },
     onCommandEnded: (ended) => bus.publish(COMMAND_ENDED_SUBJECT, encodeJson(ended)),
     isEcho: (clientId, origin) => isBridgeEcho(clientId, origin, peers.peerOf),

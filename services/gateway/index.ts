@@ -92,6 +92,7 @@ export async function startGateway(
     bridgeRevalidateMs: config.bridgeRevalidateMs,
     drainMs: config.gatewayDrainMs,
     busCheckMs: config.busCheckMs,
+    holdWritesMs: config.holdWritesMs,
     te: { root: config.teRoot, autoRegister: config.teAutoRegister },
     queueSweep: {
       everyMs: config.queueSweepMs,

@@ -166,6 +166,21 @@ function registerQueueMetrics(
     'queueWriteRetries'
   )
   counter(
+    'ub_gateway_queue_writes_held_total',
+    'queue writes held back for a PUBACK from a subscriber connected here and keeping up (holdWritesMs)',
+    'queueWritesHeld'
+  )
+  counter(
+    'ub_gateway_queue_writes_saved_total',
+    'held queue writes never made because the subscriber acknowledged first (nor their erase)',
+    'queueWritesSaved'
+  )
+  counter(
+    'ub_gateway_queue_writes_held_written_total',
+    'held queue writes made after all: no PUBACK within holdWritesMs, the connection closed, or the gateway stopped',
+    'queueWritesHeldWritten'
+  )
+  counter(
     'ub_gateway_queue_full_total',
     'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
     'queueFull'
@@ -192,6 +207,9 @@ export function createCounters(): GatewayCounters {
     queueEraseDeferred: 0,
     queueEraseDropped: 0,
     queueWriteRetries: 0,
+    queueWritesHeld: 0,
+    queueWritesSaved: 0,
+    queueWritesHeldWritten: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

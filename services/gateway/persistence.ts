@@ -5,6 +5,7 @@ import { createIncomingStore } from './persistence/incoming.ts'
 import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
 import type { Broker } from './persistence/kv.ts'
 import { createOutgoingQueue, DEFAULT_QUEUE_LIST_MS } from './persistence/outgoing.ts'
+import { DEFAULT_HOLD_MS } from './persistence/held-writes.ts'
 import { createRetainedStore, type RetainedLimits } from './persistence/retained.ts'
 import { createSubscriptionStore } from './persistence/subscriptions.ts'
 import { createWillStore } from './persistence/wills.ts'
@@ -30,15 +31,26 @@ export interface BusPersistenceOptions {
   /** First deadline for listing a session's queue in KV; doubled on each of 3 retries. */
   queueListMs?: number
   limits?: Partial<StoreLimits>
-  /** Counted when a bound refuses something. */
-  counters?: {
-    queueFull: number
-    retainedRefused: number
-    queueDepthsForgotten: number
-    queueEraseDeferred: number
-    queueEraseDropped: number
-    queueWriteRetries: number
-  }
+  /**
+   * ms a queue write for a subscriber online here and keeping up waits for its PUBACK; 0 = none.
+   * Default: DEFAULT_HOLD_WRITES_MS on NATS, where a write is a round trip; 0 in process, where it
+   * is not and holding only made the publisher wait (README, Held queue writes).
+   */
+  holdWritesMs?: number | undefined
+  /** Counted when a bound refuses something, and what held queue writes became. */
+  counters?: PersistenceCounters
+}
+
+export interface PersistenceCounters {
+  queueFull: number
+  retainedRefused: number
+  queueDepthsForgotten: number
+  queueEraseDeferred: number
+  queueEraseDropped: number
+  queueWriteRetries: number
+  queueWritesHeld: number
+  queueWritesSaved: number
+  queueWritesHeldWritten: number
 }
 
 /** What the shared state may hold (README, Bounds); each holds across gateways. */
@@ -57,6 +69,7 @@ export const DEFAULT_STORE_LIMITS: StoreLimits = {
 }
 
 export const DEFAULT_QUEUE_TTL_MS = 7 * 24 * 3_600_000 // 7 days
+export const DEFAULT_HOLD_WRITES_MS = DEFAULT_HOLD_MS
 
 export async function createBusPersistence({
   bus,
@@ -64,6 +77,7 @@ export async function createBusPersistence({
   queueTtlMs = DEFAULT_QUEUE_TTL_MS,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
   limits: limitsGiven = {},
+  holdWritesMs = bus.kind === 'nats' ? DEFAULT_HOLD_WRITES_MS : 0,
   counters = {
     queueFull: 0,
     retainedRefused: 0,
@@ -71,6 +85,9 @@ export async function createBusPersistence({
     queueEraseDeferred: 0,
     queueEraseDropped: 0,
     queueWriteRetries: 0,
+    queueWritesHeld: 0,
+    queueWritesSaved: 0,
+    queueWritesHeldWritten: 0,
   },
 }: BusPersistenceOptions) {
   const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
@@ -99,6 +116,12 @@ export async function createBusPersistence({
     onEraseDeferred: () => counters.queueEraseDeferred++,
     onEraseDropped: () => counters.queueEraseDropped++,
     onQueueWriteRetry: () => counters.queueWriteRetries++,
+    holdWritesMs,
+    onHeld: {
+      held: () => counters.queueWritesHeld++,
+      dropped: () => counters.queueWritesSaved++,
+      written: () => counters.queueWritesHeldWritten++,
+    },
   })
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })
@@ -134,6 +157,9 @@ export async function createBusPersistence({
     stranded: outgoing.stranded,
     sessionBacklog: outgoing.backlog,
     deliveriesInFlight: outgoing.inFlight,
+    holdWritesFor: outgoing.setLiveHere,
+    expectWrites: outgoing.expectWrites,
+    connectionClosed: outgoing.closed,
 
     /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
     touchSession: subs.touch,
@@ -154,7 +180,7 @@ export async function createBusPersistence({
     streamWill: wills.streamWill,
 
     async destroy(): Promise<void> {
-      outgoing.stop()
+      await outgoing.stop()
       await Promise.allSettled(watches.splice(0).map((w) => w.unsubscribe()))
       log.debug('gateway persistence closed')
     },

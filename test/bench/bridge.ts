@@ -211,8 +211,18 @@ async function runFabric(upstreamPort: number, colocated: boolean): Promise<void
   const dataDir = process.env.BENCH_BRIDGE_NO_JOURNAL
     ? undefined
     : mkdtempSync(join(tmpdir(), 'ub-bench-fabric-'))
-  const bus = createInProcessBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
-  const gw = await startTestGateway({ bus, anonymous: 'always' })
+  // BENCH_BRIDGE_NATS=<url>: the gateway on a NATS bus (the distributed layout) instead.
+  const natsUrl = process.env.BENCH_BRIDGE_NATS
+  const bus = natsUrl
+    ? await (await import('../helpers/nats.ts')).createTestNatsBus({ url: natsUrl })
+    : createInProcessBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
+  // BENCH_BRIDGE_HOLD_MS: the gateway's holdWritesMs (default 20; 0 writes every queue entry).
+  const hold = process.env.BENCH_BRIDGE_HOLD_MS
+  const gw = await startTestGateway({
+    bus,
+    anonymous: 'always',
+    ...(hold === undefined ? {} : { holdWritesMs: Number(hold) }),
+  })
   // The fabric's own login, as the supervisor uses: `ub-bridge-…` client ids are the fabric's only.
   const { INTERNAL_USERNAME, internalCredential } =
     await import('../../services/common/internal-credential.ts')

@@ -6,6 +6,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   lifecycle: async () => (await import('./lifecycle.ts')).runLifecycleBench(),
   api: async () => (await import('./api.ts')).runApiBench(),
   bridge: async () => (await import('./bridge.ts')).runBridgeBench(),
+  hold: async () => (await import('./bridge-hold.ts')).runHoldBench(),
   gateway: async () => (await import('./gateway.ts')).runGatewayBench(),
   isolation: async () => (await import('./isolation.ts')).runIsolationBench(),
   scale: async () => (await import('./scale.ts')).runScaleBench(),

@@ -23,6 +23,9 @@ import {
 import { createQueueDepth } from './queue-depth.ts'
 import { createEraseLater } from './erase-later.ts'
 import { writeQueueEntry } from './queue-write.ts'
+import { createHeldWrites, type HeldWrites } from './held-writes.ts'
+import { createAckPace } from './ack-pace.ts'
+import { createDeliveries } from './deliveries.ts'
 
 // A listing takes milliseconds, but a NATS KV keys() over keys that are being written and deleted
 // at the same time can fail to end (seen on reconnect, while live messages for the same client
@@ -47,12 +50,10 @@ export interface OutgoingQueueOptions {
   onEraseDropped?: () => void
   /** A queue write failed and is tried again (queue-write.ts). */
   onQueueWriteRetry?: () => void
-}
-
-interface InflightEntry {
-  key: string
-  brokerId?: string
-  brokerCounter?: number
+  /** ms a queue write for a subscriber online here and keeping up waits for its PUBACK; 0 = none. */
+  holdWritesMs?: number
+  /** Held writes: held, dropped (acknowledged first), written anyway (held-writes.ts). */
+  onHeld?: { held(): void; dropped(): void; written(): void }
 }
 
 const outKey = (clientId: string, p: { brokerId?: string; brokerCounter?: number }): string =>
@@ -60,33 +61,68 @@ const outKey = (clientId: string, p: { brokerId?: string; brokerCounter?: number
 
 /**
  * Queue one message for some sessions: within each one's bound, the write tried again
- * (queue-write.ts). The entry is the same bytes for every session, so it is encoded once.
+ * (queue-write.ts). The entry is the same bytes for every session, so it is encoded once, and
+ * only if a write goes out: a QoS 1 write for a subscriber that `mayHold` picks waits for its
+ * PUBACK first (held-writes.ts).
  */
 function enqueuer(parts: {
   kv: KvBucket
   depth: { admit(clientId: string): Promise<boolean> }
   eraser: { erase(key: string): Promise<void> }
+  held: HeldWrites
+  mayHold: (clientId: string) => boolean
   onQueueFull: (clientId: string) => void
   onQueueWriteRetry: () => void
 }) {
-  const { kv, depth, eraser, onQueueFull, onQueueWriteRetry } = parts
+  const { kv, depth, eraser, held, mayHold, onQueueFull, onQueueWriteRetry } = parts
   return async (clientIds: readonly string[], p: WirePacket): Promise<void> => {
     const packet: WirePacket = { ...p, cmd: 'publish' }
     delete packet.messageId
-    const entry = encodePacket(packet, { at: Date.now() })
-    const one = async (clientId: string): Promise<void> => {
-      if (!(await depth.admit(clientId))) return onQueueFull(clientId)
-      const key = outKey(clientId, packet)
+    const at = Date.now()
+    let entry: Uint8Array | undefined
+    const origin = originKey(packet)
+    const write = (key: string) => () =>
       // A write given up on may still land (the NATS client sends what it buffered once it is
       // back); the publisher resends the message anyway, so the entry is erased when the bus
       // answers.
-      await writeQueueEntry(kv, key, entry, { onRetry: onQueueWriteRetry }).catch((err: unknown) =>
-        eraser.erase(key).then(() => Promise.reject(err))
-      )
+      writeQueueEntry(kv, key, (entry ??= encodePacket(packet, { at })), {
+        onRetry: onQueueWriteRetry,
+      }).catch((err: unknown) => eraser.erase(key).then(() => Promise.reject(err)))
+    const one = async (clientId: string): Promise<void> => {
+      if (!(await depth.admit(clientId))) return onQueueFull(clientId)
+      const key = outKey(clientId, packet)
+      if (packet.qos === 1 && mayHold(clientId) && held.hold(clientId, key, origin, write(key)))
+        return
+      await write(key)()
     }
     await Promise.all(clientIds.map(one))
   }
 }
+
+/**
+ * Who may have queue writes held (held-writes.ts): a subscriber connected here and caught up (the
+ * broker says, `setLiveHere`) that acknowledges within half the hold (ack-pace.ts).
+ */
+function holding(holdMs: number, on: OutgoingQueueOptions['onHeld']) {
+  const held = createHeldWrites({
+    holdMs,
+    ...(on && { onHeld: on.held, onDropped: on.dropped, onWritten: on.written }),
+  })
+  const pace = createAckPace({ fastMs: holdMs / 2 })
+  let liveHere: (clientId: string) => boolean = () => false
+  return {
+    held,
+    pace,
+    mayHold: (clientId: string) => liveHere(clientId) && pace.fast(clientId),
+    setLiveHere(pick: (clientId: string) => boolean): void {
+      liveHere = pick
+    },
+  }
+}
+
+/** Names one message of one gateway: what a publisher's PUBACK waits on (held-writes.ts). */
+export const originKey = (p: { brokerId?: string; brokerCounter?: number }): string =>
+  `${p.brokerId ?? ''}.${p.brokerCounter ?? 0}`
 
 export function createOutgoingQueue({
   kv,
@@ -98,10 +134,9 @@ export function createOutgoingQueue({
   onEraseDeferred,
   onEraseDropped,
   onQueueWriteRetry = () => {},
+  holdWritesMs = 0,
+  onHeld,
 }: OutgoingQueueOptions) {
-  // clientId → messageId → the queued message it stands for; PUBACKs and PUBCOMPs arrive where
-  // the client is connected, which is the gateway that assigned the messageId in `outgoingUpdate`.
-  const inflight = new Map<string, Map<number, InflightEntry>>()
   const eraser = createEraseLater({
     kv,
     log,
@@ -122,12 +157,23 @@ export function createOutgoingQueue({
     onForgotten: onDepthForgotten,
   })
 
-  const enqueue = enqueuer({ kv, depth, eraser, onQueueFull, onQueueWriteRetry })
+  const { held, pace, mayHold, setLiveHere } = holding(holdWritesMs, onHeld)
+  const enqueue = enqueuer({ kv, depth, eraser, held, mayHold, onQueueFull, onQueueWriteRetry })
+  const acks = createDeliveries({ kv, eraser, held, pace, depth, outKey })
 
   return {
     backlog: (clientId: string) => queueBacklog(reader, clientId),
+    /** Which subscribers are connected to this gateway and caught up (the broker knows). */
+    setLiveHere,
+    /** A publisher waits for this message's PUBACK: its writes may be held (held-writes.ts). */
+    expectWrites: held.expect,
+    /** A client's connection closed: what is held for it is written now. */
+    closed(clientId: string): void {
+      held.flush(clientId)
+      pace.forget(clientId)
+    },
     /** Deliveries handed to the connected session here and not yet acknowledged. */
-    inFlight: (clientId: string) => inflight.get(clientId)?.size ?? 0,
+    inFlight: acks.inFlight,
     async outgoingEnqueue(sub: { clientId: string }, packet: WirePacket): Promise<void> {
       await enqueue([sub.clientId], packet)
     },
@@ -138,58 +184,22 @@ export function createOutgoingQueue({
           packet
         )
     },
-    async outgoingUpdate(client: Client, packet: WirePacket | PubrelPacket): Promise<void> {
-      if (packet.messageId === undefined) return
-      let ids = inflight.get(client.id)
-      if (!ids) inflight.set(client.id, (ids = new Map()))
-      const known = ids.get(packet.messageId)
-      if (packet.cmd === 'pubrel' && known) {
-        await kv.put(known.key, pubrelMarker(packet.messageId, known))
-        return
-      }
-      // A PUBLISH (or a PUBREL replayed from the queue, which carries its entry's brokerId and
-      // counter): no write. A queued PUBLISH keeps no messageId, and a redelivery after a
-      // reconnect gets a fresh one. Only remember where to clear it when the PUBACK/PUBCOMP comes.
-      const entry: InflightEntry = originOf(packet) as InflightEntry
-      entry.key = outKey(client.id, packet)
-      ids.set(packet.messageId, entry)
-    },
-    async outgoingClearMessageId(
-      client: Client,
-      packet: { messageId?: number; brokerId?: string; brokerCounter?: number }
-    ) {
-      if (packet.messageId === undefined) {
-        // aedes calls this with the live packet, which has no messageId yet, when
-        // `authorizeForward` refuses it for a persistent session (no-local, split horizon): the
-        // copy `outgoingEnqueueCombi` queued for that session is then named by its origin and
-        // counter. Left there, it would sit in KV until the session's next reconnect.
-        if (packet.brokerId === undefined || packet.brokerCounter === undefined) return undefined
-        await eraser.erase(outKey(client.id, packet))
-        depth.release(client.id)
-        return packet
-      }
-      const ids = inflight.get(client.id)
-      const entry = ids?.get(packet.messageId)
-      if (entry === undefined) return undefined // never queued (clean session or a retained copy)
-      await eraser.erase(entry.key) // never throws: a failed erase is retried (erase-later.ts)
-      // Forgotten only once erased: a sweep (`stranded`) meanwhile must not hand it out again.
-      ids!.delete(packet.messageId)
-      if (ids!.size === 0) inflight.delete(client.id)
-      depth.release(client.id)
-      return packet
-    },
+    outgoingUpdate: acks.outgoingUpdate,
+    outgoingClearMessageId: acks.outgoingClearMessageId,
     /**
      * A connected session's queued messages older than `olderThanMs` and not handed out on this
      * connection: their live copy never came (lost in core NATS when a node died), and the queue
      * is otherwise read only on reconnect. Oldest first; at most `limit`.
      */
     async stranded(clientId: string, olderThanMs: number, limit: number): Promise<WirePacket[]> {
-      const handedOut = () =>
-        new Set([...(inflight.get(clientId)?.values() ?? [])].map((e) => e.key))
+      const handedOut = () => acks.handedOut(clientId)
       return strandedIn(reader, clientId, { olderThanMs, limit, handedOut })
     },
-    /** Stop retrying failed erases (the gateway is closing). */
-    stop: eraser.stop,
+    /** Write what is held and stop retrying failed erases (the gateway is closing). */
+    async stop(): Promise<void> {
+      await held.flushAll()
+      eraser.stop()
+    },
     /** Erase a session's whole queue (the session expired). */
     async purge(clientId: string): Promise<number> {
       depth.forget(clientId)
@@ -210,21 +220,3 @@ export function createOutgoingQueue({
 }
 
 export type OutgoingQueue = ReturnType<typeof createOutgoingQueue>
-
-/**
- * PUBREC came for a queued QoS 2 message: it was delivered, and only its PUBREL is owed now. The
- * entry becomes that PUBREL, first in the queue, under the same packet id, so a reconnect does
- * not deliver the message twice [MQTT-4.3.3-1] [MQTT-4.4.0-1].
- */
-function pubrelMarker(messageId: number, known: InflightEntry): Uint8Array {
-  const marker: WirePacket = {
-    cmd: 'publish',
-    topic: '',
-    payload: Buffer.alloc(0),
-    qos: 2,
-    retain: false,
-    messageId,
-    ...originOf(known),
-  }
-  return encodePacket(marker, { at: 0, pubrel: true })
-}
