@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const DEFAULT_START_TIMEOUT_MS = 60_000 // cold tsx + PGlite init on a loaded 2-core box
+const DEFAULT_START_TIMEOUT_MS = 60_000 // a bundle to make + PGlite init on a loaded 2-core box
 
 export interface LaunchedProcess {
   /** The fields of the process's `ready` log line: instanceId, http, mqtt, services, endpoints. */
@@ -31,7 +31,9 @@ export async function launchProcess({
   const [bin, ...wrapArgs] = [...wrap, process.execPath]
   const child = spawn(
     bin!,
-    [...wrapArgs, '--import', 'tsx', 'services/launch/cli.ts', 'start', ...args],
+    // The CLI's own launcher, as `npm start` runs it: the bundle of the sources (made again when
+    // a source changed, services/launch/build.mjs), from source through tsx where none can be made.
+    [...wrapArgs, 'services/launch/bin.mjs', 'start', ...args],
     {
       cwd: ROOT,
       env: { ...process.env, UB_LOG_LEVEL: 'info', ...env },
