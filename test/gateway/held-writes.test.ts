@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
+import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { ValidationError } from '../../services/common/errors.ts'
 import { keyToken } from '../../services/gateway/codec.ts'
 import { createHeldWrites } from '../../services/gateway/persistence/held-writes.ts'
@@ -166,6 +167,28 @@ describe('queue writes held for a PUBACK', () => {
     await silent.next('publish')
     await pub.closed
     expect(pub.packets.some((p) => p.cmd === 'puback')).toBe(false)
+  })
+})
+
+describe('queue writes on the in-process bus', () => {
+  it('are not held by default: there a write is a map entry, and holding only made publishers wait', async () => {
+    const bus = createInProcessBus({ prefix: uniquePrefix('held-ip') })
+    const gw = await startTestGateway({ bus, anonymous: 'always' })
+    try {
+      const sub = await connectMqtt(gw.url, { clientId: 'ip-sub', clean: false })
+      const got = collect(sub)
+      await sub.subscribeAsync('ip/#', { qos: 1 })
+      const pub = await connectMqtt(gw.url, { clientId: 'ip-pub' })
+      await Promise.all(
+        Array.from({ length: 50 }, (_, i) => pub.publishAsync(`ip/${i}`, String(i), { qos: 1 }))
+      )
+      await got.waitFor(50)
+      expect(gw.stats().queueWritesHeld).toBe(0)
+      await Promise.all([sub.endAsync(true), pub.endAsync(true)])
+    } finally {
+      await gw.close()
+      await bus.close()
+    }
   })
 })
 
