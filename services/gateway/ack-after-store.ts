@@ -105,9 +105,12 @@ function orderedAcks(client: AckingClient) {
 
 /**
  * Queue writes the persistence may hold for this message until its subscribers acknowledge
- * (persistence/held-writes.ts), named by origin: `<broker id>.<counter>`.
+ * (persistence/held-writes.ts), named by its broker id and counter. Absent: nothing is held.
  */
-export type ExpectWrites = (origin: string) => {
+export type ExpectWrites = (
+  brokerId: string,
+  brokerCounter: number
+) => {
   settled(): Promise<void> | undefined
   forget(): void
 }
@@ -125,7 +128,7 @@ function publishThenAck(
     if (err) return ended(err)
     if (!expectWrites) return broker.publish(packet, client, ended)
     const counter = broker.counter + 1
-    const writes = expectWrites(`${broker.id}.${counter}`)
+    const writes = expectWrites(broker.id, counter)
     broker.publish(packet, client, (err) => {
       if (err) return (writes.forget(), ended(err))
       const settled = writes.settled()

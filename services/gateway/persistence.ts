@@ -33,7 +33,7 @@ export interface BusPersistenceOptions {
   limits?: Partial<StoreLimits>
   /**
    * ms a queue write for a subscriber online here and keeping up waits for its PUBACK; 0 = none.
-   * Default: DEFAULT_HOLD_WRITES_MS on NATS, where a write is a round trip; 0 in process, where it
+   * Default: DEFAULT_HOLD_MS (20) on NATS, where a write is a round trip; 0 in process, where it
    * is not and holding only made the publisher wait (README, Held queue writes).
    */
   holdWritesMs?: number | undefined
@@ -69,7 +69,6 @@ export const DEFAULT_STORE_LIMITS: StoreLimits = {
 }
 
 export const DEFAULT_QUEUE_TTL_MS = 7 * 24 * 3_600_000 // 7 days
-export const DEFAULT_HOLD_WRITES_MS = DEFAULT_HOLD_MS
 
 export async function createBusPersistence({
   bus,
@@ -77,7 +76,7 @@ export async function createBusPersistence({
   queueTtlMs = DEFAULT_QUEUE_TTL_MS,
   queueListMs = DEFAULT_QUEUE_LIST_MS,
   limits: limitsGiven = {},
-  holdWritesMs = bus.kind === 'nats' ? DEFAULT_HOLD_WRITES_MS : 0,
+  holdWritesMs = bus.kind === 'nats' ? DEFAULT_HOLD_MS : 0,
   counters = {
     queueFull: 0,
     retainedRefused: 0,

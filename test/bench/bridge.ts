@@ -216,7 +216,7 @@ async function runFabric(upstreamPort: number, colocated: boolean): Promise<void
   const bus = natsUrl
     ? await (await import('../helpers/nats.ts')).createTestNatsBus({ url: natsUrl })
     : createInProcessBus(dataDir ? { prefix: 'bench', dataDir } : { prefix: 'bench' })
-  // BENCH_BRIDGE_HOLD_MS: the gateway's holdWritesMs (default 20; 0 writes every queue entry).
+  // BENCH_BRIDGE_HOLD_MS: the gateway's holdWritesMs (default 20 on NATS, 0 in process).
   const hold = process.env.BENCH_BRIDGE_HOLD_MS
   const gw = await startTestGateway({
     bus,

@@ -3,7 +3,7 @@ import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { ValidationError } from '../../services/common/errors.ts'
 import { keyToken } from '../../services/gateway/codec.ts'
-import { createHeldWrites } from '../../services/gateway/persistence/held-writes.ts'
+import { createHeldWrites, originKey } from '../../services/gateway/persistence/held-writes.ts'
 import { collect, connectMqtt, sleep, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, uniquePrefix } from '../helpers/nats.ts'
 import { resumeSession, withQueueBucket } from './fixture.ts'
@@ -193,16 +193,18 @@ describe('queue writes on the in-process bus', () => {
 })
 
 describe('held writes, the bookkeeping', () => {
+  const o = (counter: number) => originKey({ brokerId: 'b', brokerCounter: counter })
+
   it('holds only what a publisher waits for, within the bound, and settles on drop or write', async () => {
     let written = 0
     const held = createHeldWrites({ holdMs: 50, max: 2 })
     const write = () => Promise.resolve(void written++)
-    expect(held.hold('c', 'k0', 'o0', write)).toBe(false) // nobody waits for o0
+    expect(held.hold('c', 'k0', o(0), write)).toBe(false) // nobody waits for message 0
 
-    const w1 = held.expect('o1')
-    expect(held.hold('c', 'k1', 'o1', write)).toBe(true)
-    expect(held.hold('d', 'k2', 'o1', write)).toBe(true)
-    expect(held.hold('e', 'k3', 'o1', write)).toBe(false) // bound: 2 held
+    const w1 = held.expect('b', 1)
+    expect(held.hold('c', 'k1', o(1), write)).toBe(true)
+    expect(held.hold('d', 'k2', o(1), write)).toBe(true)
+    expect(held.hold('e', 'k3', o(1), write)).toBe(false) // bound: 2 held
     let settled = false
     const done = w1.settled()!.then(() => (settled = true))
     expect(held.drop('k1')).toBe(true)
@@ -212,15 +214,15 @@ describe('held writes, the bookkeeping', () => {
     await done
     expect(written).toBe(0)
 
-    const w2 = held.expect('o2')
-    held.hold('c', 'k4', 'o2', write)
+    const w2 = held.expect('b', 2)
+    held.hold('c', 'k4', o(2), write)
     await w2.settled()! // nobody acknowledges: written after 50 ms
     expect(written).toBe(1)
     expect(held.drop('k4')).toBe(false) // gone: the PUBACK then erases it from KV
 
-    const w3 = held.expect('o3')
-    held.hold('c', 'k5', 'o3', write)
-    held.hold('d', 'k6', 'o3', write)
+    const w3 = held.expect('b', 3)
+    held.hold('c', 'k5', o(3), write)
+    held.hold('d', 'k6', o(3), write)
     held.flush('c')
     expect(held.size).toBe(1)
     await held.flushAll()
@@ -231,8 +233,8 @@ describe('held writes, the bookkeeping', () => {
 
   it("rejects a publisher's wait when a held write fails", async () => {
     const held = createHeldWrites({ holdMs: 10 })
-    const w = held.expect('o')
-    held.hold('c', 'k', 'o', () => Promise.reject(new Error('bus away')))
+    const w = held.expect('b', 9)
+    held.hold('c', 'k', o(9), () => Promise.reject(new Error('bus away')))
     await expect(w.settled()!).rejects.toThrow('bus away')
   })
 })

@@ -19,6 +19,7 @@ export function createAckPace({
   const average = new Map<string, number>()
   return {
     acked(clientId: string, delayMs: number): void {
+      if (fastMs <= 0) return // no hold: nobody is asked whether they are fast
       const before = average.get(clientId)
       if (before === undefined && average.size >= maxClients) {
         // The longest-followed client is forgotten: it counts as fast until measured again.

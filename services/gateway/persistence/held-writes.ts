@@ -16,9 +16,9 @@
  * go out at once.
  */
 export interface HeldWrites {
-  /** A publisher will wait for `origin`'s writes: they may be held. Returns its waiter. */
-  expect(origin: string): Waiter
-  /** Hold a write for `clientId` under `key`; false if it may not be held (write it now). */
+  /** A publisher will wait for this message's writes: they may be held. Returns its waiter. */
+  expect(brokerId: string, brokerCounter: number): Waiter
+  /** Hold a write for `clientId` under `key`, of message `origin` (`originKey`); false if it may not be held (write it now). */
   hold(clientId: string, key: string, origin: string, write: () => Promise<void>): boolean
   /** The subscriber acknowledged (or was refused) the message: true if its write was held. */
   drop(key: string): boolean
@@ -54,6 +54,10 @@ interface Expected {
 
 export const DEFAULT_HOLD_MS = 20
 export const DEFAULT_MAX_HELD = 50_000
+
+/** Names one message of one gateway: what its publisher's PUBACK waits on. */
+export const originKey = (p: { brokerId?: string; brokerCounter?: number }): string =>
+  `${p.brokerId ?? ''}.${p.brokerCounter ?? 0}`
 
 export function createHeldWrites({
   holdMs = DEFAULT_HOLD_MS,
@@ -116,7 +120,8 @@ export function createHeldWrites({
   }
 
   return {
-    expect(origin) {
+    expect(brokerId, brokerCounter) {
+      const origin = originKey({ brokerId, brokerCounter })
       const e: Expected = { held: 0 }
       expected.set(origin, e)
       return {

@@ -23,7 +23,7 @@ import {
 import { createQueueDepth } from './queue-depth.ts'
 import { createEraseLater } from './erase-later.ts'
 import { writeQueueEntry } from './queue-write.ts'
-import { createHeldWrites, type HeldWrites } from './held-writes.ts'
+import { createHeldWrites, originKey, type HeldWrites } from './held-writes.ts'
 import { createAckPace } from './ack-pace.ts'
 import { createDeliveries } from './deliveries.ts'
 
@@ -101,7 +101,9 @@ function enqueuer(parts: {
 
 /**
  * Who may have queue writes held (held-writes.ts): a subscriber connected here and caught up (the
- * broker says, `setLiveHere`) that acknowledges within half the hold (ack-pace.ts).
+ * broker says, `setLiveHere`) that acknowledges within half the hold (ack-pace.ts). With no hold
+ * (the in-process bus), nobody: publishers are not asked to wait (`expect` is absent) and no
+ * acknowledgement is timed, so the hot path does no work for it.
  */
 function holding(holdMs: number, on: OutgoingQueueOptions['onHeld']) {
   const held = createHeldWrites({
@@ -110,19 +112,17 @@ function holding(holdMs: number, on: OutgoingQueueOptions['onHeld']) {
   })
   const pace = createAckPace({ fastMs: holdMs / 2 })
   let liveHere: (clientId: string) => boolean = () => false
+  const holds = holdMs > 0
   return {
     held,
     pace,
-    mayHold: (clientId: string) => liveHere(clientId) && pace.fast(clientId),
+    expect: holds ? held.expect : undefined,
+    mayHold: holds ? (clientId: string) => liveHere(clientId) && pace.fast(clientId) : () => false,
     setLiveHere(pick: (clientId: string) => boolean): void {
       liveHere = pick
     },
   }
 }
-
-/** Names one message of one gateway: what a publisher's PUBACK waits on (held-writes.ts). */
-export const originKey = (p: { brokerId?: string; brokerCounter?: number }): string =>
-  `${p.brokerId ?? ''}.${p.brokerCounter ?? 0}`
 
 export function createOutgoingQueue({
   kv,
@@ -157,7 +157,7 @@ export function createOutgoingQueue({
     onForgotten: onDepthForgotten,
   })
 
-  const { held, pace, mayHold, setLiveHere } = holding(holdWritesMs, onHeld)
+  const { held, pace, expect, mayHold, setLiveHere } = holding(holdWritesMs, onHeld)
   const enqueue = enqueuer({ kv, depth, eraser, held, mayHold, onQueueFull, onQueueWriteRetry })
   const acks = createDeliveries({ kv, eraser, held, pace, depth, outKey })
 
@@ -166,7 +166,7 @@ export function createOutgoingQueue({
     /** Which subscribers are connected to this gateway and caught up (the broker knows). */
     setLiveHere,
     /** A publisher waits for this message's PUBACK: its writes may be held (held-writes.ts). */
-    expectWrites: held.expect,
+    expectWrites: expect,
     /** A client's connection closed: what is held for it is written now. */
     closed(clientId: string): void {
       held.flush(clientId)
