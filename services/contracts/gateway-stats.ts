@@ -84,6 +84,16 @@ export const GatewayCountersSchema = z.object({
     .int()
     .default(0)
     .describe('held queue writes made after all (no PUBACK in time, connection closed)'),
+  queueHoldsRefused: z
+    .number()
+    .int()
+    .default(0)
+    .describe('queue writes not held because 50,000 were held on the gateway already'),
+  ackPacesForgotten: z
+    .number()
+    .int()
+    .default(0)
+    .describe("sessions' acknowledgement pace forgotten past 100,000 followed"),
   teErrors: z
     .number()
     .int()

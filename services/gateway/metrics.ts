@@ -181,6 +181,16 @@ function registerQueueMetrics(
     'queueWritesHeldWritten'
   )
   counter(
+    'ub_gateway_queue_holds_refused_total',
+    'queue writes that could have been held but went out at once: 50,000 were held on this gateway already',
+    'queueHoldsRefused'
+  )
+  counter(
+    'ub_gateway_ack_paces_forgotten_total',
+    "sessions' acknowledgement pace forgotten past 100,000 followed (counted as fast until measured again)",
+    'ackPacesForgotten'
+  )
+  counter(
     'ub_gateway_queue_full_total',
     'QoS 1/2 messages not queued for a persistent session whose queue was full (sessionMaxQueued, bridgeMaxQueued)',
     'queueFull'
@@ -210,6 +220,8 @@ export function createCounters(): GatewayCounters {
     queueWritesHeld: 0,
     queueWritesSaved: 0,
     queueWritesHeldWritten: 0,
+    queueHoldsRefused: 0,
+    ackPacesForgotten: 0,
     queueFull: 0,
     connectSourcesEvicted: 0,
     queueDepthsForgotten: 0,

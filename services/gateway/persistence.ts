@@ -51,6 +51,8 @@ export interface PersistenceCounters {
   queueWritesHeld: number
   queueWritesSaved: number
   queueWritesHeldWritten: number
+  queueHoldsRefused: number
+  ackPacesForgotten: number
 }
 
 /** What the shared state may hold (README, Bounds); each holds across gateways. */
@@ -87,6 +89,8 @@ export async function createBusPersistence({
     queueWritesHeld: 0,
     queueWritesSaved: 0,
     queueWritesHeldWritten: 0,
+    queueHoldsRefused: 0,
+    ackPacesForgotten: 0,
   },
 }: BusPersistenceOptions) {
   const limits: StoreLimits = { ...DEFAULT_STORE_LIMITS, ...limitsGiven }
@@ -120,6 +124,8 @@ export async function createBusPersistence({
       held: () => counters.queueWritesHeld++,
       dropped: () => counters.queueWritesSaved++,
       written: () => counters.queueWritesHeldWritten++,
+      full: () => counters.queueHoldsRefused++,
+      paceForgotten: () => counters.ackPacesForgotten++,
     },
   })
   const incoming = createIncomingStore()

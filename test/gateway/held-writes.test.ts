@@ -3,6 +3,7 @@ import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { ValidationError } from '../../services/common/errors.ts'
 import { keyToken } from '../../services/gateway/codec.ts'
+import { createAckPace } from '../../services/gateway/persistence/ack-pace.ts'
 import { createHeldWrites, originKey } from '../../services/gateway/persistence/held-writes.ts'
 import { collect, connectMqtt, sleep, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, uniquePrefix } from '../helpers/nats.ts'
@@ -197,7 +198,8 @@ describe('held writes, the bookkeeping', () => {
 
   it('holds only what a publisher waits for, within the bound, and settles on drop or write', async () => {
     let written = 0
-    const held = createHeldWrites({ holdMs: 50, max: 2 })
+    let full = 0
+    const held = createHeldWrites({ holdMs: 50, max: 2, onFull: () => full++ })
     const write = () => Promise.resolve(void written++)
     expect(held.hold('c', 'k0', o(0), write)).toBe(false) // nobody waits for message 0
 
@@ -205,6 +207,7 @@ describe('held writes, the bookkeeping', () => {
     expect(held.hold('c', 'k1', o(1), write)).toBe(true)
     expect(held.hold('d', 'k2', o(1), write)).toBe(true)
     expect(held.hold('e', 'k3', o(1), write)).toBe(false) // bound: 2 held
+    expect(full).toBe(1)
     let settled = false
     const done = w1.settled()!.then(() => (settled = true))
     expect(held.drop('k1')).toBe(true)
@@ -229,6 +232,17 @@ describe('held writes, the bookkeeping', () => {
     expect(w3.settled()).toBeUndefined() // both written already: nothing to wait for
     expect(written).toBe(3)
     expect(held.size).toBe(0)
+  })
+
+  it('forgets the pace of the session followed longest past its bound, and counts it', () => {
+    let forgotten = 0
+    const pace = createAckPace({ fastMs: 10, maxClients: 2, onForgotten: () => forgotten++ })
+    pace.acked('slow', 50)
+    pace.acked('b', 1)
+    expect(pace.fast('slow')).toBe(false)
+    pace.acked('c', 1) // a third session: `slow`, followed longest, is forgotten
+    expect(forgotten).toBe(1)
+    expect(pace.fast('slow')).toBe(true) // fast again until measured
   })
 
   it("rejects a publisher's wait when a held write fails", async () => {

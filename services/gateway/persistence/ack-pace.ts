@@ -12,9 +12,12 @@ const WEIGHT = 1 / 16 // of the newest delay in the average: ~16 acknowledgement
 export function createAckPace({
   fastMs,
   maxClients = MAX_PACED_CLIENTS,
+  onForgotten = () => {},
 }: {
   fastMs: number
   maxClients?: number
+  /** A session's pace was forgotten to keep `maxClients`. */
+  onForgotten?: () => void
 }) {
   const average = new Map<string, number>()
   return {
@@ -24,6 +27,7 @@ export function createAckPace({
       if (before === undefined && average.size >= maxClients) {
         // The longest-followed client is forgotten: it counts as fast until measured again.
         average.delete(average.keys().next().value as string)
+        onForgotten()
       }
       average.set(clientId, before === undefined ? delayMs : before + (delayMs - before) * WEIGHT)
     },

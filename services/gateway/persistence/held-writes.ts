@@ -66,6 +66,7 @@ export function createHeldWrites({
   onHeld = () => {},
   onDropped = () => {},
   onWritten = () => {},
+  onFull = () => {},
 }: {
   holdMs?: number
   max?: number
@@ -75,6 +76,8 @@ export function createHeldWrites({
   onDropped?: () => void
   /** A held write went out (not acknowledged in time, connection closed, gateway stopping). */
   onWritten?: () => void
+  /** A write was not held because `max` were held already: it went out at once. */
+  onFull?: () => void
 } = {}): HeldWrites {
   const held = new Map<string, Held>() // insertion order is age order: the timer reads the head
   const expected = new Map<string, Expected>()
@@ -142,7 +145,8 @@ export function createHeldWrites({
     },
     hold(clientId, key, origin, write) {
       const e = expected.get(origin)
-      if (!e || holdMs <= 0 || held.size >= max || held.has(key)) return false
+      if (!e || holdMs <= 0 || held.has(key)) return false
+      if (held.size >= max) return (onFull(), false)
       e.held++
       held.set(key, { clientId, origin, write, at: now() })
       onHeld()

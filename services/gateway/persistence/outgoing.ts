@@ -52,8 +52,11 @@ export interface OutgoingQueueOptions {
   onQueueWriteRetry?: () => void
   /** ms a queue write for a subscriber online here and keeping up waits for its PUBACK; 0 = none. */
   holdWritesMs?: number
-  /** Held writes: held, dropped (acknowledged first), written anyway (held-writes.ts). */
-  onHeld?: { held(): void; dropped(): void; written(): void }
+  /**
+   * Held writes (held-writes.ts): held, dropped (acknowledged first), written anyway, not held
+   * for the bound, and a session's acknowledgement pace forgotten for its bound (ack-pace.ts).
+   */
+  onHeld?: { held(): void; dropped(): void; written(): void; full(): void; paceForgotten(): void }
 }
 
 const outKey = (clientId: string, p: { brokerId?: string; brokerCounter?: number }): string =>
@@ -108,9 +111,12 @@ function enqueuer(parts: {
 function holding(holdMs: number, on: OutgoingQueueOptions['onHeld']) {
   const held = createHeldWrites({
     holdMs,
-    ...(on && { onHeld: on.held, onDropped: on.dropped, onWritten: on.written }),
+    ...(on && { onHeld: on.held, onDropped: on.dropped, onWritten: on.written, onFull: on.full }),
   })
-  const pace = createAckPace({ fastMs: holdMs / 2 })
+  const pace = createAckPace({
+    fastMs: holdMs / 2,
+    ...(on && { onForgotten: on.paceForgotten }),
+  })
   let liveHere: (clientId: string) => boolean = () => false
   const holds = holdMs > 0
   return {
