@@ -2,7 +2,7 @@ import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink } from '../../services/supervisor/bridge.ts'
-import { collect, startAedes, waitFor } from './aedes.ts'
+import { collect, startAedes, waitFor, type TestBroker } from './aedes.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -63,9 +63,24 @@ describe('a link the spanning tree blocks', () => {
     expect(seen.has('after the block')).toBe(false)
     expect(link.status().unrouted).toBe(0)
 
-    // Unblocked, it forwards again.
+    // Unblocked, it forwards again: once its session holds the binding's filter again (a link
+    // that is reconnecting right then subscribes on connect; what is published before that was
+    // the tree's to carry).
     await link.setBlocked(false)
+    await waitFor(async () => (await subscribed(local, 'ubb-UP1')).includes('plant1/#'), {
+      what: `the unblocked link's filter (link: ${JSON.stringify(link.status())})`,
+    })
     await pub.publishAsync('plant1/x', 'unblocked', { qos: 1 })
     await waitFor(() => sub.got.some((m) => m.payload.toString() === 'unblocked'))
   })
 })
+
+/** The filters a client's session is subscribed to, as the broker keeps them. */
+async function subscribed(broker: TestBroker, clientId: string): Promise<string[]> {
+  // aedes' persistence is not in its public types; its subscriptionsByClient is a promise here.
+  const { persistence } = broker.broker as unknown as {
+    persistence: { subscriptionsByClient(c: { id: string }): Promise<Array<{ topic: string }>> }
+  }
+  const subs = await persistence.subscriptionsByClient({ id: clientId })
+  return subs.map((s) => s.topic)
+}
