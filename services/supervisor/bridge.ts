@@ -21,7 +21,7 @@ import { drainWindow, DRAIN_MS } from './drain.ts'
 import { canaryTopic, inboundClientIdOf } from '../contracts/links.ts'
 import { createLinkCanary } from './canary.ts'
 import { linkHealth } from './link-health.ts'
-import { localUrls, syncFilters, wantedFilters } from './link-filters.ts'
+import { localUrls, serially, syncFilters, wantedFilters } from './link-filters.ts'
 import type {
   Attempt,
   BridgeLink,
@@ -59,6 +59,7 @@ export function createBridgeLink(options: CreateBridgeLinkOptions): BridgeLink {
     blocked: false,
     sessionFilters: [],
     upstreamFilters: [],
+    filterChanges: Promise.resolve(),
     local: undefined,
     upstream: undefined,
     fw: undefined,
@@ -329,7 +330,11 @@ function handOver(link: Link, attempt: Attempt): void {
  * removed while the link was down are still in the persistent session: drop them, or the
  * gateway goes on queueing what no binding wants.
  */
-async function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
+function subscribeSources(link: Link, attempt: Attempt): Promise<void> {
+  return serially(link, () => subscribeWanted(link, attempt))
+}
+
+async function subscribeWanted(link: Link, attempt: Attempt): Promise<void> {
   const local = attempt.local!
   const wanted = wantedFilters(link)
   await local.unsubscribe(link.sessionFilters.filter((f) => !wanted.local.includes(f)))

@@ -13,6 +13,8 @@ export interface FilterState {
   sessionFilters: string[]
   /** What the upstream session is subscribed to (bindings coming in), likewise. */
   upstreamFilters: string[]
+  /** The filter change under way: the next one waits for it (see `serially`). */
+  filterChanges: Promise<void>
   local: MqttSession | undefined
   upstream: UpstreamSession | undefined
 }
@@ -32,8 +34,23 @@ export const wantedFilters = (
     ? { local: [], upstream: [] }
     : { local: link.remap.filters, upstream: link.remap.upstreamFilters }
 
+/**
+ * Filter changes of one link run one at a time. Each diffs against the filters the last one
+ * recorded; two at once (a block landing while the connect step subscribes) would each act on
+ * a list the other was about to change, and leave the link subscribed where it believes it is not.
+ */
+export function serially(link: FilterState, change: () => Promise<void>): Promise<void> {
+  const next = link.filterChanges.then(change, change)
+  link.filterChanges = next.catch(() => {})
+  return next
+}
+
 /** Subscribe and unsubscribe the difference between the sessions' filters and the wanted ones. */
-export async function syncFilters(link: FilterState, fail: (err: Error) => void): Promise<void> {
+export function syncFilters(link: FilterState, fail: (err: Error) => void): Promise<void> {
+  return serially(link, () => applyWanted(link, fail))
+}
+
+async function applyWanted(link: FilterState, fail: (err: Error) => void): Promise<void> {
   const wanted = wantedFilters(link)
   const { local, upstream } = link
   if (!local || !upstream) return // not connected: the next connect subscribes the wanted filters
