@@ -1,8 +1,8 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
-import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink } from '../../services/supervisor/bridge.ts'
 import { collect, startAedes, waitFor, type TestBroker } from './aedes.ts'
+import { linkOptions } from './link-options.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -23,17 +23,8 @@ describe('a link the spanning tree blocks', () => {
       () => remote.close()
     )
     const open = () =>
-      createBridgeLink({
-        upstreamId: 'UP1',
-        target: { host: 'mqtt://127.0.0.1', brokerPort: remote.port },
-        bindings: [{ source: 'plant1', target: 'acme/plant1' }],
-        credentials: async () => ({ username: 'UB_test', password: 'secret' }),
-        local: { url: local.url },
-        localClientId: 'ubb-UP1',
-        upstreamClientId: 'UB_test-UP1',
-        window: 8, // a small window: most of the burst waits in the gateway when the block lands
-        log: silentLogger(),
-      })
+      // A small window: most of the burst waits in the gateway when the block lands.
+      createBridgeLink(linkOptions(local, remote, [{ source: 'plant1', target: 'acme/plant1' }], 8))
     let link = open()
     cleanups.push(() => link.stop())
     await waitFor(() => link.status().state === 'Forwarding', { what: 'Forwarding' })

@@ -1,8 +1,8 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
-import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink } from '../../services/supervisor/bridge.ts'
 import { collect, startAedes, waitFor } from './aedes.ts'
+import { linkOptions } from './link-options.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -35,17 +35,9 @@ describe('a block that lands while the link is subscribing on connect', () => {
       () => local.close(),
       () => remote.close()
     )
-    const link = createBridgeLink({
-      upstreamId: 'UP1',
-      target: { host: 'mqtt://127.0.0.1', brokerPort: remote.port },
-      bindings: [{ source: 'plant1', target: 'acme/plant1' }],
-      credentials: async () => ({ username: 'UB_test', password: 'secret' }),
-      local: { url: local.url },
-      localClientId: 'ubb-UP1',
-      upstreamClientId: 'UB_test-UP1',
-      window: 8,
-      log: silentLogger(),
-    })
+    const link = createBridgeLink(
+      linkOptions(local, remote, [{ source: 'plant1', target: 'acme/plant1' }], 8)
+    )
     cleanups.push(() => link.stop())
     const sub = await collect(remote.url, 'acme/#')
     cleanups.push(() => sub.close())

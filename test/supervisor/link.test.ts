@@ -1,8 +1,8 @@
 import { connectAsync } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
-import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink, type BridgeLink } from '../../services/supervisor/bridge.ts'
 import { collect, startAedes, waitFor, type TestBroker } from './aedes.ts'
+import { linkOptions } from './link-options.ts'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -19,17 +19,7 @@ async function setup(
     () => local.close(),
     () => remote.close()
   )
-  const link = createBridgeLink({
-    upstreamId: 'UP1',
-    target: { host: 'mqtt://127.0.0.1', brokerPort: remote.port },
-    bindings,
-    credentials: async () => ({ username: 'UB_test', password: 'secret' }),
-    local: { url: local.url },
-    localClientId: 'ubb-UP1',
-    upstreamClientId: 'UB_test-UP1',
-    window: 64,
-    log: silentLogger(),
-  })
+  const link = createBridgeLink(linkOptions(local, remote, bindings, 64))
   cleanups.push(() => link.stop())
   await waitFor(() => link.status().state === 'Forwarding', { what: 'Forwarding' })
   return { local, remote, link }
