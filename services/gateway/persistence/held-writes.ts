@@ -18,7 +18,10 @@
 export interface HeldWrites {
   /** A publisher will wait for this message's writes: they may be held. Returns its waiter. */
   expect(brokerId: string, brokerCounter: number): Waiter
-  /** Hold a write for `clientId` under `key`, of message `origin` (`originKey`); false if it may not be held (write it now). */
+  /**
+   * Hold a write for `clientId` under `key`, of message `origin` (`originKey`); false if it may
+   * not be held (write it now).
+   */
   hold(clientId: string, key: string, origin: string, write: () => Promise<void>): boolean
   /** The subscriber acknowledged (or was refused) the message: true if its write was held. */
   drop(key: string): boolean
