@@ -5,6 +5,7 @@ import type { Logger } from '../common/log.ts'
 import type { AedesInternals, ClientInternals } from './aedes-internals.ts'
 import { maySubscribe, type Authenticator, type Principal } from './auth.ts'
 import { ackAfterStore, type AckingClient } from './ack-after-store.ts'
+import { coalesceWrites } from './coalesce-writes.ts'
 import { createGracefulClose, type ClosingClient } from './graceful-close.ts'
 import { orderOwnEmits, type OrderedBroker } from './emit-order.ts'
 import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
@@ -349,6 +350,7 @@ function asBroker({
       openSockets++
       if (openSockets > limits.maxConnections) overLimit.add(conn)
       conn.once('close', () => openSockets--)
+      coalesceWrites(conn)
       const client = aedes.handle(conn, req)
       enforcePacketSize(client, limits)
       // Before the CONNECT is parsed: its client id, will and username are strings too.
