@@ -351,6 +351,9 @@ function asBroker({
       if (openSockets > limits.maxConnections) overLimit.add(conn)
       conn.once('close', () => openSockets--)
       coalesceWrites(conn)
+      // The turn's writes leave together already; Nagle on top held a lone delivery for the
+      // previous one's ACK (a healthy subscriber's p99 at 2,000 msg/s: 3-6 ms, 2.0-2.3 without).
+      ;(conn as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true)
       const client = aedes.handle(conn, req)
       enforcePacketSize(client, limits)
       // Before the CONNECT is parsed: its client id, will and username are strings too.
