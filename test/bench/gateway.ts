@@ -24,6 +24,7 @@ import { createStoreClient } from '../../services/contracts/store-client.ts'
 import { createGateway, type Gateway } from '../../services/gateway/index.ts'
 import { freePort } from '../../deploy/free-port.ts'
 import { destroyBucketsWithPrefix } from '../helpers/nats.ts'
+import { runSingleGateway } from './gateway-single.ts'
 
 const MESSAGES = 20_000 // per run, split across the publishers
 const PAYLOAD_BYTES = 64
@@ -236,6 +237,9 @@ export async function runGatewayBench(): Promise<object> {
     }
   }
 
+  // Our gateway and Mosquitto each in a process of their own (gateway-single.ts).
+  const single = await runSingleGateway()
+
   const two = (qos: 0 | 1) => runs.find((r) => r.gateways === 2 && r.qos === qos)!.msgsPerSec
   const result = {
     bench: 'gateway',
@@ -250,6 +254,7 @@ export async function runGatewayBench(): Promise<object> {
     ratioTwoGatewaysToAedesQos1: round(median(pairRatios[2]![1])),
     ratioOneGatewayToAedes: round(median(pairRatios[1]![0])),
     ratioTwoGatewaysToMosquitto: round(two(0) / anchors.mosquitto!.qos0!.msgsPerSec),
+    single,
   }
   console.log(JSON.stringify(result))
   return result
