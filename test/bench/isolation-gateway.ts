@@ -21,6 +21,7 @@ const gateway = await createGateway({
   host: '127.0.0.1',
   mqttPort: 0,
   storeLimits: { sessionMaxQueued: Number(process.env.BENCH_ISO_MAX_QUEUED ?? 10_000) },
+  ...(process.env.BENCH_ISO_HOLD_MS ? { holdWritesMs: Number(process.env.BENCH_ISO_HOLD_MS) } : {}),
 })
 process.stdout.write(JSON.stringify({ port: gateway.ports.mqtt }) + '\n')
 if (process.env.BENCH_ISO_TRACE) traceLoop()

@@ -10,19 +10,23 @@
  * Ours is one gateway in its own process, as `uns-bridge start` runs it. After one unrecorded
  * warm-up round, each figure is the median over ROUNDS rounds, quiet and stalled alternating,
  * each quiet one after the broker had SETTLE_MS to finish what the previous round left. Target:
- * our stalled/quiet ratio within 1.5, and no worse than Mosquitto's.
+ * our stalled/quiet ratio within 1.5, and no worse than Mosquitto's. Beside each figure, the
+ * broker process's CPU over that stream (% of one core): what the latency is made of. Diagnosis:
+ * BENCH_ISO_TIMELINE prints the worst latency per 250 ms of each stream, BENCH_ISO_NEVER_READ
+ * changes how many sessions never read, BENCH_ISO_HOLD_MS sets our gateway's holdWritesMs.
  * Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { startMosquitto } from '../helpers/mosquitto.ts'
+import { cpuSeconds } from './proc.ts'
 
 const RATE = Number(process.env.BENCH_ISO_RATE ?? 2_000) // msg/s on the measured stream
 const SECONDS = Number(process.env.BENCH_ISO_SECONDS ?? 5)
 const BACKLOG = Number(process.env.BENCH_ISO_BACKLOG ?? 5_000) // per session
 const SESSIONS = 10
-const NEVER_READ = 2
+const NEVER_READ = Number(process.env.BENCH_ISO_NEVER_READ ?? 2)
 const ROUNDS = Number(process.env.BENCH_ISO_ROUNDS ?? 3)
 // Both brokers queue at most this many messages per session (Mosquitto's default
 // max_queued_messages; ours is sessionMaxQueued, 10,000 by default): the same bound, the same work.
@@ -35,6 +39,14 @@ interface Figures {
   quietP99Ms: number
   stalledP99Ms: number
   ratio: number
+  /** The broker process's CPU (user + system) over each measured stream, % of one core. */
+  quietCpuPct: number
+  stalledCpuPct: number
+}
+
+interface Measured {
+  p99Ms: number
+  cpuPct: number
 }
 
 const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d
@@ -69,13 +81,14 @@ async function prepareBacklogs(url: string, tag: string): Promise<void> {
 }
 
 /** The healthy subscriber's p99 over a paced stream of RATE × SECONDS messages. */
-export async function measureP99(url: string, tag: string): Promise<number> {
+export async function measureP99(url: string, pid: number, tag: string): Promise<Measured> {
   const sub = await connect(url, { clientId: `${tag}-healthy` })
   await sub.subscribeAsync('iso/live', { qos: 1 })
   const pub = await connect(url, { clientId: `${tag}-pub` })
   const count = RATE * SECONDS
   const latencies: number[] = []
   sub.on('message', (_t, payload) => latencies.push(performance.now() - payload.readDoubleLE(0)))
+  const cpu0 = cpuSeconds(pid)
   const start = performance.now()
   for (let i = 0; i < count; i++) {
     const wait = start + (i * 1_000) / RATE - performance.now()
@@ -86,15 +99,30 @@ export async function measureP99(url: string, tag: string): Promise<number> {
   }
   const deadline = Date.now() + 30_000
   while (latencies.length < count && Date.now() < deadline) await sleep(50)
+  const cpuPct = ((cpuSeconds(pid) - cpu0) * 100_000) / (performance.now() - start)
   await Promise.all([sub.endAsync(), pub.endAsync()])
   // A message that never came counts as the whole wait: a stall must not look fast.
   while (latencies.length < count) latencies.push(30_000)
+  if (process.env.BENCH_ISO_TIMELINE) {
+    // Worst latency per 250 ms of the run: where the tail comes from.
+    const worst: number[] = []
+    latencies.forEach((l, i) => {
+      const b = Math.floor(i / (RATE / 4))
+      worst[b] = Math.max(worst[b] ?? 0, l)
+    })
+    console.error(`  ${tag} worst per 250 ms: ${worst.map((w) => w.toFixed(0)).join(' ')}`)
+  }
   latencies.sort((a, b) => a - b)
-  return latencies[Math.floor(0.99 * (latencies.length - 1))]!
+  return { p99Ms: latencies[Math.floor(0.99 * (latencies.length - 1))]!, cpuPct }
 }
 
 /** One stalled measurement: sessions resume their backlogs (isolation-sessions.ts), two never read. */
-export async function stalledRound(url: string, port: number, tag: string): Promise<number> {
+export async function stalledRound(
+  url: string,
+  port: number,
+  pid: number,
+  tag: string
+): Promise<Measured> {
   await prepareBacklogs(url, tag)
   const script = fileURLToPath(new URL('./isolation-sessions.ts', import.meta.url))
   const args = [url, String(port), tag, String(SESSIONS), String(NEVER_READ)]
@@ -107,7 +135,7 @@ export async function stalledRound(url: string, port: number, tag: string): Prom
       child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve())
       child.once('exit', (code) => reject(new Error(`stalled sessions exited ${code}`)))
     })
-    return await measureP99(url, tag)
+    return await measureP99(url, pid, tag)
   } finally {
     child.kill('SIGTERM')
     await exited
@@ -117,26 +145,31 @@ export async function stalledRound(url: string, port: number, tag: string): Prom
   }
 }
 
-async function runBroker(url: string, port: number, name: string): Promise<Figures> {
-  const quiet: number[] = []
-  const stalled: number[] = []
+async function runBroker(url: string, port: number, pid: number, name: string): Promise<Figures> {
+  const quiet: Measured[] = []
+  const stalled: Measured[] = []
   const ratios: number[] = []
   // One round unrecorded first: a fresh process runs its first backlog before the JIT warmed up.
-  await measureP99(url, `${name}-warm-q`)
-  await stalledRound(url, port, `${name}-warm`)
+  await measureP99(url, pid, `${name}-warm-q`)
+  await stalledRound(url, port, pid, `${name}-warm`)
   for (let r = 0; r < ROUNDS; r++) {
     await sleep(SETTLE_MS)
-    const q = await measureP99(url, `${name}-q${r}`)
-    const s = await stalledRound(url, port, `${name}-r${r}`)
+    const q = await measureP99(url, pid, `${name}-q${r}`)
+    const s = await stalledRound(url, port, pid, `${name}-r${r}`)
     quiet.push(q)
     stalled.push(s)
-    ratios.push(s / Math.max(q, 0.01))
-    console.error(`  ${name} round ${r + 1}: quiet p99 ${round(q)} ms, stalled p99 ${round(s)} ms`)
+    ratios.push(s.p99Ms / Math.max(q.p99Ms, 0.01))
+    console.error(
+      `  ${name} round ${r + 1}: quiet p99 ${round(q.p99Ms)} ms (CPU ${round(q.cpuPct, 0)} %), ` +
+        `stalled p99 ${round(s.p99Ms)} ms (CPU ${round(s.cpuPct, 0)} %)`
+    )
   }
   return {
-    quietP99Ms: round(median(quiet)),
-    stalledP99Ms: round(median(stalled)),
+    quietP99Ms: round(median(quiet.map((m) => m.p99Ms))),
+    stalledP99Ms: round(median(stalled.map((m) => m.p99Ms))),
     ratio: round(median(ratios)),
+    quietCpuPct: round(median(quiet.map((m) => m.cpuPct)), 0),
+    stalledCpuPct: round(median(stalled.map((m) => m.cpuPct)), 0),
   }
 }
 
@@ -167,7 +200,12 @@ export async function runIsolationBench(): Promise<unknown> {
   const ours = await startOurs()
   let oursFigures: Figures
   try {
-    oursFigures = await runBroker(`mqtt://127.0.0.1:${ours.port}`, ours.port, 'ours')
+    oursFigures = await runBroker(
+      `mqtt://127.0.0.1:${ours.port}`,
+      ours.port,
+      ours.child.pid!,
+      'ours'
+    )
   } finally {
     ours.child.kill('SIGTERM')
   }
@@ -176,15 +214,15 @@ export async function runIsolationBench(): Promise<unknown> {
   })
   let mosqFigures: Figures
   try {
-    mosqFigures = await runBroker(mosq.url, mosq.port, 'mosquitto')
+    mosqFigures = await runBroker(mosq.url, mosq.port, mosq.pid, 'mosquitto')
   } finally {
     await mosq.stop()
   }
   console.error(
-    `ours:      quiet p99 ${oursFigures.quietP99Ms} ms, stalled p99 ${oursFigures.stalledP99Ms} ms, ratio ${oursFigures.ratio} (target ≤ 1.5)`
+    `ours:      quiet p99 ${oursFigures.quietP99Ms} ms, stalled p99 ${oursFigures.stalledP99Ms} ms, ratio ${oursFigures.ratio} (target ≤ 1.5); CPU ${oursFigures.quietCpuPct} / ${oursFigures.stalledCpuPct} % of a core`
   )
   console.error(
-    `mosquitto: quiet p99 ${mosqFigures.quietP99Ms} ms, stalled p99 ${mosqFigures.stalledP99Ms} ms, ratio ${mosqFigures.ratio}`
+    `mosquitto: quiet p99 ${mosqFigures.quietP99Ms} ms, stalled p99 ${mosqFigures.stalledP99Ms} ms, ratio ${mosqFigures.ratio}; CPU ${mosqFigures.quietCpuPct} / ${mosqFigures.stalledCpuPct} % of a core`
   )
   const result = { bench: 'isolation', ours: oursFigures, mosquitto: mosqFigures }
   console.log(JSON.stringify(result))
