@@ -39,7 +39,7 @@ export const gatewayKeys = {
     .min(1)
     .default(10_000)
     .describe(
-      'deliveries one connection may have waiting for its socket; past it the client is cut as a slow consumer'
+      'deliveries one connection may have waiting for its socket; past it QoS 0 is dropped and QoS 1/2 cuts the client as a slow consumer'
     ),
   maxPendingBytes: z.coerce
     .number()

@@ -42,6 +42,12 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('connections cut because their pending deliveries passed the bound'),
+  qos0Dropped: z
+    .number()
+    .int()
+    .describe(
+      'QoS 0 deliveries dropped for a connection whose pending deliveries were at the bound'
+    ),
   drainedForgotten: z
     .number()
     .int()

@@ -141,7 +141,7 @@ export async function createBroker({
     )
     client.conn?.destroy()
   }
-  const outbound = createOutboundLimiter(limits, slowConsumer)
+  const outbound = createOutboundLimiter(limits, slowConsumer, () => counters.qos0Dropped++)
   const connackGate = createConnackGate({
     limits,
     onOverflow: slowConsumer,

@@ -85,6 +85,11 @@ export function registerGatewayMetrics({
     'slowConsumers'
   )
   counter(
+    'ub_gateway_qos0_dropped_total',
+    'QoS 0 deliveries dropped for a connection whose pending deliveries were at maxPendingMessages/maxPendingBytes',
+    'qos0Dropped'
+  )
+  counter(
     'ub_gateway_connect_sources_evicted_total',
     'CONNECT budgets of sources forgotten past connectRateSources (least recently seen first)',
     'connectSourcesEvicted'
@@ -212,6 +217,7 @@ export function createCounters(): GatewayCounters {
     subscribeDenied: 0,
     deliveryDenied: 0,
     slowConsumers: 0,
+    qos0Dropped: 0,
     drainedForgotten: 0,
     queueRedelivered: 0,
     queueEraseDeferred: 0,
