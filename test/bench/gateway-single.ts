@@ -12,10 +12,10 @@
  * broker, ROUNDS rounds alternating the two, medians reported, the ratio as the median of the
  * per-round ratios.
  */
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { startMosquitto } from '../helpers/mosquitto.ts'
+import { median, round } from './bridge-measure.ts'
+import { startOurs } from './isolation.ts'
 import { cpuSeconds } from './proc.ts'
 
 const COUNT = Number(process.env.BENCH_SINGLE_COUNT ?? 60_000)
@@ -51,9 +51,6 @@ export interface SingleFigures {
   ratio: number
   cpuRatio: number
 }
-
-const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
 
 const connect = (url: string, opts: mqtt.IClientOptions = {}): Promise<MqttClient> =>
   mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, ...opts })
@@ -100,19 +97,9 @@ async function run(url: string, pid: number, c: Case, tag: string): Promise<Run>
   }
 }
 
-async function startOurs(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const script = fileURLToPath(new URL('./isolation-gateway.ts', import.meta.url))
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('\n')) resolve((JSON.parse(out.split('\n')[0]!) as { port: number }).port)
-    })
-    child.once('exit', (code) => reject(new Error(`gateway exited ${code}`)))
-  })
+/** Ours with the gateway's default queue bound, as `uns-bridge start` runs it. */
+async function startGateway(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const { port, child } = await startOurs(undefined)
   return {
     url: `mqtt://127.0.0.1:${port}`,
     pid: child.pid!,
@@ -131,7 +118,7 @@ const medianRun = (runs: Run[]): Run => ({
 })
 
 export async function runSingleGateway(): Promise<Record<string, SingleFigures>> {
-  const ours = await startOurs()
+  const ours = await startGateway()
   const mosq = await startMosquitto({ config: MOSQUITTO_CONFIG })
   const out: Record<string, SingleFigures> = {}
   try {

@@ -173,13 +173,19 @@ async function runBroker(url: string, port: number, pid: number, name: string): 
   }
 }
 
-export async function startOurs(): Promise<{ port: number; child: ChildProcess }> {
+/** Our gateway in its own process (isolation-gateway.ts), queueing at most `maxQueued` per session. */
+export async function startOurs(
+  maxQueued: number | undefined = MAX_QUEUED
+): Promise<{ port: number; child: ChildProcess }> {
   const script = fileURLToPath(new URL('./isolation-gateway.ts', import.meta.url))
   // BENCH_ISO_NODE_ARGS: extra node flags for our gateway's process (e.g. --cpu-prof).
   const extra = (process.env.BENCH_ISO_NODE_ARGS ?? '').split(' ').filter(Boolean)
   const child = spawn(process.execPath, [...extra, '--import', 'tsx', script], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BENCH_ISO_MAX_QUEUED: String(MAX_QUEUED) },
+    env: {
+      ...process.env,
+      ...(maxQueued === undefined ? {} : { BENCH_ISO_MAX_QUEUED: String(maxQueued) }),
+    },
   })
   const port = await new Promise<number>((resolve, reject) => {
     let out = ''
