@@ -45,6 +45,21 @@ export function createWillStore({ kv, log, broker }: WillStoreOptions) {
    * dead gateway's broker id with this gateway's counter; receivers dedupe per client on
    * (broker id, counter), so wills sent by two survivors under one dead id drop each other.
    */
+  async function deleteWill(
+    client: Client & { brokerId?: string }
+  ): Promise<WirePacket | undefined> {
+    const key = keyToken(client.id)
+    const e = await kv.get(key)
+    if (!e) return undefined
+    const will = decodePacket(e.value).packet
+    // After a takeover the old gateway deletes "its" will: leave the new connection's alone.
+    if (client.brokerId !== undefined && will.brokerId !== client.brokerId) return undefined
+    // Only the will read above: one a new connection put meanwhile stays. Erased, not deleted:
+    // a marker per client id would stay for ever (this bucket has no TTL).
+    await kv.erase(key, e.revision)
+    return will
+  }
+
   let sweeping = false
   async function publishDeadWills(brokers: Record<string, unknown>): Promise<void> {
     const b = broker()
@@ -76,17 +91,17 @@ export function createWillStore({ kv, log, broker }: WillStoreOptions) {
       const e = await kv.get(keyToken(client.id))
       return e ? decodePacket(e.value).packet : undefined
     },
+    // Never rejects: aedes ignores a failed delete everywhere, but its CONNECT step calls it with
+    // `.finally()` and no handler, so a rejection (a KV timeout while NATS is partitioned) went
+    // unhandled and stopped the gateway process (chaos gateway-nats-partition, CI). A will left
+    // behind is overwritten by the client's next CONNECT or published by the sweep, as before.
     async delWill(client: Client & { brokerId?: string }): Promise<WirePacket | undefined> {
-      const key = keyToken(client.id)
-      const e = await kv.get(key)
-      if (!e) return undefined
-      const will = decodePacket(e.value).packet
-      // After a takeover the old gateway deletes "its" will: leave the new connection's alone.
-      if (client.brokerId !== undefined && will.brokerId !== client.brokerId) return undefined
-      // Only the will read above: one a new connection put meanwhile stays. Erased, not deleted:
-      // a marker per client id would stay for ever (this bucket has no TTL).
-      await kv.erase(key, e.revision)
-      return will
+      try {
+        return await deleteWill(client)
+      } catch (err) {
+        log.warn({ err, clientId: client.id }, 'could not delete a will')
+        return undefined
+      }
     },
     // aedes asks every 4 heartbeats, with the gateways it still hears. We publish the dead ones'
     // wills ourselves (see publishDeadWills) and hand aedes none.
