@@ -6,6 +6,8 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
@@ -25,6 +27,7 @@ const gateway = await createGateway({
 })
 process.stdout.write(JSON.stringify({ port: gateway.ports.mqtt }) + '\n')
 if (process.env.BENCH_ISO_TRACE) traceLoop()
+if (process.env.BENCH_ISO_PROFILE) profileOnSignal(process.env.BENCH_ISO_PROFILE)
 process.once('SIGTERM', () => {
   void gateway
     .close()
@@ -61,4 +64,25 @@ function traceLoop(): void {
     )
     delay.reset()
   }, 1_000).unref()
+}
+
+/**
+ * BENCH_ISO_PROFILE=dir: each SIGUSR2 starts or stops a CPU profile, written to dir as
+ * `stalled-<n>.cpuprofile`; the bench signals around each stalled stream, so the profile holds
+ * that stream and not the backlogs' preparation (what `--cpu-prof` over the whole process mixes in).
+ */
+function profileOnSignal(dir: string): void {
+  const session = new Session()
+  session.connect()
+  let running = false
+  let n = 0
+  process.on('SIGUSR2', () => {
+    running = !running
+    const step = running
+      ? session.post('Profiler.enable').then(() => session.post('Profiler.start'))
+      : session.post('Profiler.stop').then(({ profile }) => {
+          writeFileSync(join(dir, `stalled-${n++}.cpuprofile`), JSON.stringify(profile))
+        })
+    step.catch((err: unknown) => process.stderr.write(`profile: ${String(err)}\n`))
+  })
 }

@@ -13,7 +13,8 @@
  * our stalled/quiet ratio within 1.5, and no worse than Mosquitto's. Beside each figure, the
  * broker process's CPU over that stream (% of one core): what the latency is made of. Diagnosis:
  * BENCH_ISO_TIMELINE prints the worst latency per 250 ms of each stream, BENCH_ISO_NEVER_READ
- * changes how many sessions never read, BENCH_ISO_HOLD_MS sets our gateway's holdWritesMs.
+ * changes how many sessions never read, BENCH_ISO_HOLD_MS sets our gateway's holdWritesMs,
+ * BENCH_ISO_PROFILE=dir writes a CPU profile of our gateway over each stalled stream.
  * Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -135,7 +136,14 @@ export async function stalledRound(
       child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve())
       child.once('exit', (code) => reject(new Error(`stalled sessions exited ${code}`)))
     })
-    return await measureP99(url, pid, tag)
+    // BENCH_ISO_PROFILE: our gateway profiles this stream (isolation-gateway.ts).
+    const profile = process.env.BENCH_ISO_PROFILE && tag.startsWith('ours')
+    if (profile) process.kill(pid, 'SIGUSR2')
+    try {
+      return await measureP99(url, pid, tag)
+    } finally {
+      if (profile) process.kill(pid, 'SIGUSR2')
+    }
   } finally {
     child.kill('SIGTERM')
     await exited
