@@ -35,7 +35,9 @@ import { fileURLToPath } from 'node:url'
 import { silentLogger } from '../../services/common/log.ts'
 import { createBridgeLink, type CreateBridgeLinkOptions } from '../../services/supervisor/bridge.ts'
 import type { Direction } from '../../machines/index.ts'
+export type { Direction }
 import { startMosquitto } from '../helpers/mosquitto.ts'
+import { bundled } from './bundled.ts'
 import {
   alternate,
   COUNT,
@@ -173,6 +175,8 @@ export async function benchAll(
 export async function startOurBridge(
   args: string[]
 ): Promise<{ child: ChildProcess; line: string }> {
+  // Run from a bundle, as `uns-bridge start` runs the code (bundled.ts).
+  const entry = await bundled('./bridge-child.ts')
   const child = spawn(
     process.execPath,
     [
@@ -180,9 +184,8 @@ export async function startOurBridge(
       ...(process.env.BENCH_BRIDGE_PROF
         ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_BRIDGE_PROF]
         : []),
-      '--import',
-      'tsx',
-      fileURLToPath(import.meta.url),
+      ...entry.nodeArgs,
+      entry.path,
       ...args,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] }
@@ -203,7 +206,7 @@ export async function startOurBridge(
  * Full path: our gateway (in-process bus, anonymous) and a bridge link to it, in one process;
  * the link over loopback TCP, or `colocated` in process.
  */
-async function runFabric(upstreamPort: number, colocated: boolean): Promise<void> {
+export async function runFabric(upstreamPort: number, colocated: boolean): Promise<void> {
   const { createInProcessBus } = await import('../../services/common/bus/in-process.ts')
   const { startTestGateway } = await import('../helpers/gateway.ts')
   // As `uns-bridge start` runs it: KV buckets kept on disk in the data folder.
@@ -279,7 +282,7 @@ async function startLink(
   return link
 }
 
-async function runLink(localUrl: string, upstreamPort: number, direction: Direction) {
+export async function runLink(localUrl: string, upstreamPort: number, direction: Direction) {
   // The local broker here is a Mosquitto: what comes down goes out on the session itself.
   const link = await startLink(localUrl, upstreamPort, { inboundOnSession: true }, direction)
   process.stdout.write('ready\n')
@@ -439,16 +442,6 @@ async function runOut(): Promise<Run[]> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  if (process.argv[2] === 'link') {
-    await runLink(
-      process.argv[3]!,
-      Number(process.argv[4]),
-      (process.argv[5] ?? 'out') as Direction
-    )
-  } else if (process.argv[2] === 'fabric') {
-    await runFabric(Number(process.argv[3]), process.argv[4] === 'colocated')
-  } else {
-    await runBridgeBench()
-    process.exit(0)
-  }
+  await runBridgeBench()
+  process.exit(0)
 }

@@ -21,6 +21,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type MqttClient } from 'mqtt'
 import { startMosquitto } from '../helpers/mosquitto.ts'
+import { bundled } from './bundled.ts'
 import { cpuSeconds } from './proc.ts'
 
 const RATE = Number(process.env.BENCH_ISO_RATE ?? 2_000) // msg/s on the measured stream
@@ -185,10 +186,11 @@ async function runBroker(url: string, port: number, pid: number, name: string): 
 export async function startOurs(
   maxQueued: number | undefined = MAX_QUEUED
 ): Promise<{ port: number; child: ChildProcess }> {
-  const script = fileURLToPath(new URL('./isolation-gateway.ts', import.meta.url))
+  // Run from a bundle, as `uns-bridge start` runs the code (bundled.ts).
+  const entry = await bundled('./isolation-gateway.ts')
   // BENCH_ISO_NODE_ARGS: extra node flags for our gateway's process (e.g. --cpu-prof).
   const extra = (process.env.BENCH_ISO_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const child = spawn(process.execPath, [...extra, '--import', 'tsx', script], {
+  const child = spawn(process.execPath, [...extra, ...entry.nodeArgs, entry.path], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: {
       ...process.env,
