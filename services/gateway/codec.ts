@@ -33,6 +33,7 @@ interface Meta {
 }
 
 const MAX_META_BYTES = 65_535 // the length prefix is 16 bits
+const EMPTY = new Uint8Array(0)
 
 export function encodePacket(p: WirePacket, extra?: Record<string, unknown>): Uint8Array {
   const meta: Meta = { t: p.topic, q: p.qos }
@@ -43,13 +44,16 @@ export function encodePacket(p: WirePacket, extra?: Record<string, unknown>): Ui
   if (p.clientId !== undefined) meta.i = p.clientId
   if (p.messageId !== undefined) meta.m = p.messageId
   if (extra !== undefined) meta.x = extra
-  const head = Buffer.from(JSON.stringify(meta))
-  if (head.length > MAX_META_BYTES) throw new Error('packet metadata too long to encode')
-  const payload = p.payload ?? Buffer.alloc(0)
-  const out = Buffer.allocUnsafe(2 + head.length + payload.length)
-  out.writeUInt16BE(head.length, 0)
-  head.copy(out, 2)
-  Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).copy(out, 2 + head.length)
+  // Written straight into the value: this runs once per queued message, and a buffer for the
+  // JSON and a view of the payload to copy from were two allocations and a copy more.
+  const head = JSON.stringify(meta)
+  const headBytes = Buffer.byteLength(head)
+  if (headBytes > MAX_META_BYTES) throw new Error('packet metadata too long to encode')
+  const payload: Uint8Array = p.payload ?? EMPTY
+  const out = Buffer.allocUnsafe(2 + headBytes + payload.byteLength)
+  out.writeUInt16BE(headBytes, 0)
+  out.write(head, 2, 'utf8')
+  out.set(payload, 2 + headBytes)
   return out
 }
 

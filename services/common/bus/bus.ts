@@ -178,7 +178,7 @@ export function bucketName(prefix: string, bucket: string): string {
 // The NATS protocol splits on space and tab and ends lines at CR LF; a token that is exactly
 // `*` or `>` is a wildcard, while `a>b` is a literal.
 const SUBJECT_TOKEN = /^[^ \t\r\n.]+$/
-const KV_KEY = /^[-/=\w]+(\.[-/=\w]+)*$/ // what the NATS KV client accepts (kv.ts validateKey)
+const KV_KEY = /^[-/=\w]+(?:\.[-/=\w]+)*$/ // what the NATS KV client accepts (kv.ts validateKey)
 
 /** Throws a ValidationError unless `subject` is valid NATS (wildcards only where allowed). */
 export function validateSubject(subject: string, { wildcards = false } = {}): void {
