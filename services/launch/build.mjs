@@ -105,19 +105,14 @@ function keepModuleUrls(compiled) {
   return {
     name: 'keep-module-urls',
     setup(build) {
-      build.onLoad({ filter: /\.(ts|mjs|json)$/ }, (args) => {
+      build.onLoad({ filter: /\.(ts|json)$/ }, (args) => {
         if (args.path.includes(`${sep}node_modules${sep}`)) return undefined
         const bytes = readFileSync(args.path)
         compiled.set(args.path, bytes)
         const fromBundle = relative(CACHE, args.path).split(sep).join('/')
         const url = `new URL(${JSON.stringify(fromBundle)}, import.meta.url).href`
         const text = bytes.toString('utf8').replaceAll('import.meta.url', url)
-        const loader = args.path.endsWith('.json')
-          ? 'json'
-          : args.path.endsWith('.mjs')
-            ? 'js'
-            : 'ts'
-        return { contents: text, loader }
+        return { contents: text, loader: args.path.endsWith('.json') ? 'json' : 'ts' }
       })
     },
   }

@@ -5,8 +5,11 @@
  * never spends. Made once per bench process and entry.
  */
 import { fileURLToPath } from 'node:url'
-// @ts-expect-error plain JS, no declarations: it runs before anything can read TypeScript
-import { buildEntry } from '../../services/launch/build.mjs'
+
+// Imported by its path, so a bundle of a bench leaves build.mjs out and it runs as itself: bundled,
+// its own `import.meta.url` and the plugin's text naming it would be rewritten alike.
+const BUILD = new URL('../../services/launch/build.mjs', import.meta.url).href
+type BuildEntry = (entry: string, name: string) => Promise<string>
 
 const made = new Map<string, Promise<string>>()
 
@@ -17,9 +20,9 @@ export function bundled(entry: string): Promise<{ path: string; nodeArgs: string
     return Promise.resolve({ path: source, nodeArgs: ['--import', 'tsx'] })
   let path = made.get(entry)
   if (!path) {
-    path = (buildEntry as (e: string, n: string) => Promise<string>)(
-      source,
-      `bench-${entry.replace(/^\.\/|\.ts$/g, '')}`
+    const name = `bench-${entry.replace(/^\.\/|\.ts$/g, '')}`
+    path = import(BUILD).then(({ buildEntry }: { buildEntry: BuildEntry }) =>
+      buildEntry(source, name)
     )
     made.set(entry, path)
   }
