@@ -77,27 +77,29 @@ export function readFairly(client: ReadingClient, packetsPerTurn: number): void 
     setImmediate(readBatch)
   }
 
+  /**
+   * aedes' count of a packet done (or of a 'readable' event, as its own listener counts it): true
+   * when nothing is in flight and the next read may start.
+   */
+  function batchDone(): boolean {
+    if (client._paused) return false
+    client._parsingBatch--
+    if (client._parsingBatch > 0) return false
+    client._parsingBatch = 0
+    return !parsing
+  }
+
   client._nextBatch = (err) => {
     if (err) {
       client.emit('error', err)
       return
     }
-    if (client._paused) return
-    client._parsingBatch--
-    if (client._parsingBatch <= 0) {
-      client._parsingBatch = 0
-      if (!parsing) schedule()
-    }
+    if (batchDone()) schedule()
   }
   // A socket that was idle is read in the turn its data came, as aedes reads it: a lone packet
   // waited a further turn of the loop for `setImmediate`. A burst still goes a batch per turn.
   conn.on('readable', () => {
-    if (client._paused) return
-    client._parsingBatch-- // as aedes' own listener (its `nextBatch`) counts it
-    if (client._parsingBatch <= 0) {
-      client._parsingBatch = 0
-      if (!parsing && !scheduled) readBatch()
-    }
+    if (batchDone() && !scheduled) readBatch()
   })
 }
 

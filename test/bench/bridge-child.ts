@@ -1,6 +1,6 @@
 /**
  * The bridge bench's child processes (bridge.ts `startOurBridge`), run from a bundle: `link
- * <localUrl> <upstreamPort> [direction]` or `fabric <upstreamPort> [colocated] [link options]`.
+ * <localUrl> <upstreamPort> [direction]` or `fabric <upstreamPort> [colocated]`.
  */
 import { runFabric, runLink, type Direction } from './bridge.ts'
 

@@ -3,10 +3,9 @@
  * process so the measuring clients do not share its event loop, as they do not share
  * Mosquitto's. Prints `{"port":…}` once it listens; SIGTERM closes it.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
