@@ -42,6 +42,12 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('connections cut because their pending deliveries passed the bound'),
+  queueCatchUps: z
+    .number()
+    .int()
+    .describe(
+      'persistent sessions at the pending bound that caught up from their queue on the same connection instead of being cut'
+    ),
   qos0Dropped: z
     .number()
     .int()

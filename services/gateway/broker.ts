@@ -8,7 +8,7 @@ import { ackAfterStore, type AckingClient } from './ack-after-store.ts'
 import { coalesceWrites } from './coalesce-writes.ts'
 import { createGracefulClose, type ClosingClient } from './graceful-close.ts'
 import { orderOwnEmits, type OrderedBroker } from './emit-order.ts'
-import { createConnackGate, type ConnackGate, type GatedClient } from './connack-gate.ts'
+import type { ConnackGate, GatedClient } from './connack-gate.ts'
 import { createHooks, type HookContext } from './hooks.ts'
 import type { GatewayCounters } from './metrics.ts'
 import type { AedesMq } from './mq.ts'
@@ -26,7 +26,8 @@ import type { StoreClient } from '../contracts/store-client.ts'
 // batch waits for setImmediate, which also lets the socket writes of a turn go out together:
 // the full bridge path runs ~30 % faster than with aedes' back-to-back reads.
 const PACKETS_PER_TURN = 256
-import { createOutboundLimiter, type OutboundLimiter, type Pending } from './outbound.ts'
+import type { OutboundLimiter } from './outbound.ts'
+import { boundDeliveries } from './delivery-bounds.ts'
 import type { BusPersistence } from './persistence.ts'
 
 export interface BrokerLimits {
@@ -133,35 +134,7 @@ export async function createBroker({
     denied: new WeakSet(),
   }
   storeOnlyGrantedSubscriptions(persistence, ctx.principals)
-  const slowConsumer = (client: { id?: string | null; conn?: Duplex }, pending: Pending) => {
-    counters.slowConsumers++
-    log.warn(
-      { clientId: client.id, ...pending },
-      'client cut as a slow consumer: its pending deliveries passed the bound'
-    )
-    client.conn?.destroy()
-  }
-  const outbound = createOutboundLimiter(limits, slowConsumer, () => counters.qos0Dropped++)
-  const connackGate = createConnackGate({
-    limits,
-    onOverflow: slowConsumer,
-    onDrainedForgotten: () => counters.drainedForgotten++,
-  })
-  // A persistent session catching up tells its gate when to hold live messages again
-  // (connack-gate.ts); a clean one has nothing left to its queue, so its queue is read once.
-  const outgoingStream = persistence.outgoingStream
-  persistence.outgoingStream = (client) => {
-    const gated = client as unknown as GatedClient
-    return outgoingStream(client, {
-      ...(gated.clean === false
-        ? {
-            holdLive: () => connackGate.holdLive(gated),
-            caughtUp: () => connackGate.caughtUp(gated),
-          }
-        : {}),
-      onHandedOut: (p) => connackGate.drained(gated, p),
-    })
-  }
+  const { connackGate, outbound } = boundDeliveries({ persistence, limits, counters, log })
   const aedes = await Aedes.createBroker({
     id,
     mq,

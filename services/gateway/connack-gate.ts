@@ -23,6 +23,24 @@ interface LivePacket {
   brokerCounter?: number
 }
 
+/**
+ * Where a connection's deliveries are wrapped: on the client itself before its CONNECT is read
+ * (subscriptions restored from the session take what is there), or, for a session that catches up
+ * again mid-connection, in front of its counted deliveries (outbound.ts `detour`).
+ */
+export interface DeliverSlot {
+  get(): { deliver0: Deliver; deliverQoS: Deliver }
+  set(d: { deliver0: Deliver; deliverQoS: Deliver }): void
+}
+
+const onClient = (client: GatedClient): DeliverSlot => ({
+  get: () => ({ deliver0: client.deliver0, deliverQoS: client.deliverQoS }),
+  set: (d) => {
+    client.deliver0 = d.deliver0
+    client.deliverQoS = d.deliverQoS
+  },
+})
+
 /** Where a message comes from: its gateway's broker id and that gateway's counter. */
 export interface Origin {
   brokerId?: string
@@ -35,7 +53,7 @@ export interface Origin {
  * before it delivers the message (enqueueOffline before emitPacket); a retained copy is not
  * queued.
  */
-function queuedToo(client: GatedClient, packet: LivePacket): boolean {
+export function queuedToo(client: GatedClient, packet: LivePacket): boolean {
   if (client.clean !== false || !packet.qos || packet.retain || packet.topic === undefined)
     return false
   for (const [filter, sub] of Object.entries(client.subscriptions ?? {}))
@@ -85,7 +103,9 @@ function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  * dropped and their callbacks run (a persistent session still has its QoS > 0 copies in the
  * queue). What is held counts against the connection's outbound bound (outbound.ts): a session
  * that resumes a backlog and does not read while live messages keep coming is cut as a slow
- * consumer, not left to grow.
+ * consumer, not left to grow. A session that catches up again mid-connection is held the same
+ * way, in front of its counted deliveries (`hold(client, slot)`, queue-catch-up.ts), and released
+ * when that drain ends.
  */
 const RELEASE_SLICE = 64 // held deliveries written per turn of the event loop
 /** How long after the release a live copy of a drained message is still recognised. */
@@ -163,97 +183,52 @@ class Held {
   }
 }
 
+export interface ConnackGateOptions {
+  limits: OutboundLimits
+  /** Undefined if the connection may take one more delivery now, else when it may. */
+  room?: (client: GatedClient) => Promise<void> | undefined
+  /**
+   * Read the session's queue again, then `release` it: live messages came faster than a slow
+   * reader took what was held (queue-catch-up.ts). Without it such a session is cut.
+   */
+  drainAgain?: (client: GatedClient) => void
+  onOverflow: (client: GatedClient, held: { messages: number; bytes: number }) => void
+  /** A drained message was not remembered (MAX_DRAINED_REMEMBERED): its live copy may repeat. */
+  onDrainedForgotten?: () => void
+}
+
+/** What every held connection of one gate shares. */
+interface GateState extends Required<Omit<ConnackGateOptions, 'drainAgain'>> {
+  drainAgain: ConnackGateOptions['drainAgain']
+  /** Client → how to end its hold: deliver what was held (CONNACK sent) or drop it (closed). */
+  holds: WeakMap<GatedClient, (deliver: boolean) => void>
+  /** Clients whose live QoS > 0 messages with a queued copy are still left to the drain. */
+  leftToQueue: WeakSet<GatedClient>
+  /** Clients whose drain is in its last read, and those that went back to the queue meanwhile. */
+  lastRead: WeakSet<GatedClient>
+  relapsed: WeakSet<GatedClient>
+  drainedOf: WeakMap<GatedClient, Drained>
+}
+
 export function createConnackGate({
   limits,
   onOverflow,
   onDrainedForgotten = () => {},
-}: {
-  limits: OutboundLimits
-  onOverflow: (client: GatedClient, held: { messages: number; bytes: number }) => void
-  /** A drained message was not remembered (MAX_DRAINED_REMEMBERED): its live copy may repeat. */
-  onDrainedForgotten?: () => void
-}) {
-  // Client → how to end its hold: deliver what was held (CONNACK sent) or drop it (closed).
-  const holds = new WeakMap<GatedClient, (deliver: boolean) => void>()
-  // Clients whose live QoS > 0 messages with a queued copy are still left to the drain.
-  const leftToQueue = new WeakSet<GatedClient>()
-  // Clients whose drain is in its last read, and those that went back to the queue meanwhile.
-  const lastRead = new WeakSet<GatedClient>()
-  const relapsed = new WeakSet<GatedClient>()
-  const drainedOf = new WeakMap<GatedClient, Drained>()
-  const drainedBefore = (client: GatedClient, packet: unknown): boolean =>
-    drainedOf.get(client)?.take(packet as Origin) ?? false
-
-  function hold(client: GatedClient): void {
-    const { deliver0, deliverQoS } = client
-    const held = new Held()
-    let holding = true
-    let overflowed = false
-    const gate =
-      (deliver: Deliver): Deliver =>
-      (packet, cb) => {
-        // Subscriptions restored before CONNACK keep this wrapper, which only forwards once
-        // released; subscriptions made later get the original functions back.
-        if (drainedBefore(client, packet)) return cb()
-        if (!holding) return deliver(packet, cb)
-        const queued = queuedToo(client, packet as LivePacket)
-        if (leftToQueue.has(client) && queued) return cb()
-        if (overflowed || !held.fits(packet, limits)) {
-          // The drain's last read is slow and live messages keep coming: what has a queued copy
-          // is left to the queue again and the drain reads once more, rather than cut a session
-          // that reads as fast as it is sent to.
-          if (!overflowed && queued && lastRead.has(client)) {
-            relapse()
-            return cb()
-          }
-          if (!overflowed) onOverflow(client, held.size())
-          overflowed = true
-          return cb()
-        }
-        held.push({ deliver, packet, cb })
-      }
-    const relapse = () => {
-      lastRead.delete(client)
-      leftToQueue.add(client)
-      relapsed.add(client)
-      held.drop((packet) => queuedToo(client, packet as LivePacket))
-    }
-    client.deliver0 = gate(deliver0)
-    client.deliverQoS = gate(deliverQoS)
-    leftToQueue.add(client)
-    drainedOf.set(client, new Drained())
-    const open = () => {
-      holding = false
-      leftToQueue.delete(client)
-      client.deliver0 = deliver0
-      client.deliverQoS = deliverQoS
-      // Dropped ones only run their callbacks: the socket is gone, and a persistent session
-      // still has its QoS > 0 copies in the queue.
-      held.drop(() => true)
-    }
-    // What was held goes out a slice per turn of the event loop, still in order: live messages
-    // held behind a long backlog are thousands, and written at once they held every other
-    // client for ~100 ms (npm run bench -- isolation). New ones queue behind them meanwhile.
-    const releaseSome = () => {
-      if (client.conn.destroyed) return open()
-      for (const h of held.take(RELEASE_SLICE)) {
-        if (drainedBefore(client, h.packet)) h.cb()
-        else h.deliver(h.packet, h.cb)
-      }
-      if (held.size().messages > 0) setImmediate(releaseSome)
-      else open()
-    }
-    holds.set(client, (deliver) => {
-      holds.delete(client)
-      if (deliver) releaseSome()
-      else open()
-      setTimeout(() => drainedOf.delete(client), DRAINED_GRACE_MS).unref()
-    })
-    client.conn.once('close', () => holds.get(client)?.(false))
+  room = () => undefined,
+  drainAgain,
+}: ConnackGateOptions) {
+  const g: GateState = {
+    ...{ limits, onOverflow, onDrainedForgotten, room, drainAgain },
+    holds: new WeakMap(),
+    leftToQueue: new WeakSet(),
+    lastRead: new WeakSet(),
+    relapsed: new WeakSet(),
+    drainedOf: new WeakMap(),
   }
+  const { holds, leftToQueue, lastRead, relapsed, drainedOf } = g
 
   return {
-    hold,
+    hold: (client: GatedClient, slot: DeliverSlot = onClient(client)) => hold(g, client, slot),
     /** From now on hold live messages too: the drain reads the queue one last time. */
     holdLive(client: GatedClient): void {
       leftToQueue.delete(client)
@@ -281,3 +256,105 @@ export function createConnackGate({
   }
 }
 export type ConnackGate = ReturnType<typeof createConnackGate>
+
+function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
+  const {
+    holds,
+    leftToQueue,
+    lastRead,
+    relapsed,
+    drainedOf,
+    limits,
+    onOverflow,
+    room,
+    drainAgain,
+  } = g
+  const drainedBefore = (packet: unknown): boolean =>
+    drainedOf.get(client)?.take(packet as Origin) ?? false
+  const { deliver0, deliverQoS } = slot.get()
+  const held = new Held()
+  let holding = true
+  let overflowed = false
+  const gate =
+    (deliver: Deliver): Deliver =>
+    (packet, cb) => {
+      // Subscriptions restored before CONNACK keep this wrapper, which only forwards once
+      // released; subscriptions made later get the original functions back.
+      if (drainedBefore(packet)) return cb()
+      if (!holding) return deliver(packet, cb)
+      const queued = queuedToo(client, packet as LivePacket)
+      if (leftToQueue.has(client) && queued) return cb()
+      if (overflowed || !held.fits(packet, limits)) {
+        // The drain's last read is slow and live messages keep coming: what has a queued copy
+        // is left to the queue again and the drain reads once more, rather than cut a session
+        // that reads as fast as it is sent to.
+        if (!overflowed && queued && lastRead.has(client)) {
+          relapse()
+          return cb()
+        }
+        // Released slower than live messages come (the reader is slow): back to the queue,
+        // and a new drain reads it (queue-catch-up.ts), rather than cut the session.
+        if (!overflowed && queued && !holds.has(client) && drainAgain) {
+          readAgain()
+          return cb()
+        }
+        if (!overflowed) onOverflow(client, held.size())
+        overflowed = true
+        return cb()
+      }
+      held.push({ deliver, packet, cb })
+    }
+  const relapse = () => {
+    lastRead.delete(client)
+    leftToQueue.add(client)
+    relapsed.add(client)
+    held.drop((packet) => queuedToo(client, packet as LivePacket))
+  }
+  const readAgain = () => {
+    releasing++ // the release under way stops
+    leftToQueue.add(client)
+    held.drop((packet) => queuedToo(client, packet as LivePacket))
+    holds.set(client, release)
+    drainAgain!(client)
+  }
+  slot.set({ deliver0: gate(deliver0), deliverQoS: gate(deliverQoS) })
+  leftToQueue.add(client)
+  drainedOf.set(client, new Drained())
+  const open = () => {
+    holding = false
+    leftToQueue.delete(client)
+    slot.set({ deliver0, deliverQoS })
+    // Dropped ones only run their callbacks: the socket is gone, and a persistent session
+    // still has its QoS > 0 copies in the queue.
+    held.drop(() => true)
+    setTimeout(() => drainedOf.delete(client), DRAINED_GRACE_MS).unref()
+  }
+  // What was held goes out a slice per turn of the event loop, still in order: live messages
+  // held behind a long backlog are thousands, and written at once they held every other
+  // client for ~100 ms (npm run bench -- isolation). New ones queue behind them meanwhile.
+  const closed = new Promise<void>((resolve) => client.conn.once('close', () => resolve()))
+  // And only while the connection has room (outbound.ts `room`): a slice written into a
+  // reader slower than the release passed its bound, and the session was cut for it.
+  let releasing = 0 // which release is under way: a new drain (readAgain) stops the last one
+  const releaseSome = (which: number) => {
+    if (which !== releasing) return
+    if (client.conn.destroyed) return open()
+    for (let n = 0; n < RELEASE_SLICE && held.size().messages > 0; n++) {
+      const wait = room(client)
+      if (wait)
+        return void Promise.race([wait, closed]).then(() => setImmediate(releaseSome, which))
+      const [h] = held.take(1)
+      if (drainedBefore(h!.packet)) h!.cb()
+      else h!.deliver(h!.packet, h!.cb)
+    }
+    if (held.size().messages > 0) setImmediate(releaseSome, which)
+    else open()
+  }
+  const release = (deliver: boolean) => {
+    holds.delete(client)
+    if (deliver) releaseSome(++releasing)
+    else open()
+  }
+  holds.set(client, release)
+  client.conn.once('close', () => holds.get(client)?.(false))
+}

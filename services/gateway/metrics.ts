@@ -85,6 +85,11 @@ export function registerGatewayMetrics({
     'slowConsumers'
   )
   counter(
+    'ub_gateway_queue_catch_ups_total',
+    'persistent sessions at maxPendingMessages/maxPendingBytes that caught up from their queue on the same connection instead of being cut',
+    'queueCatchUps'
+  )
+  counter(
     'ub_gateway_qos0_dropped_total',
     'QoS 0 deliveries dropped for a connection whose pending deliveries were at maxPendingMessages/maxPendingBytes',
     'qos0Dropped'
@@ -217,6 +222,7 @@ export function createCounters(): GatewayCounters {
     subscribeDenied: 0,
     deliveryDenied: 0,
     slowConsumers: 0,
+    queueCatchUps: 0,
     qos0Dropped: 0,
     drainedForgotten: 0,
     queueRedelivered: 0,

@@ -29,56 +29,138 @@ export interface Pending {
  * only its own memory, and this bound caps that memory. At it a QoS 0 delivery is dropped (QoS 0
  * promises nothing; Mosquitto drops it too): a bridge link carrying a QoS 0 stream faster than its
  * upstream takes it loses those messages, not its connection and everything in flight on it. A
- * QoS > 0 delivery at the bound closes the connection as a slow consumer, as NATS does. Nothing
- * QoS > 0 of a persistent session is lost by that: every such message sits in the session's queue
- * until acknowledged, and comes again on the next connection.
+ * QoS > 0 delivery at the bound to a persistent session is in the session's queue already: the
+ * session then catches up from its queue on the same connection, as it does when it resumes
+ * (queue-catch-up.ts), and nothing of it waits in memory meanwhile. Any other QoS > 0 delivery at
+ * the bound closes the connection as a slow consumer, as NATS does.
  */
 export function createOutboundLimiter(
   limits: OutboundLimits,
   onSlowConsumer: (client: OutboundClient, pending: Pending) => void,
-  onQos0Dropped: (client: OutboundClient) => void
+  onQos0Dropped: (client: OutboundClient) => void,
+  /**
+   * At the bound, before cutting: may this client catch up from its queue instead (a persistent
+   * session whose copy of `packet` is queued, queue-catch-up.ts)? True if it now does.
+   */
+  catchUpInstead: (client: OutboundClient, packet: unknown) => boolean = () => false
 ) {
+  const states = new WeakMap<OutboundClient, Counted>()
+
   /** Count every delivery of `client` from hand-out to written; call before the connack gate. */
   function attach(client: OutboundClient): void {
-    const pending: Pending = { messages: 0, bytes: 0 }
-    let cut = false
-    // `atMostOnce`: aedes' deliver0, which a QoS 0 subscription calls with the packet as published
-    // (its `qos` may say 1): whatever it carries goes out as QoS 0.
+    const state = new Counted(limits)
+    states.set(client, state)
     const counted =
       (inner: Deliver, atMostOnce: boolean): Deliver =>
       (packet, cb) => {
-        if (cut) return cb()
+        if (state.cut) return cb()
         const bytes = payloadBytes(packet)
-        if (
-          pending.messages + 1 > limits.maxPendingMessages ||
-          pending.bytes + bytes > limits.maxPendingBytes
-        ) {
+        if (!state.fits(bytes)) {
           if (atMostOnce) {
             onQos0Dropped(client)
             return cb()
           }
-          cut = true
-          onSlowConsumer(client, { ...pending })
+          // Left to the queue, which holds it: nothing is lost, and the session is not cut.
+          if (catchUpInstead(client, packet)) return cb()
+          state.cut = true
+          onSlowConsumer(client, { ...state.pending })
           return cb()
         }
-        pending.messages++
-        pending.bytes += bytes
+        state.add(bytes)
         inner(packet, (...args) => {
-          pending.messages--
-          pending.bytes -= bytes
+          state.remove(bytes)
           cb(...args)
         })
       }
     const deliver0 = counted(client.deliver0, true)
     const deliverQoS = counted(client.deliverQoS, false)
-    client.deliver0 = deliver0
     // aedes' deliverQoS hands QoS 0 packets to `this.deliver0`, which is counted already.
-    client.deliverQoS = (packet, cb) =>
+    const countedQoS: Deliver = (packet, cb) =>
       (packet as { qos?: number }).qos === 0 ? deliver0(packet, cb) : deliverQoS(packet, cb)
+    state.counted = { deliver0, deliverQoS: countedQoS }
+    // aedes keeps the function a SUBSCRIBE found on the client, so a detour set later (a session
+    // catching up from its queue mid-connection) is taken here, not by replacing these.
+    client.deliver0 = (packet, cb) => (state.route ?? state.counted).deliver0(packet, cb)
+    client.deliverQoS = (packet, cb) => (state.route ?? state.counted).deliverQoS(packet, cb)
   }
 
-  return { attach }
+  return {
+    attach,
+    /**
+     * Where `client`'s deliveries go next: `set` a wrapper of `get()` (the counted deliveries) to
+     * put something in front of them; setting `get()` back removes it. For the connack gate.
+     */
+    detour(client: OutboundClient): Detour | undefined {
+      const state = states.get(client)
+      if (!state) return undefined
+      return {
+        get: () => state.counted,
+        set: (d) => void (state.route = d === state.counted ? undefined : d),
+      }
+    },
+    /**
+     * Undefined while `client` has at most half the bound pending, else a promise of when it
+     * has: a drain or a release hands it one more message only then, so it never reaches the
+     * bound itself. Never settles for a connection that stops reading: race it with its close.
+     */
+    room(client: OutboundClient): Promise<void> | undefined {
+      return states.get(client)?.room()
+    },
+  }
 }
+
+export interface Deliveries {
+  deliver0: Deliver
+  deliverQoS: Deliver
+}
+
+/** The pair of deliver functions one connection's deliveries go through next. */
+export interface Detour {
+  get(): Deliveries
+  set(d: Deliveries): void
+}
+
+/** One connection's pending deliveries, and who waits for room among them. */
+class Counted {
+  readonly pending: Pending = { messages: 0, bytes: 0 }
+  cut = false
+  counted!: Deliveries
+  route: Deliveries | undefined
+  private waiting: Array<() => void> = []
+
+  constructor(private readonly limits: OutboundLimits) {}
+
+  fits(bytes: number): boolean {
+    return (
+      this.pending.messages + 1 <= this.limits.maxPendingMessages &&
+      this.pending.bytes + bytes <= this.limits.maxPendingBytes
+    )
+  }
+
+  add(bytes: number): void {
+    this.pending.messages++
+    this.pending.bytes += bytes
+  }
+
+  remove(bytes: number): void {
+    this.pending.messages--
+    this.pending.bytes -= bytes
+    if (this.waiting.length > 0 && this.roomy()) for (const w of this.waiting.splice(0)) w()
+  }
+
+  room(): Promise<void> | undefined {
+    if (this.roomy() || this.cut) return undefined
+    return new Promise((resolve) => this.waiting.push(resolve))
+  }
+
+  private roomy(): boolean {
+    return (
+      this.pending.messages <= this.limits.maxPendingMessages / 2 &&
+      this.pending.bytes <= this.limits.maxPendingBytes / 2
+    )
+  }
+}
+
 export type OutboundLimiter = ReturnType<typeof createOutboundLimiter>
 
 export function payloadBytes(packet: unknown): number {

@@ -165,6 +165,7 @@ export async function createBusPersistence({
     holdWritesFor: outgoing.setLiveHere,
     expectWrites: outgoing.expectWrites,
     connectionClosed: outgoing.closed,
+    queueCatchUp: outgoing.catchUp,
 
     /** Session expiry (persistence/expiry.ts): seen now, unseen since, and the end of one. */
     touchSession: subs.touch,

@@ -71,11 +71,11 @@ async function sweepOne(options: QueueSweepOptions, client: Client): Promise<voi
     { clientId: client.id, count: packets.length },
     'queued messages whose live copy never came: delivering them from the queue'
   )
-  for (const p of packets) deliverAgain(client, p)
+  for (const p of packets) deliverPastDedupe(client as unknown as DedupingClient, p)
   options.onRedelivered(packets.length)
 }
 
-type DedupingClient = Client & {
+export type DedupingClient = Pick<Client, 'id'> & {
   duplicates: Record<string, number | undefined>
   deliverQoS(packet: WirePacket, cb: () => void): void
 }
@@ -84,20 +84,24 @@ type DedupingClient = Client & {
  * Through aedes' own QoS delivery (grants re-checked by `authorizeForward`, the packet id
  * recorded by the persistence so the PUBACK erases the entry), past its per-client dedupe, which
  * would refuse a counter below the highest seen live from that gateway and erase the entry. The
- * record is put back as it was: the next live copy is judged as before.
+ * record is put back as it was: the next live copy is judged as before. `deliver` is the client's
+ * QoS delivery unless told (a session catching up from its queue skips its gate).
  */
-function deliverAgain(client: Client, packet: WirePacket): void {
-  const c = client as DedupingClient
+export function deliverPastDedupe(
+  client: DedupingClient,
+  packet: WirePacket,
+  deliver: (packet: WirePacket, cb: () => void) => void = (p, cb) => client.deliverQoS(p, cb)
+): void {
   const origin = packet.brokerId
-  if (origin === undefined) return c.deliverQoS(packet, () => {})
-  const seen = c.duplicates[origin]
-  delete c.duplicates[origin]
+  if (origin === undefined) return deliver(packet, () => {})
+  const seen = client.duplicates[origin]
+  delete client.duplicates[origin]
   try {
-    c.deliverQoS(packet, () => {})
+    deliver(packet, () => {})
   } finally {
     // Exactly as it was, not raised: a live copy numbered between the two, still on its way,
     // would be refused as seen and its queued copy erased with it.
-    if (seen === undefined) delete c.duplicates[origin]
-    else c.duplicates[origin] = seen
+    if (seen === undefined) delete client.duplicates[origin]
+    else client.duplicates[origin] = seen
   }
 }

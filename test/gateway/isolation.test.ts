@@ -65,24 +65,47 @@ describe('a client that stops reading', () => {
     )
   }
 
-  it('does not stall the others while subscribed, and keeps its queue for the next connection', async () => {
+  it('does not stall the others while subscribed, and catches up from its queue on the same connection', async () => {
     const { gw, publisher, got } = await setUp()
     const stalled = await stalledSubscriber(gw, 'stalled-live')
-    stalled.socket.pause() // never reads again: its receive window fills
+    stalled.socket.pause() // stops reading: its receive window fills
 
     const sent = publishAll(publisher, 0, COUNT)
     // Without the bound, 100 deliveries waiting for the stalled socket held every dispatch slot
     // and the healthy subscriber got nothing more until aedes' 60 s drain timeout.
     await got.waitFor(COUNT, 15_000)
     await sent
-    // Cut as a slow consumer (its paused socket does not see the close: the gateway's count does).
-    await eventually(() => gw.stats().slowConsumers === 1, 5_000)
-    stalled.end()
+    // At the bound its messages are left to its queue, not held in memory, and it is not cut
+    // (before: cut as a slow consumer, and a bridge link so cut dialled again every ~10,000).
+    await eventually(() => gw.stats().queueCatchUps === 1, 5_000)
+    expect(gw.stats().slowConsumers).toBe(0)
 
-    // Its persistent session kept every QoS 1 message.
-    const back = await reconnect(gw, 'stalled-live')
-    await back.waitFor(COUNT, 15_000)
-    expect(new Set(back.messages.map((m) => m.topic)).size).toBe(COUNT)
+    // Reading again, on the same connection: every message once, in the order published.
+    stalled.socket.resume()
+    const published = () => stalled.packets.filter((p) => p.cmd === 'publish')
+    await eventually(() => published().length >= COUNT, 20_000)
+    await new Promise((r) => setTimeout(r, 300)) // a duplicate would come now
+    expect(published().map((p) => (p as { topic: string }).topic)).toEqual(
+      Array.from({ length: COUNT }, (_, i) => `t/${i}`)
+    )
+    expect(stalled.socket.destroyed).toBe(false)
+    expect(gw.stats().slowConsumers).toBe(0)
+  }, 40_000)
+
+  it('cuts a clean session that stops reading at the bound: nothing else holds its messages', async () => {
+    const { gw, publisher, got } = await setUp()
+    const raw = await rawClient(gw.ports.mqtt)
+    closers.push(() => raw.end())
+    raw.send(connectPacket({ clientId: 'stalled-clean', clean: true, keepalive: 0 }))
+    await raw.next('connack')
+    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 1 }] })
+    await raw.next('suback')
+    raw.socket.pause()
+
+    await publishAll(publisher, 0, COUNT)
+    await got.waitFor(COUNT, 15_000)
+    await eventually(() => gw.stats().slowConsumers === 1, 5_000)
+    expect(gw.stats().queueCatchUps).toBe(0)
   }, 40_000)
 
   it('does not stall the others while it resumes a backlog it never reads', async () => {

@@ -180,6 +180,15 @@ export function createOutgoingQueue({
     },
     /** Deliveries handed to the connected session here and not yet acknowledged. */
     inFlight: acks.inFlight,
+    /** What a session catching up on the same connection needs (queue-catch-up.ts). */
+    catchUp: {
+      /** The queue, read one entry at a time (`outgoingStream` reads ahead). */
+      queueOf: (clientId: string, catchUp: CatchUp) => clientQueue(reader, clientId, catchUp),
+      /** The queue keys in flight on its connection: the drain skips them. */
+      keysInFlight: acks.handedOut,
+      /** Write now what is held for it: the drain reads what the connection skips. */
+      writeHeld: (clientId: string) => held.flush(clientId),
+    },
     async outgoingEnqueue(sub: { clientId: string }, packet: WirePacket): Promise<void> {
       await enqueue([sub.clientId], packet)
     },

@@ -49,6 +49,11 @@ export interface CatchUp {
    * the queue meanwhile (too many arrived to hold), and the queue must be read again.
    */
   caughtUp?: () => boolean
+  /**
+   * Keys handed out on this connection already, asked at the first read: a session catching up
+   * mid-connection skips what is in flight to it.
+   */
+  handedOut?: () => Set<string>
 }
 
 /** What reading a session's queue on reconnect needs. */
@@ -131,13 +136,14 @@ export async function listQueue(
 export async function* clientQueue(
   reader: QueueReader,
   clientId: string,
-  { holdLive, onHandedOut, caughtUp = () => true }: CatchUp
+  { holdLive, onHandedOut, caughtUp = () => true, handedOut: inFlight }: CatchUp
 ): AsyncGenerator<WirePacket | PubrelPacket> {
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
   // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
-  let handedOut = new Set<string>()
+  let handedOut: Set<string> | undefined
   for (let last = false; ;) {
     const keys = await listQueue(reader, clientId)
+    handedOut ??= inFlight?.() ?? new Set<string>()
     const still = new Set<string>()
     const fresh: string[] = []
     for (const k of keys) {

@@ -1,0 +1,73 @@
+import type { Duplex } from 'node:stream'
+import type { Logger } from '../common/log.ts'
+import { createConnackGate, type GatedClient } from './connack-gate.ts'
+import type { GatewayCounters } from './metrics.ts'
+import { createOutboundLimiter, type OutboundClient, type OutboundLimits } from './outbound.ts'
+import type { BusPersistence } from './persistence.ts'
+import { createQueueCatchUp } from './queue-catch-up.ts'
+
+/**
+ * What bounds a connection's deliveries, wired together (ARCHITECTURE.md §10): the outbound
+ * limiter counts what waits for its socket, the connack gate holds a session catching up on its
+ * queue, and a persistent session at the bound catches up from its queue instead of being cut
+ * (queue-catch-up.ts). Whatever else passes the bound is cut as a slow consumer.
+ */
+export function boundDeliveries({
+  persistence,
+  limits,
+  counters,
+  log,
+}: {
+  persistence: BusPersistence
+  limits: OutboundLimits
+  counters: GatewayCounters
+  log: Logger
+}) {
+  const slowConsumer = (
+    client: { id?: string | null; conn?: Duplex },
+    pending: { messages: number; bytes: number }
+  ) => {
+    counters.slowConsumers++
+    log.warn(
+      { clientId: client.id, ...pending },
+      'client cut as a slow consumer: its pending deliveries passed the bound'
+    )
+    client.conn?.destroy()
+  }
+  const connackGate = createConnackGate({
+    limits,
+    onOverflow: slowConsumer,
+    onDrainedForgotten: () => counters.drainedForgotten++,
+    room: (client) => outbound.room(client as unknown as OutboundClient),
+    drainAgain: (client) => catchUp.drainAgain(client),
+  })
+  const catchUp = createQueueCatchUp({
+    connackGate,
+    outbound: () => outbound,
+    persistence: persistence.queueCatchUp,
+    onCatchUp: () => counters.queueCatchUps++,
+    log,
+  })
+  const outbound = createOutboundLimiter(
+    limits,
+    slowConsumer,
+    () => counters.qos0Dropped++,
+    catchUp.catchUpInstead
+  )
+  // A persistent session catching up tells its gate when to hold live messages again
+  // (connack-gate.ts); a clean one has nothing left to its queue, so its queue is read once.
+  const outgoingStream = persistence.outgoingStream
+  persistence.outgoingStream = (client) => {
+    const gated = client as unknown as GatedClient
+    return outgoingStream(client, {
+      ...(gated.clean === false
+        ? {
+            holdLive: () => connackGate.holdLive(gated),
+            caughtUp: () => connackGate.caughtUp(gated),
+          }
+        : {}),
+      onHandedOut: (p) => connackGate.drained(gated, p),
+    })
+  }
+  return { connackGate, outbound }
+}
