@@ -117,6 +117,8 @@ export const MAX_DRAINED_REMEMBERED = 100_000
 class Drained {
   private readonly byOrigin = new Map<string, Set<number>>()
   private size = 0
+  /** Holds of the connection still under way: the record outlives the last one by a grace. */
+  holds = 0
 
   /** False when the bound is reached (not remembered). */
   add(p: Origin): boolean {
@@ -319,20 +321,33 @@ function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
   }
   slot.set({ deliver0: gate(deliver0), deliverQoS: gate(deliverQoS) })
   leftToQueue.add(client)
-  drainedOf.set(client, new Drained())
+  // A session held again mid-connection keeps what its last drain handed out: a late live copy
+  // of one is still recognised.
+  const drained = drainedOf.get(client) ?? new Drained()
+  drainedOf.set(client, drained)
+  drained.holds++
+  let onClosed!: () => void
+  const closed = new Promise<void>((resolve) => (onClosed = resolve))
+  const onClose = () => (onClosed(), holds.get(client)?.(false))
+  client.conn.once('close', onClose)
   const open = () => {
+    if (!holding) return
     holding = false
     leftToQueue.delete(client)
     slot.set({ deliver0, deliverQoS })
     // Dropped ones only run their callbacks: the socket is gone, and a persistent session
     // still has its QoS > 0 copies in the queue.
     held.drop(() => true)
-    setTimeout(() => drainedOf.delete(client), DRAINED_GRACE_MS).unref()
+    // Held again and again on one connection (a slow bridge link), it must not gather listeners.
+    client.conn.off('close', onClose)
+    drained.holds--
+    setTimeout(() => {
+      if (drained.holds === 0 && drainedOf.get(client) === drained) drainedOf.delete(client)
+    }, DRAINED_GRACE_MS).unref()
   }
   // What was held goes out a slice per turn of the event loop, still in order: live messages
   // held behind a long backlog are thousands, and written at once they held every other
   // client for ~100 ms (npm run bench -- isolation). New ones queue behind them meanwhile.
-  const closed = new Promise<void>((resolve) => client.conn.once('close', () => resolve()))
   // And only while the connection has room (outbound.ts `room`): a slice written into a
   // reader slower than the release passed its bound, and the session was cut for it.
   let releasing = 0 // which release is under way: a new drain (readAgain) stops the last one
@@ -356,5 +371,4 @@ function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
     else open()
   }
   holds.set(client, release)
-  client.conn.once('close', () => holds.get(client)?.(false))
 }

@@ -90,7 +90,9 @@ async function drain(
   client: CatchingClient,
   deliver: (packet: unknown, cb: () => void) => void
 ): Promise<void> {
-  const closed = new Promise<void>((resolve) => client.conn.once('close', () => resolve()))
+  let onClosed!: () => void
+  const closed = new Promise<void>((resolve) => (onClosed = resolve))
+  client.conn.once('close', onClosed)
   // aedes hands a delivery out at setImmediate (lib/client.js), where it gets its packet id: those
   // already on their way are then in flight, and the drain's first read skips them.
   await new Promise((resolve) => setImmediate(resolve))
@@ -115,5 +117,6 @@ async function drain(
     o.log.warn({ clientId: client.id, err }, 'catching up from the queue failed; closing')
     client.conn.destroy()
   }
+  client.conn.off('close', onClosed)
   o.connackGate.release(client)
 }
