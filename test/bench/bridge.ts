@@ -235,13 +235,18 @@ export async function runFabric(upstreamPort: number, colocated: boolean): Promi
     ...(colocated ? { dial: inProcessDialer(gw) } : {}),
   })
   process.stdout.write(`ready ${gw.url}\n`)
-  // A link cut as a slow consumer reconnects and drains its queue: a low round, explained.
+  // A link cut as a slow consumer reconnects and drains its queue: a low round, explained. One
+  // at its pending bound catches up from its queue on the same connection (queue-catch-up.ts).
   let cuts = 0
+  let catchUps = 0
+  const where = colocated ? ', co-located' : ''
   setInterval(() => {
-    const now = gw.stats().slowConsumers
-    if (now > cuts)
-      console.error(`[fabric${colocated ? ', co-located' : ''}] link cut as a slow consumer`)
-    cuts = now
+    const { slowConsumers, queueCatchUps } = gw.stats()
+    if (slowConsumers > cuts) console.error(`[fabric${where}] link cut as a slow consumer`)
+    if (queueCatchUps > catchUps)
+      console.error(`[fabric${where}] link caught up from its queue ${queueCatchUps - catchUps}×`)
+    cuts = slowConsumers
+    catchUps = queueCatchUps
   }, 1_000).unref()
   process.on(
     'SIGTERM',
