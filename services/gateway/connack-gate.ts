@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream'
-import { payloadBytes, type OutboundLimits } from './outbound.ts'
+import { payloadBytes, type Detour, type OutboundLimits } from './outbound.ts'
+import type { CatchUp } from './persistence/queue-read.ts'
 import { filterMatches } from './topic-match.ts'
 
 type Deliver = (packet: unknown, cb: () => void) => void
@@ -28,12 +29,7 @@ interface LivePacket {
  * (subscriptions restored from the session take what is there), or, for a session that catches up
  * again mid-connection, in front of its counted deliveries (outbound.ts `detour`).
  */
-export interface DeliverSlot {
-  get(): { deliver0: Deliver; deliverQoS: Deliver }
-  set(d: { deliver0: Deliver; deliverQoS: Deliver }): void
-}
-
-const onClient = (client: GatedClient): DeliverSlot => ({
+const onClient = (client: GatedClient): Detour => ({
   get: () => ({ deliver0: client.deliver0, deliverQoS: client.deliverQoS }),
   set: (d) => {
     client.deliver0 = d.deliver0
@@ -81,17 +77,17 @@ export function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  *
  * A persistent session catching up does not hold what its queue already has: the drain reads the
  * queue again until it is nearly caught up (persistence/outgoing.ts), and until it calls
- * `holdLive(client)` a live QoS > 0 message with a copy in the queue is left to the drain. Held
+ * `holdLive` (`drainOf(client)`) a live QoS > 0 message with a copy in the queue is left to the drain. Held
  * instead, every live message during a long drain waited in memory and went out in a burst at
  * the end: 8 sessions catching up on 5,000 messages each held ~50,000 of them and took the loop
  * from every other client for seconds (npm run bench -- isolation).
  *
  * The drain's last read holds live messages within the connection's outbound bound; if more
  * come meanwhile (a slow read on a loaded node), those with a queued copy are left to the queue
- * again and `caughtUp(client)` tells the drain to read once more. Cut instead, a session that
+ * again and `caughtUp` tells the drain to read once more. Cut instead, a session that
  * read as fast as it was sent to lost its connection (and its reconnect, the same race again).
  *
- * The drain tells the gate each message it hands out (`drained`), by origin and counter, so a
+ * The drain tells the gate each message it hands out (`onHandedOut`), by origin and counter, so a
  * live copy of one, held or arriving just after, is dropped rather than sent twice. Not aedes'
  * per-client dedupe record: that keeps the highest counter seen per gateway, and two queue
  * writes of one gateway finish in any order, so a message numbered below one the drain handed
@@ -191,9 +187,9 @@ export interface ConnackGateOptions {
   room?: (client: GatedClient) => Promise<void> | undefined
   /**
    * Read the session's queue again, then `release` it: live messages came faster than a slow
-   * reader took what was held (queue-catch-up.ts). Without it such a session is cut.
+   * reader took what was held (queue-catch-up.ts). False if it cannot: the session is cut.
    */
-  drainAgain?: (client: GatedClient) => void
+  drainAgain?: (client: GatedClient) => boolean
   onOverflow: (client: GatedClient, held: { messages: number; bytes: number }) => void
   /** A drained message was not remembered (MAX_DRAINED_REMEMBERED): its live copy may repeat. */
   onDrainedForgotten?: () => void
@@ -230,23 +226,24 @@ export function createConnackGate({
   const { holds, leftToQueue, lastRead, relapsed, drainedOf } = g
 
   return {
-    hold: (client: GatedClient, slot: DeliverSlot = onClient(client)) => hold(g, client, slot),
-    /** From now on hold live messages too: the drain reads the queue one last time. */
-    holdLive(client: GatedClient): void {
-      leftToQueue.delete(client)
-      lastRead.add(client)
-    },
+    hold: (client: GatedClient, slot: Detour = onClient(client)) => hold(g, client, slot),
     /**
-     * The drain's last read is done: true if the connection held live messages all along
-     * (the drain ends), false if it went back to the queue meanwhile (the drain reads again).
+     * What a drain of `client`'s queue tells the gate (persistence/queue-read.ts): each message
+     * it hands out, so a live copy is not delivered too; and, for a persistent session, when its
+     * last read starts (live messages are held from then on) and whether it caught up (false
+     * when it went back to the queue meanwhile: the drain reads again). A clean session has
+     * nothing left to its queue, so its queue is read once.
      */
-    caughtUp(client: GatedClient): boolean {
-      lastRead.delete(client)
-      return !relapsed.delete(client)
-    },
-    /** The drain handed this message out: a live copy of it is not delivered. */
-    drained(client: GatedClient, packet: Origin): void {
-      if (drainedOf.get(client)?.add(packet) === false) onDrainedForgotten()
+    drainOf(client: GatedClient): CatchUp {
+      return {
+        onHandedOut: (p) => {
+          if (drainedOf.get(client)?.add(p) === false) onDrainedForgotten()
+        },
+        ...(client.clean === false && {
+          holdLive: () => (leftToQueue.delete(client), lastRead.add(client)),
+          caughtUp: () => (lastRead.delete(client), !relapsed.delete(client)),
+        }),
+      }
     },
     release(client: GatedClient): void {
       holds.get(client)?.(true)
@@ -259,7 +256,7 @@ export function createConnackGate({
 }
 export type ConnackGate = ReturnType<typeof createConnackGate>
 
-function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
+function hold(g: GateState, client: GatedClient, slot: Detour): void {
   const {
     holds,
     leftToQueue,
@@ -296,10 +293,7 @@ function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
         }
         // Released slower than live messages come (the reader is slow): back to the queue,
         // and a new drain reads it (queue-catch-up.ts), rather than cut the session.
-        if (!overflowed && queued && !holds.has(client) && drainAgain) {
-          readAgain()
-          return cb()
-        }
+        if (!overflowed && queued && !holds.has(client) && drainAgain && readAgain()) return cb()
         if (!overflowed) onOverflow(client, held.size())
         overflowed = true
         return cb()
@@ -317,7 +311,7 @@ function hold(g: GateState, client: GatedClient, slot: DeliverSlot): void {
     leftToQueue.add(client)
     held.drop((packet) => queuedToo(client, packet as LivePacket))
     holds.set(client, release)
-    drainAgain!(client)
+    return drainAgain!(client)
   }
   slot.set({ deliver0: gate(deliver0), deliverQoS: gate(deliverQoS) })
   leftToQueue.add(client)

@@ -2,7 +2,12 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from '../common/log.ts'
 import { createConnackGate, type GatedClient } from './connack-gate.ts'
 import type { GatewayCounters } from './metrics.ts'
-import { createOutboundLimiter, type OutboundClient, type OutboundLimits } from './outbound.ts'
+import {
+  createOutboundLimiter,
+  type OutboundClient,
+  type OutboundLimits,
+  type Pending,
+} from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 import { createQueueCatchUp } from './queue-catch-up.ts'
 
@@ -23,10 +28,7 @@ export function boundDeliveries({
   counters: GatewayCounters
   log: Logger
 }) {
-  const slowConsumer = (
-    client: { id?: string | null; conn?: Duplex },
-    pending: { messages: number; bytes: number }
-  ) => {
+  const slowConsumer = (client: { id?: string | null; conn?: Duplex }, pending: Pending) => {
     counters.slowConsumers++
     log.warn(
       { clientId: client.id, ...pending },
@@ -54,20 +56,9 @@ export function boundDeliveries({
     () => counters.qos0Dropped++,
     catchUp.catchUpInstead
   )
-  // A persistent session catching up tells its gate when to hold live messages again
-  // (connack-gate.ts); a clean one has nothing left to its queue, so its queue is read once.
+  // aedes' drain of a resumed session tells the gate where it is (connack-gate.ts `drainOf`).
   const outgoingStream = persistence.outgoingStream
-  persistence.outgoingStream = (client) => {
-    const gated = client as unknown as GatedClient
-    return outgoingStream(client, {
-      ...(gated.clean === false
-        ? {
-            holdLive: () => connackGate.holdLive(gated),
-            caughtUp: () => connackGate.caughtUp(gated),
-          }
-        : {}),
-      onHandedOut: (p) => connackGate.drained(gated, p),
-    })
-  }
+  persistence.outgoingStream = (client) =>
+    outgoingStream(client, connackGate.drainOf(client as unknown as GatedClient))
   return { connackGate, outbound }
 }

@@ -52,17 +52,15 @@ interface CatchingClient extends GatedClient {
  */
 export function createQueueCatchUp(o: QueueCatchUpOptions) {
   const catching = new WeakSet<object>()
-  const drainFor = (client: CatchingClient): boolean => {
-    const slot = o.outbound().detour(client)
+  const drainFor = (client: CatchingClient, slot = o.outbound().detour(client)): boolean => {
     if (!slot) return false
     catching.add(client)
     void drain(o, client, slot.get().deliverQoS).finally(() => catching.delete(client))
     return true
   }
-  const drainAgain = (gated: GatedClient): void => {
-    const client = gated as CatchingClient
-    if (catching.has(client) || !drainFor(client)) client.conn.destroy()
-  }
+  // False while a drain of it still runs: the gate then cuts it as a slow consumer (counted).
+  const drainAgain = (gated: GatedClient): boolean =>
+    !catching.has(gated) && drainFor(gated as CatchingClient)
   const catchUpInstead = (outboundClient: OutboundClient, packet: unknown): boolean => {
     const client = outboundClient as unknown as CatchingClient
     if (catching.has(client) || !client.connected || client.closed || client.conn.destroyed)
@@ -80,7 +78,7 @@ export function createQueueCatchUp(o: QueueCatchUpOptions) {
       { clientId: client.id },
       'session at its pending bound: catching up from its queue on the same connection'
     )
-    return drainFor(client)
+    return drainFor(client, slot)
   }
   return { catchUpInstead, drainAgain }
 }
@@ -96,11 +94,8 @@ async function drain(
   // aedes hands a delivery out at setImmediate (lib/client.js), where it gets its packet id: those
   // already on their way are then in flight, and the drain's first read skips them.
   await new Promise((resolve) => setImmediate(resolve))
-  const gate = o.connackGate
   const queue = o.persistence.queueOf(client.id, {
-    holdLive: () => gate.holdLive(client),
-    caughtUp: () => gate.caughtUp(client),
-    onHandedOut: (p) => gate.drained(client, p),
+    ...o.connackGate.drainOf(client),
     handedOut: () => o.persistence.keysInFlight(client.id),
   })
   try {
