@@ -39,7 +39,7 @@ export const gatewayKeys = {
     .min(1)
     .default(10_000)
     .describe(
-      'deliveries one connection may have waiting for its socket; past it QoS 0 is dropped and QoS 1/2 cuts the client as a slow consumer'
+      'deliveries one connection may have waiting for its socket; past it QoS 0 is dropped, a persistent session catches up from its queue, and QoS 1/2 to any other client cuts it as a slow consumer'
     ),
   maxPendingBytes: z.coerce
     .number()
@@ -47,6 +47,15 @@ export const gatewayKeys = {
     .min(1_024)
     .default(16 * 1_048_576)
     .describe('payload bytes one connection may have waiting for its socket (16 MiB)'),
+  writeStallSec: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(86_400)
+    .default(60)
+    .describe(
+      "seconds a connection's socket may take nothing while deliveries wait for it; then it is closed (its persistent session keeps its queue); 0 = never"
+    ),
   sessionMaxQueued: z.coerce
     .number()
     .int()

@@ -42,6 +42,12 @@ export const GatewayCountersSchema = z.object({
     .number()
     .int()
     .describe('connections cut because their pending deliveries passed the bound'),
+  writeStalls: z
+    .number()
+    .int()
+    .describe(
+      'connections closed because their socket took nothing for a while as deliveries waited'
+    ),
   queueCatchUps: z
     .number()
     .int()

@@ -43,6 +43,8 @@ export interface BrokerLimits {
   maxPendingMessages: number
   /** Payload bytes of those deliveries. */
   maxPendingBytes: number
+  /** ms a connection's socket may take nothing while deliveries wait; then closed. 0 = never. */
+  writeStallMs: number
   /** QoS 2 PUBLISHes awaiting PUBREL per client (aedes `maxInflightInbound`); one more: cut. */
   maxInboundQos2: number
   /** A persistent session unseen this long ends (persistence/expiry.ts); 0 = never. */
@@ -134,7 +136,7 @@ export async function createBroker({
     denied: new WeakSet(),
   }
   storeOnlyGrantedSubscriptions(persistence, ctx.principals)
-  const { connackGate, outbound } = boundDeliveries({ persistence, limits, counters, log })
+  const { connackGate, outbound, stalls } = boundDeliveries({ persistence, limits, counters, log })
   const aedes = await Aedes.createBroker({
     id,
     mq,
@@ -176,7 +178,7 @@ export async function createBroker({
     onRedelivered: (n) => (counters.queueRedelivered += n),
     log,
   })
-  const timers = { stop: () => (expiry.stop(), sweep.stop()) }
+  const timers = { stop: () => (expiry.stop(), sweep.stop(), stalls.stop()) }
   const broker = asBroker({
     aedes,
     persistence,

@@ -1,4 +1,3 @@
-import type { Duplex } from 'node:stream'
 import type { Logger } from '../common/log.ts'
 import { createConnackGate, type GatedClient } from './connack-gate.ts'
 import type { GatewayCounters } from './metrics.ts'
@@ -10,6 +9,7 @@ import {
 } from './outbound.ts'
 import type { BusPersistence } from './persistence.ts'
 import { createQueueCatchUp } from './queue-catch-up.ts'
+import { createWriteStallWatch } from './write-stall.ts'
 
 /**
  * What bounds a connection's deliveries, wired together (ARCHITECTURE.md §10): the outbound
@@ -24,11 +24,17 @@ export function boundDeliveries({
   log,
 }: {
   persistence: BusPersistence
-  limits: OutboundLimits
+  limits: OutboundLimits & {
+    /** A connection whose socket took nothing this long with deliveries waiting is closed. */
+    writeStallMs: number
+  }
   counters: GatewayCounters
   log: Logger
 }) {
-  const slowConsumer = (client: { id?: string | null; conn?: Duplex }, pending: Pending) => {
+  const slowConsumer = (
+    client: { id?: string | null; conn?: { destroy(): unknown } },
+    pending: Pending
+  ) => {
     counters.slowConsumers++
     log.warn(
       { clientId: client.id, ...pending },
@@ -50,15 +56,27 @@ export function boundDeliveries({
     onCatchUp: () => counters.queueCatchUps++,
     log,
   })
+  const stalls = createWriteStallWatch<OutboundClient>({
+    stallMs: limits.writeStallMs,
+    onStalled(client, stalledMs) {
+      counters.writeStalls++
+      log.warn(
+        { clientId: client.id, stalledMs },
+        'client cut: its socket took nothing while deliveries waited (writeStallSec)'
+      )
+      client.conn?.destroy()
+    },
+  })
   const outbound = createOutboundLimiter(
     limits,
     slowConsumer,
     () => counters.qos0Dropped++,
-    catchUp.catchUpInstead
+    catchUp.catchUpInstead,
+    stalls
   )
   // aedes' drain of a resumed session tells the gate where it is (connack-gate.ts `drainOf`).
   const outgoingStream = persistence.outgoingStream
   persistence.outgoingStream = (client) =>
     outgoingStream(client, connackGate.drainOf(client as unknown as GatedClient))
-  return { connackGate, outbound }
+  return { connackGate, outbound, stalls }
 }

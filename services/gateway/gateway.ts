@@ -86,6 +86,7 @@ export const DEFAULT_LIMITS: BrokerLimits = {
   keepAliveMax: 0,
   maxPendingMessages: 10_000,
   maxPendingBytes: 16 * 1_048_576, // 16 MiB
+  writeStallMs: 60_000, // 1 min: past any pause of a live reader, well inside TCP's ~15 min give-up
   maxInboundQos2: 100,
   sessionExpiryMs: 7 * 24 * 3_600_000, // 7 days, as the queue's TTL
 }

@@ -76,6 +76,7 @@ export async function startGateway(
       keepAliveMax: config.keepAliveMax,
       maxPendingMessages: config.maxPendingMessages,
       maxPendingBytes: config.maxPendingBytes,
+      writeStallMs: config.writeStallSec * 1_000,
       maxInboundQos2: config.maxInboundQos2,
       sessionExpiryMs: config.sessionExpirySec * 1_000,
     },

@@ -80,21 +80,6 @@ export function registerGatewayMetrics({
     'deliveryDenied'
   )
   counter(
-    'ub_gateway_slow_consumers_total',
-    'connections cut because their pending deliveries passed maxPendingMessages/maxPendingBytes',
-    'slowConsumers'
-  )
-  counter(
-    'ub_gateway_queue_catch_ups_total',
-    'persistent sessions at maxPendingMessages/maxPendingBytes that caught up from their queue on the same connection instead of being cut',
-    'queueCatchUps'
-  )
-  counter(
-    'ub_gateway_qos0_dropped_total',
-    'QoS 0 deliveries dropped for a connection whose pending deliveries were at maxPendingMessages/maxPendingBytes',
-    'qos0Dropped'
-  )
-  counter(
     'ub_gateway_connect_sources_evicted_total',
     'CONNECT budgets of sources forgotten past connectRateSources (least recently seen first)',
     'connectSourcesEvicted'
@@ -120,9 +105,36 @@ export function registerGatewayMetrics({
     'teErrors'
   )
   counter('ub_gateway_auth_failures_total', 'CONNECTs refused by authentication', 'authFailures')
+  registerDeliveryBoundMetrics(counter)
   registerQueueMetrics(counter)
   registerTwinMetrics(counter)
   registerFrontDoorMetrics(counter)
+}
+
+/** What a connection that does not take its deliveries meets (delivery-bounds.ts). */
+function registerDeliveryBoundMetrics(
+  counter: (name: string, help: string, key: keyof GatewayCounters) => unknown
+): void {
+  counter(
+    'ub_gateway_slow_consumers_total',
+    'connections cut because their pending deliveries passed maxPendingMessages/maxPendingBytes',
+    'slowConsumers'
+  )
+  counter(
+    'ub_gateway_write_stalls_total',
+    'connections closed because their socket took nothing for writeStallSec while deliveries waited',
+    'writeStalls'
+  )
+  counter(
+    'ub_gateway_queue_catch_ups_total',
+    'persistent sessions at maxPendingMessages/maxPendingBytes that caught up from their queue on the same connection instead of being cut',
+    'queueCatchUps'
+  )
+  counter(
+    'ub_gateway_qos0_dropped_total',
+    'QoS 0 deliveries dropped for a connection whose pending deliveries were at maxPendingMessages/maxPendingBytes',
+    'qos0Dropped'
+  )
 }
 
 /** The thin-edge.io digital twin's feed to the store (edge/te-twin-feed.ts). */
@@ -222,6 +234,7 @@ export function createCounters(): GatewayCounters {
     subscribeDenied: 0,
     deliveryDenied: 0,
     slowConsumers: 0,
+    writeStalls: 0,
     queueCatchUps: 0,
     qos0Dropped: 0,
     drainedForgotten: 0,

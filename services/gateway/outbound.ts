@@ -1,3 +1,5 @@
+import { createWriteStallWatch, type WriteStallWatch } from './write-stall.ts'
+
 type Deliver = (packet: unknown, cb: (...args: unknown[]) => void) => void
 
 /** The parts of an aedes client (lib/client.js) whose deliveries are counted. */
@@ -5,6 +7,8 @@ export interface OutboundClient {
   id?: string | null
   deliver0: Deliver
   deliverQoS: Deliver
+  /** Its connection: while deliveries wait for it, whether it closed (write-stall.ts). */
+  conn?: { once(event: 'close', listener: () => void): unknown; destroy(): unknown }
 }
 
 export interface OutboundLimits {
@@ -42,7 +46,12 @@ export function createOutboundLimiter(
    * At the bound, before cutting: may this client catch up from its queue instead (a persistent
    * session whose copy of `packet` is queued, queue-catch-up.ts)? True if it now does.
    */
-  catchUpInstead: (client: OutboundClient, packet: unknown) => boolean = () => false
+  catchUpInstead: (client: OutboundClient, packet: unknown) => boolean = () => false,
+  /** Closes a connection whose socket took nothing for a while with deliveries waiting. */
+  stalls: WriteStallWatch<OutboundClient> = createWriteStallWatch({
+    stallMs: 0,
+    onStalled: () => {},
+  })
 ) {
   const states = new WeakMap<OutboundClient, Counted>()
 
@@ -50,6 +59,7 @@ export function createOutboundLimiter(
   function attach(client: OutboundClient): void {
     const state = new Counted(limits)
     states.set(client, state)
+    client.conn?.once('close', () => stalls.forget(client))
     const counted =
       (inner: Deliver, atMostOnce: boolean): Deliver =>
       (packet, cb) => {
@@ -67,8 +77,10 @@ export function createOutboundLimiter(
           return cb()
         }
         state.add(bytes)
+        if (state.pending.messages === 1) stalls.waiting(client)
         inner(packet, (...args) => {
           state.remove(bytes)
+          stalls.progressed(client, state.pending.messages > 0)
           cb(...args)
         })
       }

@@ -2,6 +2,7 @@ import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Bus } from '../../services/common/bus/bus.ts'
 import { createInProcessBus } from '../../services/common/bus/in-process.ts'
+import type { BrokerLimits } from '../../services/gateway/index.ts'
 import {
   collect,
   connectMqtt,
@@ -29,7 +30,9 @@ describe('a client that stops reading', () => {
   const PAYLOAD = Buffer.alloc(32 * 1024, 0x61) // 32 KiB: a few hundred fill any socket buffer
   const COUNT = 400
 
-  async function setUp(limits = { maxPendingMessages: 100, maxPendingBytes: 1 << 30 }) {
+  async function setUp(
+    limits: Partial<BrokerLimits> = { maxPendingMessages: 100, maxPendingBytes: 1 << 30 }
+  ) {
     const bus: Bus = createInProcessBus({ prefix: uniquePrefix('iso') })
     const gw: TestGateway = await startTestGateway({ bus, limits })
     closers.push(
@@ -158,6 +161,57 @@ describe('a client that stops reading', () => {
     const delivered = raw.packets.filter((p) => p.cmd === 'publish').length
     expect(delivered + gw.stats().qos0Dropped).toBe(COUNT)
   }, 40_000)
+
+  // Below the pending bound, nothing else ends a connection whose peer takes nothing: a peer gone
+  // without a FIN, with keep-alive 0, held its deliveries until TCP gave up (~15 min), or forever.
+  const unbounded = { maxPendingMessages: 1_000_000, maxPendingBytes: 1 << 30 }
+
+  it('closes a connection whose socket takes nothing for writeStallMs; its session keeps every message', async () => {
+    const { gw, publisher, got } = await setUp({ ...unbounded, writeStallMs: 500 })
+    const stalled = await stalledSubscriber(gw, 'stalled-stuck')
+    stalled.socket.pause()
+
+    const stuckAt = Date.now()
+    await publishAll(publisher, 0, COUNT)
+    await got.waitFor(COUNT, 15_000)
+    await eventually(() => gw.stats().writeStalls === 1, 5_000)
+    // Not before the deadline: what it had pending was not written for 500 ms.
+    expect(Date.now() - stuckAt).toBeGreaterThanOrEqual(500)
+    await eventually(() => gw.stats().clients === 2, 5_000) // the healthy one and the publisher
+    expect(gw.stats().slowConsumers).toBe(0)
+    stalled.end()
+
+    const back = await reconnect(gw, 'stalled-stuck')
+    await back.waitFor(COUNT, 20_000)
+    expect(new Set(back.messages.map((m) => m.topic)).size).toBe(COUNT)
+  }, 40_000)
+
+  it('keeps a reader that pauses for less than writeStallMs, and one when the deadline is off', async () => {
+    const { gw, publisher, got } = await setUp({ ...unbounded, writeStallMs: 1_000 })
+    const slow = await stalledSubscriber(gw, 'pausing')
+    // Reads for 50 ms, stops for 300: slow, but its socket takes something each time.
+    const pacing = setInterval(() => {
+      slow.socket.resume()
+      setTimeout(() => slow.socket.pause(), 50)
+    }, 350)
+    closers.push(() => clearInterval(pacing))
+    slow.socket.pause()
+    await publishAll(publisher, 0, COUNT)
+    await got.waitFor(COUNT, 15_000)
+    const published = () => slow.packets.filter((p) => p.cmd === 'publish').length
+    await eventually(() => published() >= COUNT, 30_000)
+    expect(gw.stats().writeStalls).toBe(0)
+    expect(slow.socket.destroyed).toBe(false)
+
+    const off = await setUp({ ...unbounded, writeStallMs: 0 })
+    const stuck = await stalledSubscriber(off.gw, 'stuck-no-deadline')
+    stuck.socket.pause()
+    await publishAll(off.publisher, 0, COUNT)
+    await off.got.waitFor(COUNT, 15_000)
+    await new Promise((r) => setTimeout(r, 1_500))
+    expect(off.gw.stats().writeStalls).toBe(0)
+    expect(off.gw.stats().clients).toBe(3)
+  }, 60_000)
 
   async function reconnect(gw: TestGateway, clientId: string) {
     const { client, got } = await resumeSession(gw.url, clientId)
