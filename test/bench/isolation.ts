@@ -2,14 +2,17 @@
  * Isolation: does one client that stops reading hurt the others? (README, Bounds.)
  *
  * A healthy subscriber takes a paced stream (RATE msg/s, QoS 1, 64 B) and its p99 delivery
- * latency is measured twice on each broker: quiet (nothing else connected), and stalled: while
+ * latency is measured three times on each broker: quiet (nothing else connected); stalled, while
  * 10 persistent sessions, subscribed to the same stream and to a bulk topic, resume backlogs of
- * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte. The 10 sessions run in
+ * BACKLOG messages of 1 KiB, 8 of them reading and 2 never reading a byte; and all reading, the
+ * same sessions and backlogs with every one of them reading. stalled/quiet is what the whole
+ * stalled load costs the healthy subscriber (`ratio`); stalled/all reading what the two that never
+ * read cost it beyond the load itself (`stallRatio`): the isolation proper. The 10 sessions run in
  * a process of their own (isolation-sessions.ts), and both brokers queue at most MAX_QUEUED
  * messages per session. Anchor: Mosquitto with `max_queued_messages` MAX_QUEUED, in the same run.
  * Ours is one gateway in its own process, as `uns-bridge start` runs it. After one unrecorded
- * warm-up round, each figure is the median over ROUNDS rounds, quiet and stalled alternating,
- * each quiet one after the broker had SETTLE_MS to finish what the previous round left. Target:
+ * warm-up round, each figure is the median over ROUNDS rounds, quiet, all reading and stalled in
+ * turn, each after the broker had SETTLE_MS to finish what the previous stream left. Target:
  * our stalled/quiet ratio within 1.5, and no worse than Mosquitto's. Beside each figure, the
  * broker process's CPU over that stream (% of one core): what the latency is made of. Diagnosis:
  * BENCH_ISO_TIMELINE prints the worst latency per 250 ms of each stream, BENCH_ISO_NEVER_READ
@@ -40,9 +43,15 @@ const SETTLE_MS = Number(process.env.BENCH_ISO_SETTLE_MS ?? 5_000)
 interface Figures {
   quietP99Ms: number
   stalledP99Ms: number
+  /** stalled / quiet: what the stalled load as a whole costs the healthy subscriber. */
   ratio: number
+  /** The same 10 sessions and backlogs, every one of them reading. */
+  loadedP99Ms: number
+  /** stalled / loaded: what the sessions that never read cost it, beyond the load itself. */
+  stallRatio: number
   /** The broker process's CPU (user + system) over each measured stream, % of one core. */
   quietCpuPct: number
+  loadedCpuPct: number
   stalledCpuPct: number
 }
 
@@ -123,11 +132,12 @@ export async function stalledRound(
   url: string,
   port: number,
   pid: number,
-  tag: string
+  tag: string,
+  neverRead = NEVER_READ
 ): Promise<Measured> {
   await prepareBacklogs(url, tag)
   const script = fileURLToPath(new URL('./isolation-sessions.ts', import.meta.url))
-  const args = [url, String(port), tag, String(SESSIONS), String(NEVER_READ)]
+  const args = [url, String(port), tag, String(SESSIONS), String(neverRead)]
   const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -138,7 +148,7 @@ export async function stalledRound(
       child.once('exit', (code) => reject(new Error(`stalled sessions exited ${code}`)))
     })
     // BENCH_ISO_PROFILE: our gateway profiles this stream (isolation-gateway.ts).
-    const profile = process.env.BENCH_ISO_PROFILE && tag.startsWith('ours')
+    const profile = process.env.BENCH_ISO_PROFILE && tag.startsWith('ours') && neverRead > 0
     if (profile) process.kill(pid, 'SIGUSR2')
     try {
       return await measureP99(url, pid, tag)
@@ -156,29 +166,43 @@ export async function stalledRound(
 
 async function runBroker(url: string, port: number, pid: number, name: string): Promise<Figures> {
   const quiet: Measured[] = []
+  const loaded: Measured[] = []
   const stalled: Measured[] = []
   const ratios: number[] = []
+  const stallRatios: number[] = []
   // One round unrecorded first: a fresh process runs its first backlog before the JIT warmed up.
   await measureP99(url, pid, `${name}-warm-q`)
   await stalledRound(url, port, pid, `${name}-warm`)
   for (let r = 0; r < ROUNDS; r++) {
     await sleep(SETTLE_MS)
     const q = await measureP99(url, pid, `${name}-q${r}`)
+    await sleep(SETTLE_MS)
+    // The same sessions and backlogs, all reading: the load without the stall.
+    const l = await stalledRound(url, port, pid, `${name}-l${r}`, 0)
+    await sleep(SETTLE_MS)
     const s = await stalledRound(url, port, pid, `${name}-r${r}`)
     quiet.push(q)
+    loaded.push(l)
     stalled.push(s)
     ratios.push(s.p99Ms / Math.max(q.p99Ms, 0.01))
+    stallRatios.push(s.p99Ms / Math.max(l.p99Ms, 0.01))
     console.error(
       `  ${name} round ${r + 1}: quiet p99 ${round(q.p99Ms)} ms (CPU ${round(q.cpuPct, 0)} %), ` +
-        `stalled p99 ${round(s.p99Ms)} ms (CPU ${round(s.cpuPct, 0)} %)`
+        `all reading ${round(l.p99Ms)} ms (CPU ${round(l.cpuPct, 0)} %), ` +
+        `stalled ${round(s.p99Ms)} ms (CPU ${round(s.cpuPct, 0)} %)`
     )
   }
+  const p99 = (ms: Measured[]) => round(median(ms.map((m) => m.p99Ms)))
+  const cpu = (ms: Measured[]) => round(median(ms.map((m) => m.cpuPct)), 0)
   return {
-    quietP99Ms: round(median(quiet.map((m) => m.p99Ms))),
-    stalledP99Ms: round(median(stalled.map((m) => m.p99Ms))),
+    quietP99Ms: p99(quiet),
+    stalledP99Ms: p99(stalled),
     ratio: round(median(ratios)),
-    quietCpuPct: round(median(quiet.map((m) => m.cpuPct)), 0),
-    stalledCpuPct: round(median(stalled.map((m) => m.cpuPct)), 0),
+    loadedP99Ms: p99(loaded),
+    stallRatio: round(median(stallRatios)),
+    quietCpuPct: cpu(quiet),
+    loadedCpuPct: cpu(loaded),
+    stalledCpuPct: cpu(stalled),
   }
 }
 
@@ -234,12 +258,12 @@ export async function runIsolationBench(): Promise<unknown> {
   } finally {
     await mosq.stop()
   }
-  console.error(
-    `ours:      quiet p99 ${oursFigures.quietP99Ms} ms, stalled p99 ${oursFigures.stalledP99Ms} ms, ratio ${oursFigures.ratio} (target ≤ 1.5); CPU ${oursFigures.quietCpuPct} / ${oursFigures.stalledCpuPct} % of a core`
-  )
-  console.error(
-    `mosquitto: quiet p99 ${mosqFigures.quietP99Ms} ms, stalled p99 ${mosqFigures.stalledP99Ms} ms, ratio ${mosqFigures.ratio}; CPU ${mosqFigures.quietCpuPct} / ${mosqFigures.stalledCpuPct} % of a core`
-  )
+  const line = (f: Figures) =>
+    `quiet p99 ${f.quietP99Ms} ms, all reading ${f.loadedP99Ms} ms, stalled ${f.stalledP99Ms} ms; ` +
+    `stalled/quiet ${f.ratio}, stalled/all reading ${f.stallRatio}; ` +
+    `CPU ${f.quietCpuPct} / ${f.loadedCpuPct} / ${f.stalledCpuPct} % of a core`
+  console.error(`ours:      ${line(oursFigures)} (target: ratio ≤ 1.5)`)
+  console.error(`mosquitto: ${line(mosqFigures)}`)
   const result = { bench: 'isolation', ours: oursFigures, mosquitto: mosqFigures }
   console.log(JSON.stringify(result))
   return result
