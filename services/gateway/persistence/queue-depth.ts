@@ -49,16 +49,23 @@ export function createQueueDepth({
   now = Date.now,
 }: QueueDepthOptions) {
   const depths = new Map<string, Depth>()
+  // The session moved to the back last: a bridge link's session gets nearly every message, and
+  // moving it again each time was 1.4 % of the co-located bridge path's CPU (now < 0.1 %).
+  let latest: Depth | undefined
 
   function track(clientId: string): Depth {
     let d = depths.get(clientId)
     if (d) {
-      depths.delete(clientId) // least recently used last out
-      depths.set(clientId, d)
+      if (d !== latest) {
+        depths.delete(clientId) // least recently used last out
+        depths.set(clientId, d)
+        latest = d
+      }
       return d
     }
     d = { queued: 0, countedAt: -Infinity, changedSinceCount: 0 }
     depths.set(clientId, d)
+    latest = d
     if (depths.size > maxTracked) {
       depths.delete(depths.keys().next().value as string)
       onForgotten()
@@ -108,6 +115,7 @@ export function createQueueDepth({
     },
     /** The session ended (clean start, expiry): its next enqueue counts afresh. */
     forget(clientId: string): void {
+      if (depths.get(clientId) === latest) latest = undefined
       depths.delete(clientId)
     },
   }
