@@ -184,6 +184,9 @@ describe('a client that stops reading', () => {
     const back = await reconnect(gw, 'stalled-stuck')
     await back.waitFor(COUNT, 20_000)
     expect(new Set(back.messages.map((m) => m.topic)).size).toBe(COUNT)
+    // The closed connection is not followed again (its failed writes come after its close).
+    await new Promise((r) => setTimeout(r, 1_000))
+    expect(gw.stats().writeStalls).toBe(1)
   }, 40_000)
 
   it('keeps a reader that pauses for less than writeStallMs, and one when the deadline is off', async () => {
