@@ -3,7 +3,7 @@ import type { Bus, KvBucket } from '../../services/common/bus/bus.ts'
 import { connectMqtt, eventually, sleep, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, uniquePrefix } from '../helpers/nats.ts'
 import { resumeSession, startGatewayPair, withQueueBucket, type GatewayPair } from './fixture.ts'
-import { connectPacket, rawClient } from './raw.ts'
+import { rawSubscriber } from './raw.ts'
 
 /** Publish `count` numbered QoS 1 messages from `from` on, paced at `perMs` per ms. */
 async function publishNumbered(
@@ -161,12 +161,12 @@ for (const [layout, start] of layouts) {
       const { a, b, close } = await start()
       closers.push(close)
       // A subscriber on `b` that acknowledges what it reads, and can stop reading.
-      const sub = await rawClient(b.ports.mqtt)
+      const sub = await rawSubscriber(b.ports.mqtt, {
+        clientId: 'pauses',
+        clean: false,
+        topic: 'c/#',
+      })
       closers.push(() => sub.end())
-      sub.send(connectPacket({ clientId: 'pauses', clean: false, keepalive: 0 }))
-      await sub.next('connack')
-      sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'c/#', qos: 1 }] })
-      await sub.next('suback')
       const received = () =>
         sub.packets.filter((p) => p.cmd === 'publish') as Array<{
           payload: Buffer

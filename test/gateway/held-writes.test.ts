@@ -8,7 +8,7 @@ import { createHeldWrites, originKey } from '../../services/gateway/persistence/
 import { collect, connectMqtt, sleep, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, uniquePrefix } from '../helpers/nats.ts'
 import { resumeSession, withQueueBucket } from './fixture.ts'
-import { rawClient } from './raw.ts'
+import { rawClient, rawSubscriber } from './raw.ts'
 
 /**
  * Queue writes held for a fast subscriber's PUBACK (persistence/held-writes.ts): a persistent
@@ -40,19 +40,8 @@ describe('queue writes held for a PUBACK', () => {
 
   /** A persistent session that reads what it is sent and never acknowledges it. */
   async function silentSubscriber(port: number, clientId: string, topic: string) {
-    const silent = await rawClient(port)
+    const silent = await rawSubscriber(port, { clientId, clean: false, topic })
     closers.push(() => silent.end())
-    silent.send({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: false,
-      clientId,
-      keepalive: 0,
-    })
-    await silent.next('connack')
-    silent.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] })
-    await silent.next('suback')
     return silent
   }
   afterEach(async () => {

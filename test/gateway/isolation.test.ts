@@ -12,7 +12,7 @@ import {
 } from '../helpers/gateway.ts'
 import { uniquePrefix } from '../helpers/nats.ts'
 import { resumeSession } from './fixture.ts'
-import { connectPacket, rawClient, type RawClient } from './raw.ts'
+import { connectPacket, rawClient, rawSubscriber, type RawClient } from './raw.ts'
 
 /**
  * One client that stops reading must not stop delivery to the others (ARCHITECTURE.md §10):
@@ -50,13 +50,13 @@ describe('a client that stops reading', () => {
   }
 
   /** A persistent session on `t/#` from a bare socket, so the test decides when it reads. */
-  async function stalledSubscriber(gw: TestGateway, clientId: string): Promise<RawClient> {
-    const raw = await rawClient(gw.ports.mqtt)
+  async function stalledSubscriber(
+    gw: TestGateway,
+    clientId: string,
+    { clean = false, qos = 1 }: { clean?: boolean; qos?: 0 | 1 } = {}
+  ): Promise<RawClient> {
+    const raw = await rawSubscriber(gw.ports.mqtt, { clientId, clean, topic: 't/#', qos })
     closers.push(() => raw.end())
-    raw.send(connectPacket({ clientId, clean: false, keepalive: 0 }))
-    await raw.next('connack')
-    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 1 }] })
-    await raw.next('suback')
     return raw
   }
 
@@ -97,12 +97,7 @@ describe('a client that stops reading', () => {
 
   it('cuts a clean session that stops reading at the bound: nothing else holds its messages', async () => {
     const { gw, publisher, got } = await setUp()
-    const raw = await rawClient(gw.ports.mqtt)
-    closers.push(() => raw.end())
-    raw.send(connectPacket({ clientId: 'stalled-clean', clean: true, keepalive: 0 }))
-    await raw.next('connack')
-    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 1 }] })
-    await raw.next('suback')
+    const raw = await stalledSubscriber(gw, 'stalled-clean', { clean: true })
     raw.socket.pause()
 
     await publishAll(publisher, 0, COUNT)
@@ -140,12 +135,7 @@ describe('a client that stops reading', () => {
 
   it('drops QoS 0 past the bound for a subscriber that stops reading, and keeps its connection', async () => {
     const { gw, publisher, got } = await setUp()
-    const raw = await rawClient(gw.ports.mqtt)
-    closers.push(() => raw.end())
-    raw.send(connectPacket({ clientId: 'stalled-qos0', clean: true, keepalive: 0 }))
-    await raw.next('connack')
-    raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 't/#', qos: 0 }] })
-    await raw.next('suback')
+    const raw = await stalledSubscriber(gw, 'stalled-qos0', { clean: true, qos: 0 })
     raw.socket.pause() // its receive window fills, then its pending deliveries reach the bound
 
     await publishAll(publisher, 0, COUNT)

@@ -71,3 +71,24 @@ export function connectPacket(
     ...fields,
   }
 }
+
+/**
+ * A bare socket whose session is subscribed to `topic` (CONNACK and SUBACK received), so the test
+ * decides when it reads and what it acknowledges. Keep-alive 0: it may stay silent.
+ */
+export async function rawSubscriber(
+  port: number,
+  {
+    clientId,
+    clean,
+    topic,
+    qos = 1,
+  }: { clientId: string; clean: boolean; topic: string; qos?: 0 | 1 | 2 }
+): Promise<RawClient> {
+  const raw = await rawClient(port)
+  raw.send(connectPacket({ clientId, clean, keepalive: 0 }))
+  await raw.next('connack')
+  raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] })
+  await raw.next('suback')
+  return raw
+}
