@@ -112,6 +112,36 @@ describe('the bus mq between two gateways', () => {
     expect(got).toHaveLength(1)
   })
 
+  it('frames a topic only while another gateway listens to it (in process)', async () => {
+    const { a, b, busA } = pair()
+    const framed: string[] = []
+    const publish = busA.publish.bind(busA)
+    busA.publish = (subject, data, headers) => {
+      if (subject.startsWith(`${MQ_SUBJECT}.`)) framed.push(subject)
+      publish(subject, data, headers)
+    }
+    const turn = () => new Promise((r) => setImmediate(r)) // a run is framed at setImmediate
+    const own: WirePacket[] = []
+    await on(a, 'w/#', own)
+    a.emit(packet('w/1', 1))
+    await turn()
+    expect(own).toHaveLength(1)
+    expect(framed).toEqual([]) // only the sender itself listens: nothing to frame
+    const got: WirePacket[] = []
+    const listener = (p: WirePacket, done: () => void) => (got.push(p), done())
+    await new Promise<void>((resolve) => b.on('w/+', listener, resolve))
+    a.emit(packet('w/1', 2))
+    await eventually(() => got.length === 1)
+    expect(framed).toEqual([`${MQ_SUBJECT}.${subjectOfTopic('w/1')}`])
+    expect(got[0]!.brokerCounter).toBe(2)
+    await new Promise<void>((resolve) => b.removeListener('w/+', listener, resolve))
+    await turn()
+    a.emit(packet('w/1', 3))
+    await turn()
+    expect(framed).toHaveLength(1) // nobody else again
+    expect(own.map((p) => p.brokerCounter)).toEqual([1, 2, 3])
+  })
+
   it('reads the single-packet frames of an older gateway', async () => {
     const { b, busA } = pair()
     const got: WirePacket[] = []

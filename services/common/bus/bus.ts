@@ -144,6 +144,12 @@ export interface Bus {
    * partition) is otherwise noticed only after minutes of missed pings. In process: nothing.
    */
   reconnect?(): Promise<void>
+  /**
+   * Whether a publish on `subject` now would reach a subscription other than those in `own`. Only
+   * where the bus sees every subscriber (in process); absent on NATS, whose other servers' interest
+   * is not known here. Lets a publisher skip encoding what nobody else would receive.
+   */
+  reachesBeyond?(subject: string, own: ReadonlySet<Subscription>): boolean
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }

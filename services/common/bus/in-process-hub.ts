@@ -20,6 +20,8 @@ export interface InProcessSub {
   /** Order of subscribing: matches are handed out in it, as the scan they replace did. */
   seq: number
   deliver(msg: BusMessage, reply: ReplyFn | undefined): void
+  /** What `subscribe` handed out for it. */
+  handle?: Subscription
 }
 
 /** What buses built on one hub share, as buses on one NATS server do. */
@@ -28,6 +30,8 @@ export interface InProcessHub {
   /** The same subscriptions by subject (subject-index.ts). */
   index: SubjectIndex<InProcessSub>
   nextSeq: number
+  /** Moves on whenever a subscription is added or removed: what `reachesBeyond` remembers. */
+  version: number
   /** Round-robin position per queue group (`pattern \0 queue`). */
   cursors: Map<string, number>
   buckets: Map<string, InProcessKvStore>
@@ -38,6 +42,7 @@ export function createInProcessHub(): InProcessHub {
     subs: new Set(),
     index: createSubjectIndex(),
     nextSeq: 0,
+    version: 0,
     cursors: new Map(),
     buckets: new Map(),
   }
@@ -102,14 +107,51 @@ export function addSubscription(
   }
   hub.subs.add(sub)
   hub.index.add(sub.tokens, sub)
+  hub.version++
   mine.add(sub)
-  return {
+  sub.handle = {
     async unsubscribe() {
       sub.active = false
       hub.subs.delete(sub)
       hub.index.remove(sub.tokens, sub)
+      hub.version++
       mine.delete(sub)
     },
+  }
+  return sub.handle
+}
+
+/**
+ * Whether `route` would hand a message on this subject to a subscription not in `own`. The last
+ * answer is kept until the subscriptions change: a gateway asks once per run of one topic.
+ */
+export function createReachesBeyond(hub: InProcessHub, prefix: string) {
+  let last:
+    | {
+        subject: string
+        own: ReadonlySet<Subscription>
+        size: number
+        version: number
+        heard: boolean
+      }
+    | undefined
+  return (subject: string, own: ReadonlySet<Subscription>): boolean => {
+    // `own` is the caller's live set: it grows after the hub learned of the subscription.
+    if (
+      last?.subject === subject &&
+      last.own === own &&
+      last.size === own.size &&
+      last.version === hub.version
+    )
+      return last.heard
+    let heard = false
+    for (const sub of hub.index.match(`${prefix}.${subject}`.split('.')))
+      if (!sub.handle || !own.has(sub.handle)) {
+        heard = true
+        break
+      }
+    last = { subject, own, size: own.size, version: hub.version, heard }
+    return heard
   }
 }
 
@@ -120,6 +162,7 @@ export function removeSubscriptions(hub: InProcessHub, mine: Set<InProcessSub>):
     hub.subs.delete(sub)
     hub.index.remove(sub.tokens, sub)
   }
+  hub.version++
   mine.clear()
 }
 

@@ -14,6 +14,7 @@ import {
 import {
   addSubscription,
   createInProcessHub,
+  createReachesBeyond,
   removeSubscriptions,
   requestOnHub,
   route,
@@ -60,6 +61,7 @@ export function createInProcessBus({
   const world = hub ?? createInProcessHub()
   const mine = new Set<InProcessSub>()
   const watches = new Set<Subscription>()
+  const heardBeyond = createReachesBeyond(world, prefix)
   let closed = false
 
   function add(
@@ -91,6 +93,9 @@ export function createInProcessBus({
       return add(subject, queue, (msg, reply) => {
         void answerRequest(handler, msg, log).then((r) => reply?.({ subject, ...r }))
       })
+    },
+    reachesBeyond(subject, own) {
+      return !closed && heardBeyond(subject, own)
     },
     async kv(bucket, options = {}) {
       checkOpen(closed)
