@@ -48,9 +48,9 @@ const MAX_RUN_BYTES = 65_536
  * aedes `mq` over the bus: local listeners are matched by mqemitter (qlobber, with
  * `matchEmptyLevels` for [MQTT-4.7.1-3]); every emit another gateway could hear is also
  * published on `mq.<subject>`, and each distinct filter holds one ref-counted bus subscription.
- * Local listeners get a local
- * emit at once (with aedes' backpressure); copies from other gateways are dispatched as they
- * arrive. aedes' cluster control ($SYS birth, heartbeat, new/clients) rides on the same path.
+ * Local listeners get a local emit at once (with aedes' backpressure); copies from other gateways
+ * are dispatched as they arrive. aedes' cluster control ($SYS birth, heartbeat, new/clients)
+ * rides on the same path.
  *
  * A local listener's dispatch slot is released as soon as the message is handed to it: aedes'
  * listeners are client deliveries, and a client that does not read would otherwise hold its
