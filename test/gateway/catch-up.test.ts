@@ -180,13 +180,14 @@ for (const [layout, start] of layouts) {
       }, 5)
       closers.push(() => clearInterval(acker))
 
-      // 16 KiB each, published on `a` throughout; `sub` stops reading for 1.5 s in the middle:
-      // its socket's buffers fill (~24 MB came meanwhile) and 50 deliveries wait for it.
+      // 16 KiB each, published on `a` throughout; `sub` stops reading in the middle until its
+      // socket's buffers are full and its deliveries pass the bound (on an idle machine ~1.5 s,
+      // ~24 MB; a fixed 1.5 s was too short on a loaded one, and nothing passed the bound).
       const COUNT = 2_000
       const live = publishNumbered(a.url, 0, COUNT, 1, 16_384)
-      await sleep(300)
+      await eventually(() => received().length >= 50, 20_000)
       sub.socket.pause()
-      await sleep(1_500)
+      await eventually(() => b.stats().queueCatchUps >= 1, 20_000)
       sub.socket.resume()
       await live
       await eventually(() => received().length >= COUNT, 20_000)
