@@ -21,7 +21,7 @@ export interface InProcessSub {
   seq: number
   deliver(msg: BusMessage, reply: ReplyFn | undefined): void
   /** What `subscribe` handed out for it. */
-  handle?: Subscription
+  handle: Subscription
 }
 
 /** What buses built on one hub share, as buses on one NATS server do. */
@@ -104,20 +104,20 @@ export function addSubscription(
     active: true,
     seq: hub.nextSeq++,
     deliver,
+    handle: {
+      async unsubscribe() {
+        sub.active = false
+        hub.subs.delete(sub)
+        hub.index.remove(sub.tokens, sub)
+        hub.version++
+        mine.delete(sub)
+      },
+    },
   }
   hub.subs.add(sub)
   hub.index.add(sub.tokens, sub)
   hub.version++
   mine.add(sub)
-  sub.handle = {
-    async unsubscribe() {
-      sub.active = false
-      hub.subs.delete(sub)
-      hub.index.remove(sub.tokens, sub)
-      hub.version++
-      mine.delete(sub)
-    },
-  }
   return sub.handle
 }
 
@@ -146,7 +146,7 @@ export function createReachesBeyond(hub: InProcessHub, prefix: string) {
       return last.heard
     let heard = false
     for (const sub of hub.index.match(`${prefix}.${subject}`.split('.')))
-      if (!sub.handle || !own.has(sub.handle)) {
+      if (!own.has(sub.handle)) {
         heard = true
         break
       }
