@@ -174,6 +174,8 @@ export const GatewayStatsSchema = z.object({
   ...GatewayCountersSchema.shape,
   /** Messages from other gateways waiting for a local dispatch slot. */
   mqQueued: z.number().int(),
+  /** Persistent sessions catching up from their queue now (0 from a gateway that predates it). */
+  queueDrains: z.number().int().default(0),
   ports: z.record(z.string(), z.number().int()),
   uptimeMs: z.number(),
 })

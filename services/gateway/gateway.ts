@@ -225,6 +225,7 @@ function statsOf(parts: {
       clients: (broker.aedes as unknown as { connectedClients: number }).connectedClients,
       retained: persistence.retainedCount,
       mqQueued: mq.queued,
+      queueDrains: persistence.queueDrains,
     })
     const stats = (): GatewayStats => ({
       gatewayId,

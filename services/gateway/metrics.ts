@@ -16,7 +16,7 @@ export function registerGatewayMetrics({
   registry: Registry
   gatewayId: string
   counters: GatewayCounters
-  read: () => { clients: number; retained: number; mqQueued: number }
+  read: () => { clients: number; retained: number; mqQueued: number; queueDrains: number }
 }): void {
   const labelNames = ['gateway'] as const
   const labels = { gateway: gatewayId }
@@ -59,6 +59,11 @@ export function registerGatewayMetrics({
     'ub_gateway_mq_queued',
     'messages from other gateways waiting for local dispatch',
     () => read().mqQueued
+  )
+  gauge(
+    'ub_gateway_queue_drains',
+    'persistent sessions catching up from their queue now (resumed, or at their pending bound)',
+    () => read().queueDrains
   )
   counter('ub_gateway_messages_in_total', 'PUBLISH packets accepted from clients', 'messagesIn')
   counter('ub_gateway_messages_out_total', 'PUBLISH packets sent to clients', 'messagesOut')

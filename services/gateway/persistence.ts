@@ -4,7 +4,11 @@ import type { Logger } from '../common/log.ts'
 import { createIncomingStore } from './persistence/incoming.ts'
 import { BRIDGE_CLIENT_PREFIX } from '../contracts/links.ts'
 import type { Broker } from './persistence/kv.ts'
-import { createOutgoingQueue, DEFAULT_QUEUE_LIST_MS } from './persistence/outgoing.ts'
+import {
+  createOutgoingQueue,
+  DEFAULT_QUEUE_LIST_MS,
+  type OutgoingQueueOptions,
+} from './persistence/outgoing.ts'
 import { DEFAULT_HOLD_MS } from './persistence/held-writes.ts'
 import { createRetainedStore, type RetainedLimits } from './persistence/retained.ts'
 import { createSubscriptionStore } from './persistence/subscriptions.ts'
@@ -108,26 +112,11 @@ export async function createBusPersistence({
     onRefused: () => counters.retainedRefused++,
   })
   const subs = createSubscriptionStore({ kv: subsKv })
-  const outgoing = createOutgoingQueue({
-    kv: outKv,
-    log,
-    queueListMs,
-    maxQueued: (clientId) =>
-      clientId.startsWith(BRIDGE_CLIENT_PREFIX) ? limits.bridgeMaxQueued : limits.sessionMaxQueued,
-    onQueueFull: () => counters.queueFull++,
-    onDepthForgotten: () => counters.queueDepthsForgotten++,
-    onEraseDeferred: () => counters.queueEraseDeferred++,
-    onEraseDropped: () => counters.queueEraseDropped++,
-    onQueueWriteRetry: () => counters.queueWriteRetries++,
-    holdWritesMs,
-    onHeld: {
-      held: () => counters.queueWritesHeld++,
-      dropped: () => counters.queueWritesSaved++,
-      written: () => counters.queueWritesHeldWritten++,
-      full: () => counters.queueHoldsRefused++,
-      paceForgotten: () => counters.ackPacesForgotten++,
-    },
-  })
+  const outgoing = countedOutgoingQueue(
+    { kv: outKv, log, queueListMs, holdWritesMs },
+    limits,
+    counters
+  )
   const incoming = createIncomingStore()
   const wills = createWillStore({ kv: willsKv, log, broker: () => broker })
 
@@ -140,6 +129,10 @@ export async function createBusPersistence({
     },
     get retainedCount(): number {
       return retained.size
+    },
+    /** Sessions catching up from their queue right now (persistence/queue-read.ts). */
+    get queueDrains(): number {
+      return outgoing.drainsActive
     },
 
     storeRetained: retained.storeRetained,
@@ -194,3 +187,28 @@ export async function createBusPersistence({
 }
 
 export type BusPersistence = Awaited<ReturnType<typeof createBusPersistence>>
+
+/** The outgoing queue with its bounds per kind of session and its events on the counters. */
+function countedOutgoingQueue(
+  options: Pick<OutgoingQueueOptions, 'kv' | 'log' | 'queueListMs' | 'holdWritesMs'>,
+  limits: StoreLimits,
+  counters: PersistenceCounters
+) {
+  return createOutgoingQueue({
+    ...options,
+    maxQueued: (clientId) =>
+      clientId.startsWith(BRIDGE_CLIENT_PREFIX) ? limits.bridgeMaxQueued : limits.sessionMaxQueued,
+    onQueueFull: () => counters.queueFull++,
+    onDepthForgotten: () => counters.queueDepthsForgotten++,
+    onEraseDeferred: () => counters.queueEraseDeferred++,
+    onEraseDropped: () => counters.queueEraseDropped++,
+    onQueueWriteRetry: () => counters.queueWriteRetries++,
+    onHeld: {
+      held: () => counters.queueWritesHeld++,
+      dropped: () => counters.queueWritesSaved++,
+      written: () => counters.queueWritesHeldWritten++,
+      full: () => counters.queueHoldsRefused++,
+      paceForgotten: () => counters.ackPacesForgotten++,
+    },
+  })
+}

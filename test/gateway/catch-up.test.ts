@@ -77,6 +77,27 @@ describe('a session catching up on its queue', () => {
     expect(firsts).toEqual([...firsts].sort((x, y) => x - y))
     expect(b.stats().slowConsumers).toBe(0)
     expect(client.connected).toBe(true)
+    // Its drain ended (ub_gateway_queue_drains).
+    await eventually(() => b.stats().queueDrains === 0, 5_000)
+  }, 40_000)
+
+  it('counts a drain under way until it ends, also when its connection closes mid-drain', async () => {
+    const { a, b } = await pair()
+    const first = await connectMqtt(a.url, { clientId: 'leaves', clean: false })
+    await first.subscribeAsync('c/#', { qos: 1 })
+    await first.endAsync()
+    await publishNumbered(a.url, 0, BACKLOG)
+    // Resumes and reads nothing: its drain waits for room behind the 50 it may have pending.
+    const sub = await rawSubscriber(b.ports.mqtt, {
+      clientId: 'leaves',
+      clean: false,
+      topic: 'c/#',
+    })
+    sub.socket.pause()
+    await eventually(() => b.stats().queueDrains === 1, 10_000)
+    sub.end()
+    await eventually(() => b.stats().queueDrains === 0, 10_000)
+    expect(b.stats().queueDrains).toBe(0)
   }, 40_000)
 
   it('loses nothing published around the moment it catches up', async () => {
@@ -188,6 +209,7 @@ for (const [layout, start] of layouts) {
       await eventually(() => received().length >= 50, 20_000)
       sub.socket.pause()
       await eventually(() => b.stats().queueCatchUps >= 1, 20_000)
+      expect(b.stats().queueDrains).toBe(1) // ub_gateway_queue_drains
       sub.socket.resume()
       await live
       await eventually(() => received().length >= COUNT, 20_000)
@@ -198,6 +220,7 @@ for (const [layout, start] of layouts) {
       // Before: cut as a slow consumer at the bound; a bridge link so cut dialled again.
       expect(b.stats().queueCatchUps).toBeGreaterThanOrEqual(1)
       expect(b.stats().slowConsumers).toBe(0)
+      expect(b.stats().queueDrains).toBe(0)
       expect(sub.socket.destroyed).toBe(false)
       // Everything was acknowledged: nothing is left in its queue for a next connection.
       sub.end()

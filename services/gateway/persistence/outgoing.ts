@@ -155,6 +155,7 @@ export function createOutgoingQueue({
     queueListMs,
     pacer: createDrainPacer(),
     acknowledged: eraser.has,
+    drains: { active: 0 },
   }
   const depth = createQueueDepth({
     count: (clientId) => countQueue(reader, clientId),
@@ -169,6 +170,10 @@ export function createOutgoingQueue({
 
   return {
     backlog: (clientId: string) => queueBacklog(reader, clientId),
+    /** Sessions catching up from their queue right now (resumed, or at their pending bound). */
+    get drainsActive(): number {
+      return reader.drains.active
+    },
     /** Which subscribers are connected to this gateway and caught up (the broker knows). */
     setLiveHere,
     /** A publisher waits for this message's PUBACK: its writes may be held (held-writes.ts). */

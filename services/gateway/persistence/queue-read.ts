@@ -68,6 +68,8 @@ export interface QueueReader {
   pacer: DrainPacer
   /** Acknowledged, its erase still waiting for the bus: not handed out again. */
   acknowledged: (key: string) => boolean
+  /** Drains under way (`clientQueue`): sessions catching up from their queue right now. */
+  drains: { active: number }
 }
 
 /** A session's queue keys, or undefined if KV did not answer within `waitMs`. */
@@ -144,6 +146,19 @@ export async function listQueue(
  * queue after this read was then refused live and its queued copy erased.
  */
 export async function* clientQueue(
+  reader: QueueReader,
+  clientId: string,
+  catchUp: CatchUp
+): AsyncGenerator<WirePacket | PubrelPacket> {
+  reader.drains.active++
+  try {
+    yield* drainQueue(reader, clientId, catchUp)
+  } finally {
+    reader.drains.active--
+  }
+}
+
+async function* drainQueue(
   reader: QueueReader,
   clientId: string,
   { holdLive, onHandedOut, caughtUp = () => true, handedOut: inFlight }: CatchUp
