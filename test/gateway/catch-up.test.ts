@@ -26,6 +26,13 @@ async function publishNumbered(
   await publisher.endAsync()
 }
 
+/** A persistent session subscribed to `c/#` at QoS 1, then offline: what comes is queued. */
+async function subscribeAndLeave(url: string, clientId: string): Promise<void> {
+  const s = await connectMqtt(url, { clientId, clean: false })
+  await s.subscribeAsync('c/#', { qos: 1 })
+  await s.endAsync()
+}
+
 /**
  * A persistent session that resumes a backlog catches up from its queue: what is published while
  * it drains is read from the queue after the backlog, not held in the gateway's memory
@@ -52,9 +59,7 @@ describe('a session catching up on its queue', () => {
 
   it('gets its backlog and then what came meanwhile, in order, without being cut', async () => {
     const { a, b } = await pair()
-    const first = await connectMqtt(a.url, { clientId: 'catching-up', clean: false })
-    await first.subscribeAsync('c/#', { qos: 1 })
-    await first.endAsync()
+    await subscribeAndLeave(a.url, 'catching-up')
     await publishNumbered(a.url, 0, BACKLOG)
 
     // Live messages start before the session is back, and go on while it drains and after.
@@ -83,9 +88,7 @@ describe('a session catching up on its queue', () => {
 
   it('counts a drain under way until it ends, also when its connection closes mid-drain', async () => {
     const { a, b } = await pair()
-    const first = await connectMqtt(a.url, { clientId: 'leaves', clean: false })
-    await first.subscribeAsync('c/#', { qos: 1 })
-    await first.endAsync()
+    await subscribeAndLeave(a.url, 'leaves')
     await publishNumbered(a.url, 0, BACKLOG)
     // Resumes and reads nothing: its drain waits for room behind the 50 it may have pending.
     const sub = await rawSubscriber(b.ports.mqtt, {
@@ -104,9 +107,7 @@ describe('a session catching up on its queue', () => {
     const { a, b } = await pair()
     for (let round = 0; round < 3; round++) {
       const id = `edge-${round}`
-      const s = await connectMqtt(a.url, { clientId: id, clean: false })
-      await s.subscribeAsync('c/#', { qos: 1 })
-      await s.endAsync()
+      await subscribeAndLeave(a.url, id)
       await publishNumbered(a.url, 0, 100 * (round + 1)) // short backlogs: the last read comes soon
       const live = publishNumbered(a.url, 10_000, 600, 1)
       await sleep(50 * round)
@@ -128,9 +129,7 @@ describe('a session catching up on its queue', () => {
     // whose slow listing lets ~100 arrive for a connection that may hold 50. They were held
     // until the bound cut the session as a slow consumer (CI: "got 517 of 900").
     const { a, b } = await pair(withSlowQueueListings(400))
-    const s = await connectMqtt(a.url, { clientId: 'slow-read', clean: false })
-    await s.subscribeAsync('c/#', { qos: 1 })
-    await s.endAsync()
+    await subscribeAndLeave(a.url, 'slow-read')
     await publishNumbered(a.url, 0, 100)
     const live = publishNumbered(a.url, 10_000, 600, 0.25)
     await sleep(100)
