@@ -12,7 +12,7 @@ const QUEUE_LIST_ATTEMPTS = 4
 const QUEUE_PAGE = 64
 // The most new entries a drain's last read may start with (live messages are held meanwhile,
 // within the connection's outbound bound; past it they go back to the queue: a relapse).
-export const LAST_READ_MAX = 4_096
+const LAST_READ_MAX = 4_096
 
 /** What aedes sends once a QoS 2 PUBLISH was PUBRECed. */
 export interface PubrelPacket {
