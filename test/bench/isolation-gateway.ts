@@ -27,6 +27,7 @@ const gateway = await createGateway({
 process.stdout.write(JSON.stringify({ port: gateway.ports.mqtt }) + '\n')
 if (process.env.BENCH_ISO_TRACE) traceLoop()
 if (process.env.BENCH_ISO_PROFILE) profileOnSignal(process.env.BENCH_ISO_PROFILE)
+if (process.env.BENCH_ISO_SPLIT) reportOwnShare()
 process.once('SIGTERM', () => {
   void gateway
     .close()
@@ -83,5 +84,32 @@ function profileOnSignal(dir: string): void {
           writeFileSync(join(dir, `stalled-${n++}.cpuprofile`), JSON.stringify(profile))
         })
     step.catch((err: unknown) => process.stderr.write(`profile: ${String(err)}\n`))
+  })
+}
+
+/**
+ * BENCH_ISO_SPLIT=1: per measured stream, on stderr, the percentiles of the time from the
+ * publisher's stamp (wall clock, isolation.ts) to aedes' `publish` event here, which comes once the
+ * message was handed to every subscriber: the gateway's share of the healthy subscriber's latency.
+ */
+function reportOwnShare(): void {
+  let ms: number[] = []
+  let quiet: NodeJS.Timeout | undefined
+  const report = () => {
+    ms.sort((a, b) => a - b)
+    const at = (q: number) => ms[Math.floor(q * (ms.length - 1))]!.toFixed(2)
+    process.stderr.write(
+      `gateway's share: ${ms.length} msgs, p50 ${at(0.5)} p99 ${at(0.99)} max ${at(1)} ms\n`
+    )
+    ms = []
+  }
+  const aedes = gateway.broker.aedes as unknown as {
+    on(event: 'publish', f: (p: { topic: string; payload: Buffer }, client: unknown) => void): void
+  }
+  aedes.on('publish', (p, client) => {
+    if (!client || p.topic !== 'iso/live') return
+    ms.push(performance.timeOrigin + performance.now() - p.payload.readDoubleLE(0))
+    clearTimeout(quiet)
+    quiet = setTimeout(report, 1_000) // a stream ended
   })
 }

@@ -17,7 +17,9 @@
  * broker process's CPU over that stream (% of one core): what the latency is made of. Diagnosis:
  * BENCH_ISO_TIMELINE prints the worst latency per 250 ms of each stream, BENCH_ISO_NEVER_READ
  * changes how many sessions never read, BENCH_ISO_HOLD_MS sets our gateway's holdWritesMs,
- * BENCH_ISO_PROFILE=dir writes a CPU profile of our gateway over each stalled stream.
+ * BENCH_ISO_PROFILE=dir writes a CPU profile of our gateway over each stalled stream,
+ * BENCH_ISO_SPLIT=1 has our gateway print its own share of each stream's latency (the publisher's
+ * stamp to the message's routing there), so the rest is the sockets and the clients' processes.
  * Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -60,6 +62,9 @@ interface Measured {
   cpuPct: number
 }
 
+// Wall-clock ms with sub-ms precision, the same in every process on the machine: the gateway
+// reads the stamp too (BENCH_ISO_SPLIT).
+const now = (): number => performance.timeOrigin + performance.now()
 const round = (n: number, d = 2): number => Math.round(n * 10 ** d) / 10 ** d
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0
@@ -98,14 +103,14 @@ export async function measureP99(url: string, pid: number, tag: string): Promise
   const pub = await connect(url, { clientId: `${tag}-pub` })
   const count = RATE * SECONDS
   const latencies: number[] = []
-  sub.on('message', (_t, payload) => latencies.push(performance.now() - payload.readDoubleLE(0)))
+  sub.on('message', (_t, payload) => latencies.push(now() - payload.readDoubleLE(0)))
   const cpu0 = cpuSeconds(pid)
   const start = performance.now()
   for (let i = 0; i < count; i++) {
     const wait = start + (i * 1_000) / RATE - performance.now()
     if (wait > 1) await sleep(wait)
     const p = Buffer.alloc(64)
-    p.writeDoubleLE(performance.now(), 0)
+    p.writeDoubleLE(now(), 0)
     pub.publish('iso/live', p, { qos: 1 })
   }
   const deadline = Date.now() + 30_000
