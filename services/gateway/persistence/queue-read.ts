@@ -166,8 +166,7 @@ async function* drainQueue(
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
   // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
   let handedOut: Set<string> | undefined
-  let lastReadFrom = QUEUE_PAGE
-  let foundBefore = Infinity
+  const beginsLastRead = lastReadStart()
   for (let last = false; ;) {
     const keys = await listQueue(reader, clientId)
     handedOut ??= inFlight?.() ?? new Set<string>()
@@ -178,16 +177,12 @@ async function* drainQueue(
       else fresh.push(k)
     }
     handedOut = still
-    if (!last && fresh.length <= lastReadFrom) {
+    if (!last && beginsLastRead(fresh.length)) {
       last = true
       if (holdLive) {
         holdLive()
         continue
       }
-    } else if (!last) {
-      if (fresh.length * 2 > foundBefore)
-        lastReadFrom = Math.max(lastReadFrom, Math.min(fresh.length, LAST_READ_MAX))
-      foundBefore = fresh.length
     }
     for await (const { key, q } of inOrder(reader.kv, fresh)) {
       await reader.pacer.permit()
@@ -204,6 +199,22 @@ async function* drainQueue(
       if (caughtUp()) return
       last = false
     }
+  }
+}
+
+/**
+ * Whether a drain's last read begins after a read that found `found` new entries: at most a page,
+ * or, once a read did not gain on the live messages (more than half as many as the read before),
+ * no more than that read found (at most LAST_READ_MAX). One per drain: it remembers the reads.
+ */
+function lastReadStart(): (found: number) => boolean {
+  let from = QUEUE_PAGE
+  let before = Infinity
+  return (found) => {
+    if (found <= from) return true
+    if (found * 2 > before) from = Math.max(from, Math.min(found, LAST_READ_MAX))
+    before = found
+    return false
   }
 }
 
