@@ -6,6 +6,7 @@ import { createInProcessBus } from '../../services/common/bus/in-process.ts'
 import { silentLogger } from '../../services/common/log.ts'
 import type { WirePacket } from '../../services/gateway/codec.ts'
 import { createBusPersistence } from '../../services/gateway/persistence.ts'
+import { LAST_READ_MAX } from '../../services/gateway/persistence/queue-read.ts'
 import { INTERNAL_USERNAME, internalCredential } from '../../services/common/internal-credential.ts'
 import { collect, connectMqtt, startTestGateway } from '../helpers/gateway.ts'
 import { createTestNatsBus, natsUrl, uniquePrefix } from '../helpers/nats.ts'
@@ -157,13 +158,17 @@ describe('a persistent session on NATS, once it acknowledged everything', () => 
   })
 })
 
-describe('a drain that live messages keep pace with', () => {
+describe('a drain with live messages coming', () => {
   const buses: Bus[] = []
   afterEach(async () => {
     await Promise.all(buses.splice(0).map((b) => b.close()))
   })
 
-  it('ends: its last read starts, and every message goes out once, in order', async () => {
+  /**
+   * Drain `queued` messages of c1 while live ones come, one for every `handedPerLive` handed out: as the
+   * gate does, a live message is left to the queue until the last read starts, held after.
+   */
+  async function drainWithLive(queued: number, handedPerLive: number) {
     const bus = createInProcessBus({ prefix: uniquePrefix('pq') })
     buses.push(bus)
     const p = await createBusPersistence({ bus, log: silentLogger() })
@@ -177,9 +182,7 @@ describe('a drain that live messages keep pace with', () => {
       brokerId: 'b1',
       brokerCounter: ++counter,
     })
-    for (let i = 0; i < 500; i++) await p.outgoingEnqueueCombi([{ clientId: 'c1' }], next())
-    // As the gate does: until the last read starts, a live message is left to the queue; after,
-    // it is held in memory.
+    for (let i = 0; i < queued; i++) await p.outgoingEnqueueCombi([{ clientId: 'c1' }], next())
     let holding = false
     const handedOut: number[] = []
     const held: number[] = []
@@ -189,14 +192,36 @@ describe('a drain that live messages keep pace with', () => {
     })
     for await (const q of queue) {
       handedOut.push((q as WirePacket).brokerCounter!)
-      // One live message for each one handed out: the drain never gains on them by itself.
+      if (handedOut.length % handedPerLive !== 0) continue
       const live = next()
       if (holding) held.push(live.brokerCounter!)
       else await p.outgoingEnqueueCombi([{ clientId: 'c1' }], live)
-      if (handedOut.length >= 20_000) break
+      if (handedOut.length >= 50_000) break
     }
+    const all = Array.from({ length: counter }, (_, i) => i + 1)
+    return { holding, handedOut, held, all }
+  }
+
+  it('reads a queue of at most LAST_READ_MAX once: live messages are held from its start', async () => {
+    // One live message for each one handed out: a drain that never gains on them by itself.
+    const { holding, handedOut, held, all } = await drainWithLive(1_000, 1)
     expect(holding).toBe(true)
-    expect(handedOut.length).toBeLessThan(2_000)
-    expect([...handedOut, ...held]).toEqual(Array.from({ length: counter }, (_, i) => i + 1))
+    // Before, the last read began at a page (64) of new entries, or at no more than the read
+    // before: 3,000 handed out, every live message queued and read back.
+    expect(handedOut).toHaveLength(1_000)
+    expect(held).toHaveLength(1_000)
+    expect([...handedOut, ...held]).toEqual(all)
+  })
+
+  it('reads a longer queue until a read finds at most LAST_READ_MAX, every message once and in order', async () => {
+    // One live message for every two handed out: each read finds half as many as the one before.
+    // Nothing is acknowledged here: the queue and what comes meanwhile stay within its bound
+    // (sessionMaxQueued, 10,000).
+    const queued = LAST_READ_MAX + 2_000
+    const { holding, handedOut, held, all } = await drainWithLive(queued, 2)
+    expect(holding).toBe(true)
+    expect(handedOut.length).toBeGreaterThan(queued)
+    expect(handedOut.length).toBeLessThan(queued * 2)
+    expect([...handedOut, ...held]).toEqual(all)
   })
 })

@@ -10,9 +10,12 @@ import type { DrainPacer } from './drain-pacer.ts'
 const QUEUE_LIST_ATTEMPTS = 4
 // A queue longer than this is read in two passes, so its payloads are never all in memory.
 const QUEUE_PAGE = 64
-// The most new entries a drain's last read may start with (live messages are held meanwhile,
-// within the connection's outbound bound; past it they go back to the queue: a relapse).
-const LAST_READ_MAX = 4_096
+/**
+ * A read of a session's queue that finds at most this many new entries is the drain's last but
+ * one: from then on live messages are held in memory (within the connection's outbound bound;
+ * past it they go back to the queue: a relapse) instead of queued and read back.
+ */
+export const LAST_READ_MAX = 4_096
 
 /** What aedes sends once a QoS 2 PUBLISH was PUBRECed. */
 export interface PubrelPacket {
@@ -129,16 +132,17 @@ export async function listQueue(
 /**
  * A session's queue, oldest first, read again until it is caught up: a session catching up on a
  * backlog gets what was queued meanwhile from the queue, not held in memory (connack-gate.ts).
- * A read that finds at most a page of new entries is the last but one: `holdLive` is called and
- * one more read hands out what came before it (without `holdLive`, that read is the last). Every entry handed out takes a permit from the
- * pacer (drain-pacer.ts).
+ * A read that finds at most LAST_READ_MAX new entries is the last but one: `holdLive` is called
+ * and one more read hands out what came before it (without `holdLive`, that read is the last).
+ * Every entry handed out takes a permit from the pacer (drain-pacer.ts).
  *
- * A read that finds more than half as many new entries as the one before did not gain on the live
- * messages: the next read is then the last but one if it finds no more than this one did (at
- * most LAST_READ_MAX). Waiting for a page, a drain whose share of a busy gateway's turns was about
- * the live rate never ended (npm run bench -- isolation: 8 sessions resuming 1,000 messages
- * under 2,000 msg/s each read their queue for the whole stream), and every live message took the
- * queue's costlier path: written, listed, read back and decoded instead of handed over.
+ * Why not a page (64), as it was: a drain ended only once a read found as little as a page, and
+ * a drain whose share of a busy gateway's turns was about the live rate never did (npm run bench
+ * -- isolation: 8 sessions resuming 1,000 messages under 2,000 msg/s each read their queue for
+ * the whole stream), so every live message took the queue's costlier path: written, listed, read
+ * back and decoded instead of handed over. Ending once a read found no more than the one before
+ * still read each backlog three times over. Held from the first short read, a live message costs
+ * the queue write alone, and the connection's outbound bound caps what waits in memory.
  *
  * `onHandedOut` learns each message handed out, so a live copy held meanwhile is not delivered a
  * second time. Not aedes' dedupe record (`client.duplicates`, the highest counter seen per
@@ -166,7 +170,6 @@ async function* drainQueue(
   // Entries handed out in this connection and still queued (not yet acknowledged): a later read
   // skips them. Pruned at each read to what is still queued, so it never outgrows the queue.
   let handedOut: Set<string> | undefined
-  const beginsLastRead = lastReadStart()
   for (let last = false; ;) {
     const keys = await listQueue(reader, clientId)
     handedOut ??= inFlight?.() ?? new Set<string>()
@@ -177,7 +180,7 @@ async function* drainQueue(
       else fresh.push(k)
     }
     handedOut = still
-    if (!last && beginsLastRead(fresh.length)) {
+    if (!last && fresh.length <= LAST_READ_MAX) {
       last = true
       if (holdLive) {
         holdLive()
@@ -199,22 +202,6 @@ async function* drainQueue(
       if (caughtUp()) return
       last = false
     }
-  }
-}
-
-/**
- * Whether a drain's last read begins after a read that found `found` new entries: at most a page,
- * or, once a read did not gain on the live messages (more than half as many as the read before),
- * no more than that read found (at most LAST_READ_MAX). One per drain: it remembers the reads.
- */
-function lastReadStart(): (found: number) => boolean {
-  let from = QUEUE_PAGE
-  let before = Infinity
-  return (found) => {
-    if (found <= from) return true
-    if (found * 2 > before) from = Math.max(from, Math.min(found, LAST_READ_MAX))
-    before = found
-    return false
   }
 }
 
