@@ -23,7 +23,8 @@
  * the rounds; the ratio is the median of the per-round ratios. The 1-minute load average is
  * printed before each configuration (a 2-core box shared with other benchmarks moves single runs
  * by 2×).
- * `BENCH_BRIDGE_COUNT` shrinks the count (default 100,000), `BENCH_BRIDGE_QOS=1` runs QoS 1 only.
+ * `BENCH_BRIDGE_COUNT` shrinks the count (default 100,000), `BENCH_BRIDGE_QOS=1` runs QoS 1 only,
+ * `BENCH_BRIDGE_SIZES=1024` one payload size only (default 64 and 1,024 bytes).
  * Bindings coming in (`in`, `both`) are measured in bridge-directions.ts; `BENCH_BRIDGE_DIRECTIONS`
  * picks which (default `out,in,both`; `out` is this file's runs). Prints one JSON line last.
  */
@@ -57,6 +58,7 @@ import {
 
 // `BENCH_BRIDGE_QOS=1` runs QoS 1 only (default both).
 const QOS_LEVELS = (process.env.BENCH_BRIDGE_QOS ?? '1,0').split(',').map((q) => Number(q) as 0 | 1)
+const PAYLOAD_SIZES = (process.env.BENCH_BRIDGE_SIZES ?? '64,1024').split(',').map(Number)
 const BRIDGE_WINDOW = Number(process.env.BENCH_BRIDGE_WINDOW ?? 256)
 const DIRECTIONS = (process.env.BENCH_BRIDGE_DIRECTIONS ?? 'out,in,both').split(',') as Direction[]
 // Every broker queues deep enough that no QoS 1 message is dropped for a slow consumer, and
@@ -399,7 +401,7 @@ async function runOut(): Promise<Run[]> {
   try {
     await new Promise((r) => setTimeout(r, 1_000)) // Mosquitto's bridge connects on its own timer
     for (const qos of QOS_LEVELS) {
-      for (const payloadBytes of [64, 1_024]) {
+      for (const payloadBytes of PAYLOAD_SIZES) {
         const before = load1()
         console.error(
           `QoS ${qos} ${payloadBytes} B: load average ${loadavg()
