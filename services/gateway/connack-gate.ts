@@ -76,11 +76,12 @@ export function queuedToo(client: GatedClient, packet: LivePacket): boolean {
  * already carried it (the persistence records what the drain handed out).
  *
  * A persistent session catching up does not hold what its queue already has: the drain reads the
- * queue again until it is nearly caught up (persistence/outgoing.ts), and until it calls
- * `holdLive` (`drainOf(client)`) a live QoS > 0 message with a copy in the queue is left to the drain. Held
- * instead, every live message during a long drain waited in memory and went out in a burst at
- * the end: 8 sessions catching up on 5,000 messages each held ~50,000 of them and took the loop
- * from every other client for seconds (npm run bench -- isolation).
+ * queue again until a read finds at most LAST_READ_MAX new entries (persistence/queue-read.ts),
+ * and until it calls `holdLive` (`drainOf(client)`) a live QoS > 0 message with a copy in the
+ * queue is left to the drain. Held for a whole long drain instead, every live message waited in
+ * memory and went out in a burst at the end: 8 sessions catching up on 5,000 messages each held
+ * ~50,000 of them and took the loop from every other client for seconds (npm run bench --
+ * isolation).
  *
  * The drain's last read holds live messages within the connection's outbound bound; if more
  * come meanwhile (a slow read on a loaded node), those with a queued copy are left to the queue
