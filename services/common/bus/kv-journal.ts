@@ -51,7 +51,7 @@ const PRIVATE_DIR = 0o700 // owner only: other local users must not read the bus
  * made them. A key written and erased within one batch never reaches the file: that is a session
  * queue's entry acknowledged within the delay, which is nearly every message on a healthy link.
  * Writing each entry and its erase, and waiting for the write before the call resolved, cost
- * about a quarter of the full bridge path's throughput (README, Benchmarks).
+ * about a quarter of the full bridge path's throughput (docs/BENCHMARKS.md).
  *
  * A process killed within the delay loses that batch, as a NATS server killed within its own
  * write coalescing would; aedes has a window of the same kind (it acknowledges a QoS 1 PUBLISH
