@@ -165,8 +165,9 @@ describe('a drain with live messages coming', () => {
   })
 
   /**
-   * Drain `queued` messages of c1 while live ones come, one for every `handedPerLive` handed out: as the
-   * gate does, a live message is left to the queue until the last read starts, held after.
+   * Drain `queued` messages of c1 while live ones come, one for every `handedPerLive` handed
+   * out: as the gate does, a live message is left to the queue until the last read starts, held
+   * after.
    */
   async function drainWithLive(queued: number, handedPerLive: number) {
     const bus = createInProcessBus({ prefix: uniquePrefix('pq') })
